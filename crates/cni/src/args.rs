@@ -20,10 +20,16 @@ impl CniArgs {
             }
             let mut parts = pair.split('=');
             let (Some(key), Some(value), None) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(CniError::invalid_env("CNI_ARGS", format!("invalid pair {pair:?}")));
+                return Err(CniError::invalid_env(
+                    "CNI_ARGS",
+                    format!("invalid pair {pair:?}"),
+                ));
             };
             if key.is_empty() || key.chars().any(char::is_whitespace) {
-                return Err(CniError::invalid_env("CNI_ARGS", format!("invalid key in pair {pair:?}")));
+                return Err(CniError::invalid_env(
+                    "CNI_ARGS",
+                    format!("invalid key in pair {pair:?}"),
+                ));
             }
             pairs.push((key.to_string(), value.to_string()));
         }
@@ -32,7 +38,12 @@ impl CniArgs {
 
     /// The value of the last occurrence of `key`, if any and not empty.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
     }
 
     /// The container's name: `K8S_POD_NAME` (podman puts the container name there, containerd the pod's).
@@ -42,13 +53,17 @@ impl CniArgs {
 
     /// Addresses requested with `IP=a[,b]` (podman, nerdctl; host-local reads the same key).
     pub fn requested_ips(&self) -> Result<Vec<IpAddr>, CniError> {
-        let Some(list) = self.get("IP") else { return Ok(Vec::new()) };
+        let Some(list) = self.get("IP") else {
+            return Ok(Vec::new());
+        };
         list.split(',')
             .map(|s| {
                 let s = s.trim();
                 // Accept "10.0.0.5" and "10.0.0.5/24" alike; the prefix comes from the range.
                 let addr = s.split('/').next().unwrap_or(s);
-                addr.parse::<IpAddr>().map_err(|_| CniError::invalid_env("CNI_ARGS", format!("IP={s} is not an address")))
+                addr.parse::<IpAddr>().map_err(|_| {
+                    CniError::invalid_env("CNI_ARGS", format!("IP={s} is not an address"))
+                })
             })
             .collect()
     }
@@ -60,10 +75,16 @@ mod tests {
 
     #[test]
     fn parses_what_runtimes_send() {
-        let a = CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=test1;IP=10.0.0.9").unwrap();
+        let a = CniArgs::parse(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=test1;IP=10.0.0.9",
+        )
+        .unwrap();
         assert_eq!(a.pod_name(), Some("test1"));
         assert_eq!(a.get("K8S_POD_NAMESPACE"), Some("default"));
-        assert_eq!(a.requested_ips().unwrap(), vec!["10.0.0.9".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            a.requested_ips().unwrap(),
+            vec!["10.0.0.9".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(a.get("UNKNOWN"), None);
     }
 
@@ -87,6 +108,13 @@ mod tests {
     fn several_requested_ips() {
         let a = CniArgs::parse("IP=10.0.0.9/24,fd00::9").unwrap();
         assert_eq!(a.requested_ips().unwrap().len(), 2);
-        assert_eq!(CniArgs::parse("IP=nope").unwrap().requested_ips().unwrap_err().code, 4);
+        assert_eq!(
+            CniArgs::parse("IP=nope")
+                .unwrap()
+                .requested_ips()
+                .unwrap_err()
+                .code,
+            4
+        );
     }
 }

@@ -103,10 +103,16 @@ impl PortMapping {
             )));
         }
         if !matches!(self.protocol.to_ascii_lowercase().as_str(), "tcp" | "udp") {
-            return Err(CniError::unsupported_field("portMappings.protocol", &self.protocol));
+            return Err(CniError::unsupported_field(
+                "portMappings.protocol",
+                &self.protocol,
+            ));
         }
         if !self.host_ip.is_empty() && self.host_ip.parse::<IpAddr>().is_err() {
-            return Err(CniError::invalid_config(format!("portMappings: hostIP {:?} is not an address", self.host_ip)));
+            return Err(CniError::invalid_config(format!(
+                "portMappings: hostIP {:?} is not an address",
+                self.host_ip
+            )));
         }
         Ok(())
     }
@@ -145,28 +151,46 @@ impl NetConf {
                 bytes.len()
             )));
         }
-        let raw: Value = serde_json::from_slice(bytes)
-            .map_err(|e| CniError::decode(format!("network configuration is not valid JSON: {e}")))?;
-        let obj = raw.as_object().ok_or_else(|| CniError::decode("network configuration is not a JSON object"))?;
+        let raw: Value = serde_json::from_slice(bytes).map_err(|e| {
+            CniError::decode(format!("network configuration is not valid JSON: {e}"))
+        })?;
+        let obj = raw
+            .as_object()
+            .ok_or_else(|| CniError::decode("network configuration is not a JSON object"))?;
 
         let version = match obj.get("cniVersion") {
-            None => return Err(CniError::new(crate::codes::INCOMPATIBLE_VERSION, "cniVersion is missing (0.1.0 is not supported)")),
+            None => {
+                return Err(CniError::new(
+                    crate::codes::INCOMPATIBLE_VERSION,
+                    "cniVersion is missing (0.1.0 is not supported)",
+                ))
+            }
             Some(Value::String(s)) => Version::parse(s)?,
-            Some(other) => return Err(CniError::decode(format!("cniVersion must be a string, not {other}"))),
+            Some(other) => {
+                return Err(CniError::decode(format!(
+                    "cniVersion must be a string, not {other}"
+                )))
+            }
         };
         let name = string_field(obj, "name")?.unwrap_or_default();
         if name.is_empty() {
             return Err(CniError::invalid_config("network name is missing"));
         }
         if !is_valid_identifier(&name) {
-            return Err(CniError::invalid_config(format!("invalid characters in network name {name:?}")));
+            return Err(CniError::invalid_config(format!(
+                "invalid characters in network name {name:?}"
+            )));
         }
         let plugin_type = string_field(obj, "type")?.unwrap_or_default();
 
         let ipam = match obj.get("ipam") {
             None | Some(Value::Null) => None,
             Some(v @ Value::Object(_)) => Some(v.clone()),
-            Some(other) => return Err(CniError::decode(format!("ipam must be an object, not {other}"))),
+            Some(other) => {
+                return Err(CniError::decode(format!(
+                    "ipam must be an object, not {other}"
+                )))
+            }
         };
         let dns = typed_field(obj, "dns")?;
         let runtime_config: RuntimeConfig = typed_field(obj, "runtimeConfig")?.unwrap_or_default();
@@ -175,17 +199,27 @@ impl NetConf {
         }
         let prev_result = match obj.get("prevResult") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(CniResult::from_json(v).map_err(|e| CniError { msg: format!("prevResult: {}", e.msg), ..e })?),
+            Some(v) => Some(CniResult::from_json(v).map_err(|e| CniError {
+                msg: format!("prevResult: {}", e.msg),
+                ..e
+            })?),
         };
         let args_ips = match raw.pointer("/args/cni/ips") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(list)) => list
                 .iter()
-                .map(|v| v.as_str().ok_or_else(|| CniError::decode("args.cni.ips must be strings")).and_then(parse_address))
+                .map(|v| {
+                    v.as_str()
+                        .ok_or_else(|| CniError::decode("args.cni.ips must be strings"))
+                        .and_then(parse_address)
+                })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(CniError::decode("args.cni.ips must be a list")),
         };
-        let valid_attachments = match obj.get("cni.dev/valid-attachments").or_else(|| obj.get("cni.dev/attachments")) {
+        let valid_attachments = match obj
+            .get("cni.dev/valid-attachments")
+            .or_else(|| obj.get("cni.dev/attachments"))
+        {
             None | Some(Value::Null) => None,
             Some(v) => Some(
                 serde_json::from_value(v.clone())
@@ -209,17 +243,23 @@ impl NetConf {
 
     /// Reads the plugin's own fields from the object (unknown fields ignored).
     pub fn plugin_fields<T: DeserializeOwned>(&self) -> Result<T, CniError> {
-        serde_json::from_value(self.raw.clone())
-            .map_err(|e| CniError::decode(format!("invalid {} configuration: {e}", self.plugin_type)))
+        serde_json::from_value(self.raw.clone()).map_err(|e| {
+            CniError::decode(format!("invalid {} configuration: {e}", self.plugin_type))
+        })
     }
 
     /// The `type` of the IPAM plugin to delegate to.
     pub fn ipam_type(&self) -> Result<&str, CniError> {
-        let ipam = self.ipam.as_ref().ok_or_else(|| CniError::invalid_config("an ipam section is required"))?;
+        let ipam = self
+            .ipam
+            .as_ref()
+            .ok_or_else(|| CniError::invalid_config("an ipam section is required"))?;
         match ipam.get("type") {
             Some(Value::String(t)) if !t.is_empty() => Ok(t),
             Some(Value::String(_)) | None => Err(CniError::invalid_config("ipam.type is missing")),
-            Some(other) => Err(CniError::decode(format!("ipam.type must be a string, not {other}"))),
+            Some(other) => Err(CniError::decode(format!(
+                "ipam.type must be a string, not {other}"
+            ))),
         }
     }
 
@@ -231,18 +271,28 @@ impl NetConf {
     }
 }
 
-fn string_field(obj: &serde_json::Map<String, Value>, key: &str) -> Result<Option<String>, CniError> {
+fn string_field(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<Option<String>, CniError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(CniError::decode(format!("{key} must be a string, not {other}"))),
+        Some(other) => Err(CniError::decode(format!(
+            "{key} must be a string, not {other}"
+        ))),
     }
 }
 
-fn typed_field<T: DeserializeOwned>(obj: &serde_json::Map<String, Value>, key: &str) -> Result<Option<T>, CniError> {
+fn typed_field<T: DeserializeOwned>(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<Option<T>, CniError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| CniError::decode(format!("{key}: {e}"))),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| CniError::decode(format!("{key}: {e}"))),
     }
 }
 
@@ -272,32 +322,47 @@ mod tests {
 
     #[test]
     fn port_mappings_in_both_spellings() {
-        let c = parse(json!({"cniVersion": "0.4.0", "name": "n", "runtimeConfig": {"portMappings": [
-            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "192.168.0.1"},
-            {"HostPort": 5353, "ContainerPort": 53, "Protocol": "UDP", "HostIP": ""},
-            {"hostPort": 9000, "containerPort": 9000},
-        ]}}))
+        let c = parse(
+            json!({"cniVersion": "0.4.0", "name": "n", "runtimeConfig": {"portMappings": [
+                {"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "192.168.0.1"},
+                {"HostPort": 5353, "ContainerPort": 53, "Protocol": "UDP", "HostIP": ""},
+                {"hostPort": 9000, "containerPort": 9000},
+            ]}}),
+        )
         .unwrap();
         let pm = &c.runtime_config.port_mappings;
         assert_eq!(pm[0].host_ip(), Some("192.168.0.1".parse().unwrap()));
-        assert_eq!((pm[1].host_port, pm[1].container_port, pm[1].protocol().as_str()), (5353, 53, "udp"));
+        assert_eq!(
+            (
+                pm[1].host_port,
+                pm[1].container_port,
+                pm[1].protocol().as_str()
+            ),
+            (5353, 53, "udp")
+        );
         assert_eq!(pm[1].host_ip(), None);
         assert_eq!(pm[2].protocol(), "tcp");
     }
 
     #[test]
     fn bad_port_mappings() {
-        let sctp = parse(json!({"cniVersion": "0.4.0", "name": "n", "runtimeConfig": {"portMappings": [
-            {"hostPort": 1, "containerPort": 1, "protocol": "sctp"}]}}))
+        let sctp = parse(
+            json!({"cniVersion": "0.4.0", "name": "n", "runtimeConfig": {"portMappings": [
+            {"hostPort": 1, "containerPort": 1, "protocol": "sctp"}]}}),
+        )
         .unwrap_err();
         assert_eq!(sctp.code, 2);
         assert!(sctp.msg.contains("sctp") && sctp.msg.contains("protocol"));
-        let zero = parse(json!({"cniVersion": "0.4.0", "name": "n", "runtimeConfig": {"portMappings": [
-            {"hostPort": 0, "containerPort": 1}]}}))
+        let zero = parse(
+            json!({"cniVersion": "0.4.0", "name": "n", "runtimeConfig": {"portMappings": [
+            {"hostPort": 0, "containerPort": 1}]}}),
+        )
         .unwrap_err();
         assert_eq!(zero.code, 7);
-        let big = parse(json!({"cniVersion": "0.4.0", "name": "n", "runtimeConfig": {"portMappings": [
-            {"hostPort": 70000, "containerPort": 1}]}}))
+        let big = parse(
+            json!({"cniVersion": "0.4.0", "name": "n", "runtimeConfig": {"portMappings": [
+            {"hostPort": 70000, "containerPort": 1}]}}),
+        )
         .unwrap_err();
         assert_eq!(big.code, 6);
     }
@@ -322,7 +387,13 @@ mod tests {
         ];
         for (input, code) in cases {
             let got = NetConf::parse(input).unwrap_err();
-            assert_eq!(got.code, code, "{}: {}", String::from_utf8_lossy(input), got.msg);
+            assert_eq!(
+                got.code,
+                code,
+                "{}: {}",
+                String::from_utf8_lossy(input),
+                got.msg
+            );
         }
     }
 

@@ -25,7 +25,12 @@ impl Command {
             "STATUS" => Command::Status,
             "VERSION" => Command::Version,
             "" => return Err(CniError::invalid_env("CNI_COMMAND", "missing")),
-            other => return Err(CniError::invalid_env("CNI_COMMAND", format!("unknown command {other:?}"))),
+            other => {
+                return Err(CniError::invalid_env(
+                    "CNI_COMMAND",
+                    format!("unknown command {other:?}"),
+                ))
+            }
         })
     }
 
@@ -72,7 +77,11 @@ impl Environment {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, CniError> {
         let get = |k: &str| lookup(k).unwrap_or_default();
         let command = Command::parse(&get("CNI_COMMAND"))?;
-        let path = get("CNI_PATH").split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
+        let path = get("CNI_PATH")
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
         if !command.needs_container() {
             // VERSION, GC and STATUS ignore the container variables (libcni sends dummies for VERSION).
             return Ok(Environment {
@@ -85,7 +94,8 @@ impl Environment {
             });
         }
 
-        let (container_id, netns, ifname) = (get("CNI_CONTAINERID"), get("CNI_NETNS"), get("CNI_IFNAME"));
+        let (container_id, netns, ifname) =
+            (get("CNI_CONTAINERID"), get("CNI_NETNS"), get("CNI_IFNAME"));
         let mut missing = Vec::new();
         if container_id.is_empty() {
             missing.push("CNI_CONTAINERID");
@@ -99,16 +109,29 @@ impl Environment {
         if !missing.is_empty() {
             return Err(CniError::new(
                 codes::INVALID_ENVIRONMENT,
-                format!("required environment variables missing: {}", missing.join(", ")),
+                format!(
+                    "required environment variables missing: {}",
+                    missing.join(", ")
+                ),
             ));
         }
         validate_container_id(&container_id)?;
         validate_ifname(&ifname)?;
         if !netns.is_empty() && !netns.starts_with('/') {
-            return Err(CniError::invalid_env("CNI_NETNS", format!("{netns:?} is not an absolute path")));
+            return Err(CniError::invalid_env(
+                "CNI_NETNS",
+                format!("{netns:?} is not an absolute path"),
+            ));
         }
         let args = CniArgs::parse(&get("CNI_ARGS"))?;
-        Ok(Environment { command, container_id, netns, ifname, args, path })
+        Ok(Environment {
+            command,
+            container_id,
+            netns,
+            ifname,
+            args,
+            path,
+        })
     }
 }
 
@@ -123,7 +146,10 @@ pub fn validate_container_id(id: &str) -> Result<(), CniError> {
     if is_valid_identifier(id) {
         Ok(())
     } else {
-        Err(CniError::invalid_env("CNI_CONTAINERID", "invalid characters in container id").with_details(id))
+        Err(
+            CniError::invalid_env("CNI_CONTAINERID", "invalid characters in container id")
+                .with_details(id),
+        )
     }
 }
 
@@ -135,7 +161,10 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
         "interface name is longer than 15 characters"
     } else if name == "." || name == ".." {
         "interface name is . or .."
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         "interface name contains / or : or whitespace"
     } else {
         return Ok(());
@@ -149,7 +178,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Result<Environment, CniError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Environment::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -157,19 +189,33 @@ mod tests {
     fn add_needs_all_container_variables_and_names_them() {
         let e = env(&[("CNI_COMMAND", "ADD"), ("CNI_IFNAME", "eth0")]).unwrap_err();
         assert_eq!(e.code, 4);
-        assert!(e.msg.contains("CNI_CONTAINERID") && e.msg.contains("CNI_NETNS"), "{}", e.msg);
+        assert!(
+            e.msg.contains("CNI_CONTAINERID") && e.msg.contains("CNI_NETNS"),
+            "{}",
+            e.msg
+        );
     }
 
     #[test]
     fn del_needs_no_netns() {
-        let e = env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")]).unwrap();
+        let e = env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+        ])
+        .unwrap();
         assert_eq!(e.netns, "");
     }
 
     #[test]
     fn gc_status_version_need_no_container_variables() {
         for cmd in ["GC", "STATUS", "VERSION"] {
-            let e = env(&[("CNI_COMMAND", cmd), ("CNI_IFNAME", "has space"), ("CNI_CONTAINERID", "/bad")]).unwrap();
+            let e = env(&[
+                ("CNI_COMMAND", cmd),
+                ("CNI_IFNAME", "has space"),
+                ("CNI_CONTAINERID", "/bad"),
+            ])
+            .unwrap();
             assert_eq!(e.container_id, "");
         }
     }
@@ -196,7 +242,16 @@ mod tests {
     fn ifname_rules_follow_libcni() {
         assert!(validate_ifname("eth0").is_ok());
         assert!(validate_ifname("123456789012345").is_ok());
-        for bad in ["", "1234567890123456", ".", "..", "a/b", "a:b", "a b", "a\tb"] {
+        for bad in [
+            "",
+            "1234567890123456",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\tb",
+        ] {
             let e = validate_ifname(bad).unwrap_err();
             assert_eq!(e.code, 4);
             assert!(e.msg.contains("CNI_IFNAME"));

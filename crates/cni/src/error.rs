@@ -50,7 +50,11 @@ pub struct CniError {
 
 impl CniError {
     pub fn new(code: u32, msg: impl Into<String>) -> Self {
-        CniError { code, msg: msg.into(), details: String::new() }
+        CniError {
+            code,
+            msg: msg.into(),
+            details: String::new(),
+        }
     }
 
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
@@ -73,7 +77,10 @@ impl CniError {
 
     /// Code 2; the message must name the key and its value.
     pub fn unsupported_field(key: &str, value: impl std::fmt::Display) -> Self {
-        Self::new(codes::UNSUPPORTED_FIELD, format!("unsupported value {value} for field {key}"))
+        Self::new(
+            codes::UNSUPPORTED_FIELD,
+            format!("unsupported value {value} for field {key}"),
+        )
     }
 
     pub fn try_again(msg: impl Into<String>) -> Self {
@@ -92,9 +99,19 @@ impl CniError {
     /// Reads an error result printed by another plugin.
     pub fn from_json(value: &serde_json::Value) -> Option<Self> {
         let code = value.get("code")?.as_u64()?;
-        let msg = value.get("msg").and_then(|m| m.as_str()).unwrap_or_default();
-        let details = value.get("details").and_then(|d| d.as_str()).unwrap_or_default();
-        Some(CniError { code: u32::try_from(code).ok()?, msg: msg.to_string(), details: details.to_string() })
+        let msg = value
+            .get("msg")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default();
+        let details = value
+            .get("details")
+            .and_then(|d| d.as_str())
+            .unwrap_or_default();
+        Some(CniError {
+            code: u32::try_from(code).ok()?,
+            msg: msg.to_string(),
+            details: details.to_string(),
+        })
     }
 }
 
@@ -114,8 +131,15 @@ mod tests {
 
     #[test]
     fn reads_back_what_it_prints() {
-        let e = CniError::new(codes::NAME_IN_USE, "endpoint with name a already exists in network n").with_details("x");
+        let e = CniError::new(
+            codes::NAME_IN_USE,
+            "endpoint with name a already exists in network n",
+        )
+        .with_details("x");
         assert_eq!(CniError::from_json(&e.to_json("1.0.0")), Some(e));
-        assert_eq!(CniError::from_json(&serde_json::json!({"msg": "no code"})), None);
+        assert_eq!(
+            CniError::from_json(&serde_json::json!({"msg": "no code"})),
+            None
+        );
     }
 }

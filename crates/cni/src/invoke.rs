@@ -12,13 +12,20 @@ use crate::result::CniResult;
 /// Finds `plugin_type` in the CNI_PATH directories. A type with a path separator is refused:
 /// delegation must not run arbitrary binaries named by a configuration.
 pub fn find_plugin(plugin_type: &str, cni_path: &[PathBuf]) -> Result<PathBuf, CniError> {
-    if plugin_type.is_empty() || plugin_type.contains(['/', '\\']) || plugin_type == "." || plugin_type == ".." {
+    if plugin_type.is_empty()
+        || plugin_type.contains(['/', '\\'])
+        || plugin_type == "."
+        || plugin_type == ".."
+    {
         return Err(CniError::invalid_config(format!(
             "plugin type {plugin_type:?} is not a plain name: it must not contain a path separator"
         )));
     }
     if cni_path.is_empty() {
-        return Err(CniError::invalid_env("CNI_PATH", format!("empty, so plugin {plugin_type:?} cannot be found")));
+        return Err(CniError::invalid_env(
+            "CNI_PATH",
+            format!("empty, so plugin {plugin_type:?} cannot be found"),
+        ));
     }
     cni_path
         .iter()
@@ -26,17 +33,30 @@ pub fn find_plugin(plugin_type: &str, cni_path: &[PathBuf]) -> Result<PathBuf, C
         .find(|candidate| is_executable(candidate))
         .ok_or_else(|| {
             CniError::invalid_config(format!("plugin {plugin_type:?} not found in CNI_PATH"))
-                .with_details(cni_path.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"))
+                .with_details(
+                    cni_path
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                )
         })
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Runs the delegate and returns its stdout on success; its CNI error, code and message intact, on failure.
-pub fn exec(plugin_type: &str, command: Command, cni_path: &[PathBuf], stdin: &[u8]) -> Result<Vec<u8>, CniError> {
+pub fn exec(
+    plugin_type: &str,
+    command: Command,
+    cni_path: &[PathBuf],
+    stdin: &[u8],
+) -> Result<Vec<u8>, CniError> {
     let binary = find_plugin(plugin_type, cni_path)?;
     log::debug!("delegating {} to {}", command.as_str(), binary.display());
     let mut child = Process::new(&binary)
@@ -45,7 +65,12 @@ pub fn exec(plugin_type: &str, command: Command, cni_path: &[PathBuf], stdin: &[
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| CniError::new(codes::IO_FAILURE, format!("starting {}: {e}", binary.display())))?;
+        .map_err(|e| {
+            CniError::new(
+                codes::IO_FAILURE,
+                format!("starting {}: {e}", binary.display()),
+            )
+        })?;
     // Write stdin from a thread: a delegate that prints before reading everything must not deadlock us.
     let input = stdin.to_vec();
     let mut pipe = child.stdin.take().expect("stdin is piped");
@@ -59,17 +84,32 @@ pub fn exec(plugin_type: &str, command: Command, cni_path: &[PathBuf], stdin: &[
     if output.status.success() {
         return Ok(output.stdout);
     }
-    let parsed = serde_json::from_slice::<serde_json::Value>(&output.stdout).ok().and_then(|v| CniError::from_json(&v));
+    let parsed = serde_json::from_slice::<serde_json::Value>(&output.stdout)
+        .ok()
+        .and_then(|v| CniError::from_json(&v));
     Err(match parsed {
         Some(err) => {
-            let details = if err.details.is_empty() { format!("from {plugin_type}") } else { format!("{} (from {plugin_type})", err.details) };
+            let details = if err.details.is_empty() {
+                format!("from {plugin_type}")
+            } else {
+                format!("{} (from {plugin_type})", err.details)
+            };
             err.with_details(details)
         }
         None => CniError::new(
             codes::DELEGATE_FAILED,
-            format!("{plugin_type} {} failed ({})", command.as_str(), output.status),
+            format!(
+                "{plugin_type} {} failed ({})",
+                command.as_str(),
+                output.status
+            ),
         )
-        .with_details(String::from_utf8_lossy(&output.stdout).chars().take(512).collect::<String>()),
+        .with_details(
+            String::from_utf8_lossy(&output.stdout)
+                .chars()
+                .take(512)
+                .collect::<String>(),
+        ),
     })
 }
 
@@ -87,13 +127,19 @@ pub fn add(plugin_type: &str, cni_path: &[PathBuf], stdin: &[u8]) -> Result<CniR
             return Err(e);
         }
     };
-    let value: serde_json::Value = serde_json::from_slice(&output)
-        .map_err(|e| CniError::decode(format!("{plugin_type} printed an unreadable result: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&output).map_err(|e| {
+        CniError::decode(format!("{plugin_type} printed an unreadable result: {e}"))
+    })?;
     CniResult::from_json(&value)
 }
 
 /// DEL, CHECK, GC or STATUS through the delegate.
-pub fn run(plugin_type: &str, command: Command, cni_path: &[PathBuf], stdin: &[u8]) -> Result<(), CniError> {
+pub fn run(
+    plugin_type: &str,
+    command: Command,
+    cni_path: &[PathBuf],
+    stdin: &[u8],
+) -> Result<(), CniError> {
     exec(plugin_type, command, cni_path, stdin).map(|_| ())
 }
 
@@ -117,20 +163,35 @@ mod tests {
     #[test]
     fn refuses_types_with_path_separators() {
         for t in ["../bin/sh", "/bin/sh", "a\\b", "", ".."] {
-            assert_eq!(find_plugin(t, &[PathBuf::from("/usr/bin")]).unwrap_err().code, 7, "{t}");
+            assert_eq!(
+                find_plugin(t, &[PathBuf::from("/usr/bin")])
+                    .unwrap_err()
+                    .code,
+                7,
+                "{t}"
+            );
         }
     }
 
     #[test]
     fn missing_plugin_and_missing_path() {
-        assert_eq!(find_plugin("no-such-plugin", &[PathBuf::from("/nonexistent")]).unwrap_err().code, 7);
+        assert_eq!(
+            find_plugin("no-such-plugin", &[PathBuf::from("/nonexistent")])
+                .unwrap_err()
+                .code,
+            7
+        );
         assert_eq!(find_plugin("x", &[]).unwrap_err().code, 4);
     }
 
     #[test]
     fn passes_stdin_and_command_and_reads_the_result() {
         let dir = tmpdir("ok");
-        script(&dir, "ipam", r#"read -r line; [ "$CNI_COMMAND" = ADD ] && [ "$line" = '{"x":1}' ] && echo '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}'"#);
+        script(
+            &dir,
+            "ipam",
+            r#"read -r line; [ "$CNI_COMMAND" = ADD ] && [ "$line" = '{"x":1}' ] && echo '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}'"#,
+        );
         let r = add("ipam", &[dir.clone()], b"{\"x\":1}\n").unwrap();
         assert_eq!(r.ips[0].address.to_string(), "10.0.0.2/24");
         std::fs::remove_dir_all(dir).unwrap();

@@ -62,7 +62,15 @@ pub struct Route {
 
 impl Route {
     pub fn new(dst: IpNetwork, gw: Option<IpAddr>) -> Self {
-        Route { dst, gw, mtu: None, advmss: None, priority: None, table: None, scope: None }
+        Route {
+            dst,
+            gw,
+            mtu: None,
+            advmss: None,
+            priority: None,
+            table: None,
+            scope: None,
+        }
     }
 
     pub fn is_default(&self) -> bool {
@@ -107,10 +115,13 @@ impl CniResult {
             return Err(CniError::decode("result is not a JSON object"));
         }
         if value.get("ip4").is_some() || value.get("ip6").is_some() {
-            return Err(CniError::new(crate::codes::INCOMPATIBLE_VERSION, "results older than 0.3.0 are not supported"));
+            return Err(CniError::new(
+                crate::codes::INCOMPATIBLE_VERSION,
+                "results older than 0.3.0 are not supported",
+            ));
         }
-        let result: CniResult =
-            serde_json::from_value(value.clone()).map_err(|e| CniError::decode(format!("invalid result: {e}")))?;
+        let result: CniResult = serde_json::from_value(value.clone())
+            .map_err(|e| CniError::decode(format!("invalid result: {e}")))?;
         for ip in &result.ips {
             if let Some(i) = ip.interface {
                 if i >= result.interfaces.len() {
@@ -153,7 +164,9 @@ impl CniResult {
                     let mut v = serde_json::to_value(ip).expect("ip serializes");
                     if version.has_ip_version_field() {
                         let family = if ip.address.is_ipv4() { "4" } else { "6" };
-                        v.as_object_mut().expect("object").insert("version".into(), family.into());
+                        v.as_object_mut()
+                            .expect("object")
+                            .insert("version".into(), family.into());
                     }
                     v
                 })
@@ -167,7 +180,8 @@ impl CniResult {
                 .map(|r| {
                     let mut r = r.clone();
                     if !version.has_v1_1_fields() {
-                        (r.mtu, r.advmss, r.priority, r.table, r.scope) = (None, None, None, None, None);
+                        (r.mtu, r.advmss, r.priority, r.table, r.scope) =
+                            (None, None, None, None, None);
                     }
                     serde_json::to_value(r).expect("route serializes")
                 })
@@ -175,7 +189,10 @@ impl CniResult {
             out.insert("routes".into(), Value::Array(routes));
         }
         if !self.dns.is_empty() {
-            out.insert("dns".into(), serde_json::to_value(&self.dns).expect("dns serializes"));
+            out.insert(
+                "dns".into(),
+                serde_json::to_value(&self.dns).expect("dns serializes"),
+            );
         }
         Value::Object(out)
     }
@@ -187,7 +204,9 @@ impl CniResult {
     }
 
     pub fn has_default_route(&self, v4: bool) -> bool {
-        self.routes.iter().any(|r| r.is_default() && r.dst.is_ipv4() == v4)
+        self.routes
+            .iter()
+            .any(|r| r.is_default() && r.dst.is_ipv4() == v4)
     }
 }
 
@@ -203,9 +222,12 @@ mod cidr {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IpNetwork, D::Error> {
         let s = String::deserialize(d)?;
         if !s.contains('/') {
-            return Err(serde::de::Error::custom(format!("{s:?} is not in CIDR notation")));
+            return Err(serde::de::Error::custom(format!(
+                "{s:?} is not in CIDR notation"
+            )));
         }
-        s.parse().map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
     }
 }
 
@@ -217,21 +239,51 @@ mod tests {
     fn sample() -> CniResult {
         CniResult {
             interfaces: vec![
-                Interface { name: "veth1".into(), mac: "aa:bb:cc:dd:ee:ff".into(), mtu: Some(1450), ..Default::default() },
-                Interface { name: "eth0".into(), mac: "02:00:00:00:00:01".into(), sandbox: "/run/netns/c".into(), ..Default::default() },
+                Interface {
+                    name: "veth1".into(),
+                    mac: "aa:bb:cc:dd:ee:ff".into(),
+                    mtu: Some(1450),
+                    ..Default::default()
+                },
+                Interface {
+                    name: "eth0".into(),
+                    mac: "02:00:00:00:00:01".into(),
+                    sandbox: "/run/netns/c".into(),
+                    ..Default::default()
+                },
             ],
             ips: vec![
-                IpConfig { address: "10.0.0.2/24".parse().unwrap(), gateway: Some("10.0.0.1".parse().unwrap()), interface: Some(1) },
-                IpConfig { address: "fd00::2/64".parse().unwrap(), gateway: None, interface: Some(1) },
+                IpConfig {
+                    address: "10.0.0.2/24".parse().unwrap(),
+                    gateway: Some("10.0.0.1".parse().unwrap()),
+                    interface: Some(1),
+                },
+                IpConfig {
+                    address: "fd00::2/64".parse().unwrap(),
+                    gateway: None,
+                    interface: Some(1),
+                },
             ],
-            routes: vec![Route { priority: Some(5), ..Route::new("0.0.0.0/0".parse().unwrap(), None) }],
-            dns: Dns { nameservers: vec!["10.0.0.1".into()], ..Default::default() },
+            routes: vec![Route {
+                priority: Some(5),
+                ..Route::new("0.0.0.0/0".parse().unwrap(), None)
+            }],
+            dns: Dns {
+                nameservers: vec!["10.0.0.1".into()],
+                ..Default::default()
+            },
         }
     }
 
     #[test]
     fn ip_version_only_before_1_0_0() {
-        for (v, has) in [(Version::V0_3_0, true), (Version::V0_3_1, true), (Version::V0_4_0, true), (Version::V1_0_0, false), (Version::V1_1_0, false)] {
+        for (v, has) in [
+            (Version::V0_3_0, true),
+            (Version::V0_3_1, true),
+            (Version::V0_4_0, true),
+            (Version::V1_0_0, false),
+            (Version::V1_1_0, false),
+        ] {
             let out = sample().to_json(v);
             assert_eq!(out["cniVersion"], v.as_str());
             assert_eq!(out["ips"][0].get("version").is_some(), has, "{v}");
@@ -279,7 +331,10 @@ mod tests {
     fn keeps_the_host_part_of_addresses() {
         let r = CniResult::from_json(&json!({"ips": [{"address": "10.0.0.7/24"}]})).unwrap();
         assert_eq!(r.ips[0].address.ip().to_string(), "10.0.0.7");
-        assert_eq!(r.to_json(Version::V1_0_0)["ips"][0]["address"], "10.0.0.7/24");
+        assert_eq!(
+            r.to_json(Version::V1_0_0)["ips"][0]["address"],
+            "10.0.0.7/24"
+        );
     }
 
     #[test]
@@ -294,6 +349,11 @@ mod tests {
         ] {
             assert_eq!(CniResult::from_json(&bad).unwrap_err().code, 6, "{bad}");
         }
-        assert_eq!(CniResult::from_json(&json!({"ip4": {"ip": "10.0.0.2/24"}})).unwrap_err().code, 1);
+        assert_eq!(
+            CniResult::from_json(&json!({"ip4": {"ip": "10.0.0.2/24"}}))
+                .unwrap_err()
+                .code,
+            1
+        );
     }
 }

@@ -42,12 +42,19 @@ pub struct Outcome {
 impl Outcome {
     fn error(err: &CniError, version: &str) -> Self {
         log::error!("{err}");
-        Outcome { stdout: err.to_json(version).to_string(), exit_code: 1 }
+        Outcome {
+            stdout: err.to_json(version).to_string(),
+            exit_code: 1,
+        }
     }
 }
 
 /// Runs one invocation without touching the process: environment through `lookup`, stdin as bytes.
-pub fn handle<P: Plugin>(plugin: &P, lookup: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
+pub fn handle<P: Plugin>(
+    plugin: &P,
+    lookup: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Outcome {
     // Errors are printed in the request's version when it can be read, else the newest.
     let reply_version = request_version(stdin);
     let env = match Environment::from_lookup(lookup) {
@@ -56,7 +63,8 @@ pub fn handle<P: Plugin>(plugin: &P, lookup: impl Fn(&str) -> Option<String>, st
     };
     if env.command == Command::Version {
         return Outcome {
-            stdout: json!({"cniVersion": reply_version, "supportedVersions": SUPPORTED}).to_string(),
+            stdout: json!({"cniVersion": reply_version, "supportedVersions": SUPPORTED})
+                .to_string(),
             exit_code: 0,
         };
     }
@@ -71,10 +79,22 @@ pub fn handle<P: Plugin>(plugin: &P, lookup: impl Fn(&str) -> Option<String>, st
         _ => true,
     };
     if !verb_allowed {
-        let e = CniError::new(codes::INCOMPATIBLE_VERSION, format!("cniVersion {version} does not allow {}", env.command.as_str()));
+        let e = CniError::new(
+            codes::INCOMPATIBLE_VERSION,
+            format!(
+                "cniVersion {version} does not allow {}",
+                env.command.as_str()
+            ),
+        );
         return Outcome::error(&e, version.as_str());
     }
-    log::debug!("{} {} container={} ifname={}", env.command.as_str(), conf.name, env.container_id, env.ifname);
+    log::debug!(
+        "{} {} container={} ifname={}",
+        env.command.as_str(),
+        conf.name,
+        env.container_id,
+        env.ifname
+    );
     let req = Request { env, conf };
     let outcome = match req.env.command {
         Command::Add => plugin.add(&req).map(|r| r.to_json(version).to_string()),
@@ -85,7 +105,10 @@ pub fn handle<P: Plugin>(plugin: &P, lookup: impl Fn(&str) -> Option<String>, st
         Command::Version => unreachable!("answered above"),
     };
     match outcome {
-        Ok(stdout) => Outcome { stdout, exit_code: 0 },
+        Ok(stdout) => Outcome {
+            stdout,
+            exit_code: 0,
+        },
         Err(e) => Outcome::error(&e, version.as_str()),
     }
 }
@@ -94,7 +117,11 @@ pub fn handle<P: Plugin>(plugin: &P, lookup: impl Fn(&str) -> Option<String>, st
 fn request_version(stdin: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(stdin)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(|v| v.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
         .filter(|v| Version::parse(v).is_ok())
         .unwrap_or_else(|| Version::LATEST.to_string())
 }
@@ -102,9 +129,14 @@ fn request_version(stdin: &[u8]) -> String {
 /// Sets up logging to stderr, or to the file named by `CNI_OVERLAY_LOG_FILE`; the level comes from
 /// `RUST_LOG` (default `warn`). stdout is reserved for the result.
 pub fn init_logging() {
-    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
     if let Some(path) = std::env::var_os("CNI_OVERLAY_LOG_FILE") {
-        if let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        if let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             builder.target(env_logger::Target::Pipe(Box::new(file)));
         }
     } else {
@@ -118,14 +150,25 @@ pub fn run<P: Plugin>(plugin: P) -> ! {
     init_logging();
     // A panic message goes to stderr through the hook; stdout still gets a CNI error below.
     let mut stdin = Vec::new();
-    let read = std::io::stdin().lock().take(MAX_CONFIG_BYTES as u64 + 1).read_to_end(&mut stdin);
+    let read = std::io::stdin()
+        .lock()
+        .take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut stdin);
     let outcome = match read {
-        Err(e) => Outcome::error(&CniError::new(codes::IO_FAILURE, format!("reading stdin: {e}")), Version::LATEST.as_str()),
-        Ok(_) => panic::catch_unwind(AssertUnwindSafe(|| handle(&plugin, |k| std::env::var(k).ok(), &stdin)))
-            .unwrap_or_else(|_| {
-                let e = CniError::new(codes::INTERNAL, "internal error: the plugin panicked (see stderr)");
-                Outcome::error(&e, &request_version(&stdin))
-            }),
+        Err(e) => Outcome::error(
+            &CniError::new(codes::IO_FAILURE, format!("reading stdin: {e}")),
+            Version::LATEST.as_str(),
+        ),
+        Ok(_) => panic::catch_unwind(AssertUnwindSafe(|| {
+            handle(&plugin, |k| std::env::var(k).ok(), &stdin)
+        }))
+        .unwrap_or_else(|_| {
+            let e = CniError::new(
+                codes::INTERNAL,
+                "internal error: the plugin panicked (see stderr)",
+            );
+            Outcome::error(&e, &request_version(&stdin))
+        }),
     };
     let mut out = std::io::stdout().lock();
     if !outcome.stdout.is_empty() {
@@ -148,8 +191,16 @@ mod tests {
                 return Err(CniError::new(codes::NAME_IN_USE, "nope"));
             }
             Ok(CniResult {
-                interfaces: vec![Interface { name: req.env.ifname.clone(), sandbox: req.env.netns.clone(), ..Default::default() }],
-                ips: vec![IpConfig { address: "10.0.0.2/24".parse().unwrap(), gateway: None, interface: Some(0) }],
+                interfaces: vec![Interface {
+                    name: req.env.ifname.clone(),
+                    sandbox: req.env.netns.clone(),
+                    ..Default::default()
+                }],
+                ips: vec![IpConfig {
+                    address: "10.0.0.2/24".parse().unwrap(),
+                    gateway: None,
+                    interface: Some(0),
+                }],
                 ..Default::default()
             })
         }
@@ -162,24 +213,43 @@ mod tests {
     }
 
     fn call(env: &[(&str, &str)], stdin: &str) -> (serde_json::Value, i32) {
-        let map: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let out = handle(&Fake, |k| map.get(k).cloned(), stdin.as_bytes());
-        let v = if out.stdout.is_empty() { serde_json::Value::Null } else { serde_json::from_str(&out.stdout).unwrap() };
+        let v = if out.stdout.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&out.stdout).unwrap()
+        };
         (v, out.exit_code)
     }
 
-    const ADD: &[(&str, &str)] =
-        &[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "c1"), ("CNI_NETNS", "/run/netns/c1"), ("CNI_IFNAME", "eth0")];
+    const ADD: &[(&str, &str)] = &[
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "c1"),
+        ("CNI_NETNS", "/run/netns/c1"),
+        ("CNI_IFNAME", "eth0"),
+    ];
 
     #[test]
     fn version_ignores_libcni_dummies_and_echoes_the_version() {
         let (v, code) = call(
-            &[("CNI_COMMAND", "VERSION"), ("CNI_NETNS", "dummy"), ("CNI_IFNAME", "dummy"), ("CNI_PATH", "dummy")],
+            &[
+                ("CNI_COMMAND", "VERSION"),
+                ("CNI_NETNS", "dummy"),
+                ("CNI_IFNAME", "dummy"),
+                ("CNI_PATH", "dummy"),
+            ],
             r#"{"cniVersion":"1.1.0"}"#,
         );
         assert_eq!(code, 0);
         assert_eq!(v["cniVersion"], "1.1.0");
-        assert_eq!(v["supportedVersions"], json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
+        assert_eq!(
+            v["supportedVersions"],
+            json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+        );
         let (v, _) = call(&[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"0.4.0"}"#);
         assert_eq!(v["cniVersion"], "0.4.0");
         let (v, _) = call(&[("CNI_COMMAND", "VERSION")], "");
@@ -189,7 +259,10 @@ mod tests {
     #[test]
     fn result_version_equals_request_version() {
         for ver in SUPPORTED {
-            let (v, code) = call(ADD, &format!(r#"{{"cniVersion":"{ver}","name":"n","type":"t"}}"#));
+            let (v, code) = call(
+                ADD,
+                &format!(r#"{{"cniVersion":"{ver}","name":"n","type":"t"}}"#),
+            );
             assert_eq!(code, 0);
             assert_eq!(v["cniVersion"], *ver);
             assert_eq!(v["ips"][0].get("version").is_some(), ver.starts_with('0'));
@@ -200,23 +273,48 @@ mod tests {
     fn errors_carry_all_fields_and_the_request_version() {
         let (v, code) = call(ADD, r#"{"cniVersion":"0.4.0","name":"fails","type":"t"}"#);
         assert_eq!(code, 1);
-        assert_eq!(v, json!({"cniVersion": "0.4.0", "code": 100, "msg": "nope", "details": ""}));
+        assert_eq!(
+            v,
+            json!({"cniVersion": "0.4.0", "code": 100, "msg": "nope", "details": ""})
+        );
     }
 
     #[test]
     fn check_before_0_4_0_and_gc_before_1_1_0_are_code_1() {
-        let check: Vec<_> = ADD.iter().map(|&(k, v)| if k == "CNI_COMMAND" { (k, "CHECK") } else { (k, v) }).collect();
+        let check: Vec<_> = ADD
+            .iter()
+            .map(|&(k, v)| {
+                if k == "CNI_COMMAND" {
+                    (k, "CHECK")
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
         let (v, _) = call(&check, r#"{"cniVersion":"0.3.1","name":"n"}"#);
         assert_eq!(v["code"], 1);
-        let (v, _) = call(&[("CNI_COMMAND", "GC")], r#"{"cniVersion":"1.0.0","name":"n"}"#);
+        let (v, _) = call(
+            &[("CNI_COMMAND", "GC")],
+            r#"{"cniVersion":"1.0.0","name":"n"}"#,
+        );
         assert_eq!(v["code"], 1);
-        let (_, code) = call(&[("CNI_COMMAND", "STATUS")], r#"{"cniVersion":"1.1.0","name":"n"}"#);
+        let (_, code) = call(
+            &[("CNI_COMMAND", "STATUS")],
+            r#"{"cniVersion":"1.1.0","name":"n"}"#,
+        );
         assert_eq!(code, 0);
     }
 
     #[test]
     fn del_without_netns_succeeds_with_empty_stdout() {
-        let (v, code) = call(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")], r#"{"cniVersion":"1.0.0","name":"n"}"#);
+        let (v, code) = call(
+            &[
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_IFNAME", "eth0"),
+            ],
+            r#"{"cniVersion":"1.0.0","name":"n"}"#,
+        );
         assert_eq!((v, code), (serde_json::Value::Null, 0));
     }
 

@@ -1,0 +1,178 @@
+//! etcd-ipam: a CNI IPAM plugin that allocates addresses and reserves container names
+//! cluster-wide, atomically, in etcd. See [`allocator`] for the design and `store` for the keys.
+
+pub mod allocator;
+pub mod config;
+pub mod pool;
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use cni::{codes, CniError, CniResult, Plugin, Request};
+
+use crate::allocator::Attachment;
+use crate::config::IpamConfig;
+
+pub struct EtcdIpam;
+
+impl Plugin for EtcdIpam {
+    fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+        let cfg = IpamConfig::from_netconf(&req.conf)?;
+        let name = container_name(req)?;
+        let requested = requested_ips(req)?;
+        let attachment = Attachment {
+            container_id: &req.env.container_id,
+            ifname: &req.env.ifname,
+            name: name.as_deref(),
+        };
+        let allocation = block_on(allocator::add(&cfg, &attachment, &requested))??;
+        allocator::to_result(&allocation, &cfg)
+    }
+
+    /// Releases everything of (network, container id, ifname); success when nothing is held. With
+    /// etcd unreachable it fails with 11 so that the runtime retries: it never reports success
+    /// while the allocation stays.
+    fn del(&self, req: &Request) -> Result<(), CniError> {
+        let cfg = IpamConfig::from_netconf(&req.conf)?;
+        block_on(allocator::release(
+            &cfg,
+            &req.env.container_id,
+            &req.env.ifname,
+        ))??;
+        Ok(())
+    }
+
+    fn check(&self, req: &Request) -> Result<(), CniError> {
+        let cfg = IpamConfig::from_netconf(&req.conf)?;
+        let allocation = block_on(allocator::get(&cfg, &req.env.container_id, &req.env.ifname))??
+            .ok_or_else(|| {
+            CniError::new(
+                codes::CHECK_FAILED,
+                format!(
+                    "no allocation for {}/{} in network {}",
+                    req.env.container_id, req.env.ifname, cfg.network
+                ),
+            )
+        })?;
+        let Some(prev) = &req.conf.prev_result else {
+            return Ok(());
+        };
+        let expected: HashSet<IpAddr> = prev.ips.iter().map(|ip| ip.address.ip()).collect();
+        for ip in &allocation.ips {
+            let addr: IpAddr = ip
+                .address
+                .split('/')
+                .next()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            if !expected.contains(&addr) {
+                return Err(CniError::new(
+                    codes::CHECK_FAILED,
+                    format!("allocated address {} is not in prevResult", ip.address),
+                ));
+            }
+        }
+        // Every prevResult address inside our ranges must be ours (others may come from chained plugins).
+        for ip in &prev.ips {
+            let addr = ip.address.ip();
+            let ours = cfg.pools.iter().any(|p| p.range_of(addr).is_some());
+            if ours
+                && !allocation
+                    .ips
+                    .iter()
+                    .any(|a| a.address.split('/').next() == Some(&addr.to_string()))
+            {
+                return Err(CniError::new(
+                    codes::CHECK_FAILED,
+                    format!("prevResult address {addr} is not allocated to this container"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&self, req: &Request) -> Result<(), CniError> {
+        let cfg = IpamConfig::from_netconf(&req.conf)?;
+        let valid: HashSet<(String, String)> = req
+            .conf
+            .valid_attachments
+            .iter()
+            .flatten()
+            .map(|a| (a.container_id.clone(), a.ifname.clone()))
+            .collect();
+        let released = block_on(allocator::gc(&cfg, &valid))??;
+        log::info!(
+            "GC released {released} allocations of node {} in network {}",
+            cfg.node,
+            cfg.network
+        );
+        Ok(())
+    }
+
+    /// Ready while etcd answers and every range set has a free address; 50 otherwise, saying which.
+    fn status(&self, req: &Request) -> Result<(), CniError> {
+        let cfg = IpamConfig::from_netconf(&req.conf)?;
+        let usage = block_on(allocator::usage(&cfg))?.map_err(|e| {
+            CniError::new(codes::NOT_AVAILABLE, format!("etcd is not available: {e}"))
+        })?;
+        for (i, (used, capacity)) in usage.iter().enumerate() {
+            if used >= capacity {
+                let subnets: Vec<String> = cfg.pools[i]
+                    .ranges
+                    .iter()
+                    .map(|r| r.subnet.to_string())
+                    .collect();
+                return Err(CniError::new(
+                    codes::NOT_AVAILABLE,
+                    format!(
+                        "no free address: {used} of {capacity} in use in {} of network {}",
+                        subnets.join(", "),
+                        cfg.network
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The name to reserve: K8S_POD_NAME (podman: the container name; containerd: the pod name).
+fn container_name(req: &Request) -> Result<Option<String>, CniError> {
+    let Some(name) = req.env.args.pod_name() else {
+        return Ok(None);
+    };
+    let valid = name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        return Err(CniError::invalid_env(
+            "CNI_ARGS",
+            format!("K8S_POD_NAME {name:?} is not a valid name"),
+        ));
+    }
+    Ok(Some(name.to_string()))
+}
+
+/// runtimeConfig.ips, args.cni.ips and CNI_ARGS IP=, in that order of precedence.
+fn requested_ips(req: &Request) -> Result<Vec<IpAddr>, CniError> {
+    let mut ips = req.conf.requested_ips();
+    if ips.is_empty() {
+        ips = req.env.args.requested_ips()?;
+    }
+    Ok(ips)
+}
+
+/// A one-shot runtime: the plugin lives for one request.
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, CniError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            CniError::new(
+                codes::IO_FAILURE,
+                format!("starting the async runtime: {e}"),
+            )
+        })?;
+    Ok(runtime.block_on(future))
+}
