@@ -192,7 +192,7 @@ mod tests {
             "ipam",
             r#"read -r line; [ "$CNI_COMMAND" = ADD ] && [ "$line" = '{"x":1}' ] && echo '{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}'"#,
         );
-        let r = add("ipam", &[dir.clone()], b"{\"x\":1}\n").unwrap();
+        let r = add("ipam", std::slice::from_ref(&dir), b"{\"x\":1}\n").unwrap();
         assert_eq!(r.ips[0].address.to_string(), "10.0.0.2/24");
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -210,7 +210,7 @@ echo '{{"cniVersion":"1.0.0","code":100,"msg":"endpoint with name a already exis
                 marker.display()
             ),
         );
-        let e = add("ipam", &[dir.clone()], b"{}").unwrap_err();
+        let e = add("ipam", std::slice::from_ref(&dir), b"{}").unwrap_err();
         assert_eq!(e.code, 100);
         assert_eq!(e.msg, "endpoint with name a already exists in network n");
         assert!(marker.exists(), "DEL was not run after the failed ADD");
@@ -221,7 +221,7 @@ echo '{{"cniVersion":"1.0.0","code":100,"msg":"endpoint with name a already exis
     fn unreadable_failure_is_delegate_failed() {
         let dir = tmpdir("garbage");
         script(&dir, "ipam", "echo garbage; exit 3");
-        let e = run("ipam", Command::Check, &[dir.clone()], b"{}").unwrap_err();
+        let e = run("ipam", Command::Check, std::slice::from_ref(&dir), b"{}").unwrap_err();
         assert_eq!(e.code, codes::DELEGATE_FAILED);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -1,1 +1,21 @@
+//! Netlink and network-namespace operations for the cni-overlay plugins: namespaces, links
+//! (bridge, VXLAN, veth), addresses, routes, FDB and neighbour entries, sysctls.
+//!
+//! Every async function runs on a tokio runtime with IO enabled (the plugins use a
+//! current_thread one). No thread of the caller ever changes network namespace: work inside
+//! another namespace happens on a short-lived thread ([`Netns::run`]) or through a netlink
+//! socket opened there ([`Netlink::in_netns`]).
 
+mod addr;
+mod error;
+mod link;
+mod mac;
+mod neigh;
+mod netns;
+mod sysctl;
+
+pub use error::Error;
+pub use link::{Link, Netlink};
+pub use mac::{format_mac, host_veth_name, parse_mac};
+pub use netns::{create_named_netns, delete_named_netns, Netns, NETNS_RUN_DIR};
+pub use sysctl::{get_sysctl, set_sysctl};

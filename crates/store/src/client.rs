@@ -139,7 +139,7 @@ impl Store {
 
     /// After every endpoint failed once, waits a little before the next round instead of spinning.
     async fn pause_after_full_round(&self, attempt: usize, n: usize, deadline: Instant) {
-        if attempt % n == 0 {
+        if attempt.is_multiple_of(n) {
             let pause =
                 Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now()));
             tokio::time::sleep(pause).await;

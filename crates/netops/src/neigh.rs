@@ -1,0 +1,259 @@
+//! Static forwarding-database entries on VXLAN devices and permanent neighbour entries.
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::RouteType;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use nix::libc;
+
+use crate::error::{nl_errno, nl_io, Error};
+use crate::link::Netlink;
+use crate::mac::format_mac;
+
+fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    }
+}
+
+/// Bridge-family dumps carry NDA_DST as raw bytes (the parser cannot know the family), so the
+/// length decides: 4 bytes IPv4, 16 bytes IPv6.
+fn decode_address(addr: &NeighbourAddress) -> Option<IpAddr> {
+    match addr {
+        NeighbourAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        NeighbourAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        NeighbourAddress::Other(bytes) => {
+            if let Ok(b) = <[u8; 4]>::try_from(bytes.as_slice()) {
+                Some(IpAddr::from(b))
+            } else if let Ok(b) = <[u8; 16]>::try_from(bytes.as_slice()) {
+                Some(IpAddr::from(b))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+fn destination(msg: &NeighbourMessage) -> Option<IpAddr> {
+    msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(d) => decode_address(d),
+        _ => None,
+    })
+}
+
+fn lladdr(msg: &NeighbourMessage) -> Option<[u8; 6]> {
+    msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(l) => <[u8; 6]>::try_from(l.as_slice()).ok(),
+        _ => None,
+    })
+}
+
+/// A bridge-family (FDB) message for `mac` on `vxlan` toward `dst`, flagged NTF_SELF: the
+/// entry belongs to the VXLAN device's own table (without it the kernel answers EOPNOTSUPP).
+fn fdb_message(vxlan: u32, mac: [u8; 6], dst: IpAddr) -> NeighbourMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Bridge;
+    msg.header.ifindex = vxlan;
+    msg.header.state = NeighbourState::Permanent;
+    msg.header.flags = NeighbourFlags::Own;
+    msg.header.kind = RouteType::Unspec;
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    msg.attributes
+        .push(NeighbourAttribute::Destination(neighbour_address(dst)));
+    msg
+}
+
+fn neigh_message(index: u32, ip: IpAddr) -> NeighbourMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    msg.header.ifindex = index;
+    msg.header.state = NeighbourState::Permanent;
+    msg.header.kind = RouteType::Unspec;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(neighbour_address(ip)));
+    msg
+}
+
+impl Netlink {
+    async fn neighbour_dump(
+        &self,
+        family: AddressFamily,
+        what: &'static str,
+    ) -> Result<Vec<NeighbourMessage>, Error> {
+        self.handle
+            .neighbours()
+            .get()
+            .set_address_family(family)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| Error::kernel(what, "in namespace", nl_io(e)))
+    }
+
+    /// Static FDB entry on a VXLAN device: `mac` is reached through remote VTEP `dst`
+    /// (NTF_SELF, permanent). An existing entry for `mac` is repointed to `dst`.
+    /// The all-zero and multicast MACs (flood entries) are the exception: the kernel keeps a
+    /// list of destinations for them and cannot replace one, so `dst` is appended to the list.
+    pub async fn fdb_add(&self, vxlan: u32, mac: [u8; 6], dst: IpAddr) -> Result<(), Error> {
+        let flood_entry = mac == [0; 6] || mac[0] & 1 == 1;
+        let flags = if flood_entry {
+            NLM_F_CREATE | NLM_F_APPEND
+        } else {
+            NLM_F_CREATE | NLM_F_REPLACE
+        };
+        let msg = RouteNetlinkMessage::NewNeighbour(fdb_message(vxlan, mac, dst));
+        match self.request_ack(msg, flags).await {
+            Ok(()) => Ok(()),
+            Err(e) if flood_entry && nl_errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(e) => {
+                let target = format!(
+                    "{} dst {dst} on {}",
+                    format_mac(&mac),
+                    self.describe(vxlan).await
+                );
+                Err(Error::Kernel {
+                    op: "add fdb entry",
+                    target,
+                    source: nl_io(e),
+                })
+            }
+        }
+    }
+
+    /// Removes the FDB entry `mac` -> `dst`; Ok(false) when there is no such entry.
+    pub async fn fdb_del(&self, vxlan: u32, mac: [u8; 6], dst: IpAddr) -> Result<bool, Error> {
+        match self
+            .handle
+            .neighbours()
+            .del(fdb_message(vxlan, mac, dst))
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if nl_errno(&e) == Some(libc::ENOENT) => Ok(false),
+            Err(e) => {
+                let target = format!(
+                    "{} dst {dst} on {}",
+                    format_mac(&mac),
+                    self.describe(vxlan).await
+                );
+                Err(Error::Kernel {
+                    op: "delete fdb entry",
+                    target,
+                    source: nl_io(e),
+                })
+            }
+        }
+    }
+
+    /// The FDB entries of a VXLAN device that have a remote destination: (MAC, VTEP).
+    pub async fn fdb_entries(&self, vxlan: u32) -> Result<Vec<([u8; 6], IpAddr)>, Error> {
+        let msgs = self
+            .neighbour_dump(AddressFamily::Bridge, "list fdb entries")
+            .await?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.ifindex == vxlan)
+            .filter_map(|m| Some((lladdr(m)?, destination(m)?)))
+            .collect())
+    }
+
+    /// Permanent neighbour entry `ip` -> `mac` on a device; replaces an existing one.
+    pub async fn neigh_add(&self, index: u32, ip: IpAddr, mac: [u8; 6]) -> Result<(), Error> {
+        let req = self
+            .handle
+            .neighbours()
+            .add(index, ip)
+            .link_layer_address(&mac)
+            .state(NeighbourState::Permanent)
+            .replace();
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let target = format!(
+                    "{ip} lladdr {} on {}",
+                    format_mac(&mac),
+                    self.describe(index).await
+                );
+                Err(Error::Kernel {
+                    op: "add neighbour",
+                    target,
+                    source: nl_io(e),
+                })
+            }
+        }
+    }
+
+    /// Removes the neighbour entry for `ip`; Ok(false) when there is none.
+    pub async fn neigh_del(&self, index: u32, ip: IpAddr) -> Result<bool, Error> {
+        match self
+            .handle
+            .neighbours()
+            .del(neigh_message(index, ip))
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if nl_errno(&e) == Some(libc::ENOENT) => Ok(false),
+            Err(e) => {
+                let target = format!("{ip} on {}", self.describe(index).await);
+                Err(Error::Kernel {
+                    op: "delete neighbour",
+                    target,
+                    source: nl_io(e),
+                })
+            }
+        }
+    }
+
+    /// The permanent neighbour entries of a device, both families: (IP, MAC).
+    pub async fn neigh_entries(&self, index: u32) -> Result<Vec<(IpAddr, [u8; 6])>, Error> {
+        let mut msgs = self
+            .neighbour_dump(AddressFamily::Inet, "list neighbours")
+            .await?;
+        msgs.append(
+            &mut self
+                .neighbour_dump(AddressFamily::Inet6, "list neighbours")
+                .await?,
+        );
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.ifindex == index && m.header.state == NeighbourState::Permanent)
+            .filter_map(|m| Some((destination(m)?, lladdr(m)?)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_raw_destinations_by_length() {
+        let v4 = NeighbourAddress::Other(vec![192, 0, 2, 7]);
+        assert_eq!(decode_address(&v4), Some("192.0.2.7".parse().unwrap()));
+        let mut b = [0u8; 16];
+        b[0] = 0xfd;
+        b[15] = 1;
+        assert_eq!(
+            decode_address(&NeighbourAddress::Other(b.to_vec())),
+            Some("fd00::1".parse().unwrap())
+        );
+        assert_eq!(
+            decode_address(&NeighbourAddress::Other(vec![1, 2, 3])),
+            None
+        );
+    }
+}
