@@ -2,13 +2,27 @@
 # Benchmarks: each measures us against a peer in the same run and prints the ratio.
 #   scripts/bench.sh ipam      etcd-ipam against Debian's host-local: 200 ADDs sequential, 200 with 32 in
 #                              parallel, and ADD into a /16 with 50,000 addresses already in use.
-# Targets (issue 2): ratio etcd-ipam / host-local at most 1.0 in both modes.
+#   scripts/bench.sh overlay   on a lab of two simulated hosts: iperf3 TCP container to container across
+#                              hosts against host to host on the same underlay; ping RTT; convergence
+#                              (ADD returning on host B to the first reply from host A) over 50 trials.
+# Targets: ipam ratio etcd-ipam / host-local <= 1.0 in both modes; overlay throughput ratio >= 0.90,
+# convergence p99 <= 100 ms.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
+# Everything a benchmark made is removed on exit, whatever happens (RETURN traps would see the
+# function's locals gone).
+BENCH_TMP=$(mktemp -d)
+LAB_LOADED=false
+cleanup() {
+  etcd_stop
+  if $LAB_LOADED; then lab_down; fi
+  rm -rf "$BENCH_TMP"
+}
+trap cleanup EXIT
+
 bench_ipam() {
-  local tmp; tmp=$(mktemp -d)
-  trap 'etcd_stop; rm -rf "$tmp"' RETURN
+  local tmp=$BENCH_TMP
   local count=${COUNT:-200} par=${PARALLEL:-32}
   run() { "$RELEASE/plugin-bench" --plugin "$1" --config "$2" --count "$count" --parallel "$3" --id-prefix "$4"; }
   secs() { jq -r .seconds <<<"$1"; }
@@ -50,6 +64,63 @@ bench_ipam() {
   done
 }
 
+bench_overlay() {
+  source "$ROOT/scripts/lib/lab.sh"
+  LAB_LOADED=true
+  LAB_PREFIX="bo$$"
+  local tmp=$BENCH_TMP
+  lab_up 2
+  lab_etcd_cluster "$tmp" 1
+  local h
+  for h in 1 2; do lab_bg "$h" "$tmp/overlayd-$h.log" "$RELEASE/overlayd" --etcd "$LAB_ETCD" --node "node$h"; done
+  conf() {
+    printf '{"cniVersion":"1.0.0","name":"bench","type":"vxlan-overlay","vni":4000,"node":"node%s","etcd":{"endpoints":["%s"]},"ipam":{"type":"etcd-ipam","subnet":"10.40.0.0/16","dataDir":"%s/ipam-%s"}}' \
+      "$1" "${LAB_ETCD%%,*}" "$tmp" "$1"
+  }
+  add() { # HOST NAME [IP]: prints the container's address
+    local path; path=$(lab_container "$2")
+    conf "$1" | lab_run "$1" env CNI_COMMAND=ADD CNI_CONTAINERID="$2" CNI_NETNS="$path" CNI_IFNAME=eth0 \
+      CNI_PATH="$RELEASE" CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=$2${3:+;IP=$3}" "$RELEASE/vxlan-overlay" 2>>"$tmp/plugins.log" \
+      | jq -r '.ips[0].address' | cut -d/ -f1
+  }
+  local a1 a2
+  a1=$(add 1 c1); a2=$(add 2 c2)
+  [ -n "$a1" ] && [ -n "$a2" ] || die "ADD failed: $(tail -3 "$tmp/plugins.log")"
+  lab_in c1 ping -c 3 -W 1 "$a2" >/dev/null || die "c1 cannot reach c2 across hosts"
+
+  say "overlay: iperf3 TCP, 5 s each, container to container (node1 -> node2) and host to host"
+  local secs=${IPERF_SECONDS:-5} overlay_bps host_bps
+  lab_in c2 iperf3 -s -1 -D --logfile "$tmp/iperf-c2.log"; sleep 0.3
+  overlay_bps=$(lab_in c1 iperf3 -c "$a2" -t "$secs" -J | jq '.end.sum_received.bits_per_second')
+  ip netns exec "$(lab_host_ns 2)" iperf3 -s -1 -D --logfile "$tmp/iperf-h2.log"; sleep 0.3
+  host_bps=$(ip netns exec "$(lab_host_ns 1)" iperf3 -c "$(lab_host_addr 2)" -t "$secs" -J | jq '.end.sum_received.bits_per_second')
+  printf '%-10s throughput  overlay %6.2f Gbit/s  host %6.2f Gbit/s  ratio %s (target >= 0.90)\n' overlay \
+    "$(python3 -c "print($overlay_bps/1e9)")" "$(python3 -c "print($host_bps/1e9)")" "$(python3 -c "print(f'{$overlay_bps/$host_bps:.2f}')")"
+
+  local overlay_rtt host_rtt
+  overlay_rtt=$(lab_in c1 ping -q -c 100 -i 0.01 "$a2" | awk -F/ '/rtt/ {print $5}')
+  host_rtt=$(ip netns exec "$(lab_host_ns 1)" ping -q -c 100 -i 0.01 "$(lab_host_addr 2)" | awk -F/ '/rtt/ {print $5}')
+  printf '%-10s ping rtt    overlay %.3f ms  host %.3f ms  overhead %.3f ms\n' overlay "$overlay_rtt" "$host_rtt" \
+    "$(python3 -c "print($overlay_rtt-$host_rtt)")"
+
+  say "overlay: convergence, ADD returning on node2 to the first reply to node1, 50 trials"
+  local trials=${TRIALS:-50} i t_add reply samples=()
+  for i in $(seq 1 "$trials"); do
+    # The new container on node2 pings c1 on node1 at once: node2 learnt c1 during its own ADD, and
+    # the reply needs node1's overlayd to have learnt the new container from etcd's watch.
+    [ -n "$(add 2 "t$i")" ] || die "trial $i: ADD failed"
+    t_add=$(date +%s.%N)
+    lab_in "t$i" ping -D -n -i 0.002 -c 1 -w 5 "$a1" >"$tmp/ping-$i.log" 2>&1 || die "trial $i: no reply within 5 s"
+    reply=$(grep -m1 -oE '^\[[0-9.]+\] [0-9]+ bytes from' "$tmp/ping-$i.log" | tr -d '[' | cut -d']' -f1)
+    samples+=("$(python3 -c "print(max(0.0, ($reply - $t_add) * 1000))")")
+  done
+  printf '%s\n' "${samples[@]}" | sort -n | python3 -c "
+import sys
+v = [float(x) for x in sys.stdin]
+p = lambda q: v[min(len(v) - 1, int(round(q * len(v) + 0.5)) - 1)]
+print(f'overlay    convergence p50 {p(0.5):.1f} ms  p99 {p(0.99):.1f} ms  max {v[-1]:.1f} ms over {len(v)} trials (target p99 <= 100 ms)')"
+}
+
 main() {
   need_root
   install_packages
@@ -57,8 +128,9 @@ main() {
   local what=${1:-all}
   case "$what" in
     ipam) bench_ipam ;;
-    all) bench_ipam ;;
-    *) die "unknown benchmark $what (ipam)" ;;
+    overlay) bench_overlay ;;
+    all) bench_ipam; bench_overlay ;;
+    *) die "unknown benchmark $what (ipam, overlay, all)" ;;
   esac
 }
 

@@ -28,3 +28,18 @@ pub use keys::Keys;
 
 /// Re-exported so that callers build transactions with the same types the store runs.
 pub use etcd_client;
+
+/// Runs one plugin request on a one-shot, single-threaded runtime: a plugin process lives for one
+/// request, so a multi-threaded runtime would only cost start-up time.
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, cni::CniError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            cni::CniError::new(
+                cni::codes::IO_FAILURE,
+                format!("starting the async runtime: {e}"),
+            )
+        })?;
+    Ok(runtime.block_on(future))
+}

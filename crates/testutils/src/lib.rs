@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod lab;
+
 /// The etcd binary: $ETCD_BIN or Debian's.
 pub fn etcd_binary() -> PathBuf {
     std::env::var_os("ETCD_BIN")
@@ -293,8 +295,25 @@ impl Invocation {
     }
 
     pub fn run(&self) -> Output {
+        self.spawn_with(Command::new(&self.binary))
+    }
+
+    /// Runs inside network namespace `ns`, as a runtime on that host would. `nsenter --net`, not
+    /// `ip netns exec`: the latter gives the process a private mount namespace, so a namespace the
+    /// plugin bind-mounts under /run/netns would vanish when it exits. Runtimes run plugins in the
+    /// host's mount namespace.
+    pub fn run_in_netns(&self, ns: &str) -> Output {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg("--")
+            .arg(&self.binary);
+        self.spawn_with(command)
+    }
+
+    fn spawn_with(&self, mut command: Command) -> Output {
         let started = Instant::now();
-        let mut child = Command::new(&self.binary)
+        let mut child = command
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .envs(&self.env)

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use cni::{codes, CniError, CniResult, Plugin, Request};
+use store::block_on;
 
 use crate::allocator::Attachment;
 use crate::config::IpamConfig;
@@ -161,18 +162,4 @@ fn requested_ips(req: &Request) -> Result<Vec<IpAddr>, CniError> {
         ips = req.env.args.requested_ips()?;
     }
     Ok(ips)
-}
-
-/// A one-shot runtime: the plugin lives for one request.
-fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, CniError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            CniError::new(
-                codes::IO_FAILURE,
-                format!("starting the async runtime: {e}"),
-            )
-        })?;
-    Ok(runtime.block_on(future))
 }

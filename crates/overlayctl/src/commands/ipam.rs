@@ -1,0 +1,93 @@
+//! `ipam usage`.
+
+use serde::Serialize;
+use store::Store;
+
+use super::count_ranges;
+use super::network::network;
+use crate::addressing::Addressing;
+use crate::error::Error;
+use crate::output::{or_dash, Render, Table};
+
+pub async fn usage(store: &mut Store, name: Option<&str>) -> Result<Usage, Error> {
+    let networks = match name {
+        Some(name) => vec![network(store, name).await?.0],
+        None => {
+            let prefix = store.keys().networks();
+            super::decode_all(&store.get_prefix(&prefix).await?)
+        }
+    };
+    let keys = store.keys().clone();
+    let mut rows = Vec::new();
+    let mut ranges = Vec::new();
+    for n in &networks {
+        let addressing = match Addressing::of(n) {
+            Ok(a) => a,
+            Err(e) if name.is_none() => {
+                log::warn!("{e}; left out");
+                continue;
+            }
+            Err(e) => return Err(Error::Invalid(e)),
+        };
+        for r in addressing.ranges() {
+            // Address keys are fixed-width hex, so the keys of a range's addresses are exactly
+            // the keys from its first address's to its last's: etcd counts them, nothing is sent.
+            let mut end = keys.ip(&n.name, r.end).into_bytes();
+            end.push(0);
+            ranges.push((keys.ip(&n.name, r.start), end));
+            let total = r.capacity();
+            rows.push(RangeUsage {
+                network: n.name.clone(),
+                subnet: r.subnet.to_string(),
+                ip_range: r.ip_range.map(|x| x.to_string()),
+                range_start: r.start.to_string(),
+                range_end: r.end.to_string(),
+                used: 0,
+                free: total,
+                total,
+            });
+        }
+    }
+    let counts = count_ranges(store, &ranges).await?;
+    for (row, used) in rows.iter_mut().zip(counts) {
+        row.used = u128::from(used);
+        // A key on the gateway (written by hand) would make used exceed the total.
+        row.free = row.total.saturating_sub(row.used);
+    }
+    Ok(Usage(rows))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RangeUsage {
+    pub network: String,
+    pub subnet: String,
+    pub ip_range: Option<String>,
+    /// First and last address of the range, as etcd-ipam hands them out.
+    pub range_start: String,
+    pub range_end: String,
+    pub used: u128,
+    pub free: u128,
+    pub total: u128,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct Usage(pub Vec<RangeUsage>);
+
+impl Render for Usage {
+    fn table(&self) -> String {
+        let mut table = Table::new(&["NETWORK", "SUBNET", "IP-RANGE", "USED", "FREE", "TOTAL"]);
+        for r in &self.0 {
+            table.row(vec![
+                r.network.clone(),
+                r.subnet.clone(),
+                or_dash(r.ip_range.as_ref()),
+                r.used.to_string(),
+                r.free.to_string(),
+                r.total.to_string(),
+            ]);
+        }
+        table.render()
+    }
+}

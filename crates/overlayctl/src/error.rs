@@ -1,0 +1,43 @@
+//! The crate's one error type; main prints it as one line after `overlayctl: `.
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value given on the command line that cannot work. Nothing has been written.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// etcd through the store; its message names the endpoints when they are unreachable.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+
+    #[error("network {0} not found")]
+    NotFound(String),
+
+    #[error("network with name {0} already exists")]
+    NameTaken(String),
+
+    #[error("vni {vni} is already used by network {owner}")]
+    VniTaken { vni: u32, owner: String },
+
+    #[error("no free vni left between {first} and {last}")]
+    VnisExhausted { first: u32, last: u32 },
+
+    /// Other writers kept winning the same keys; a later attempt normally succeeds.
+    #[error("{0}")]
+    Contended(String),
+
+    #[error("network {network} has {count} endpoint{plural} ({list}): remove the containers first", plural = if *.count == 1 { "" } else { "s" })]
+    InUse {
+        network: String,
+        count: usize,
+        list: String,
+    },
+
+    #[error("writing the output: {0}")]
+    Output(#[source] io::Error),
+
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] io::Error),
+}

@@ -1,0 +1,179 @@
+//! Command-line options (each also readable from an `OVERLAYD_*` environment variable, for
+//! systemd units and containers) and the etcd configuration built from them.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use store::{EtcdConfig, TlsFiles};
+
+use crate::error::Error;
+
+/// The budget of one etcd request, failover included. Shorter than the store's default (which
+/// suits plugins) so that a dead member is left quickly and keep-alives stay on time.
+pub const ETCD_TIMEOUT_MS: u64 = 3000;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "overlayd",
+    version,
+    about = "cni-overlay host agent: registers this node in etcd and keeps the VXLAN forwarding \
+             entries for the containers of other hosts"
+)]
+pub struct Args {
+    /// etcd endpoints, [http[s]://]host:port, comma-separated or repeated.
+    #[arg(long, env = "OVERLAYD_ETCD", value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+
+    /// This host's node name: the `node` the vxlan-overlay plugin writes into this host's
+    /// endpoint records.
+    #[arg(long, env = "OVERLAYD_NODE")]
+    pub node: String,
+
+    /// This host's VTEP address, as published in the node record. Default: the address of the
+    /// interface that carries the default route.
+    #[arg(long, env = "OVERLAYD_VTEP")]
+    pub vtep: Option<IpAddr>,
+
+    /// Prefix of every key in etcd.
+    #[arg(long, env = "OVERLAYD_ETCD_PREFIX", default_value = store::config::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+
+    /// PEM file of the CA that signed the etcd servers' certificates (turns TLS on).
+    #[arg(long, env = "OVERLAYD_ETCD_CA")]
+    pub etcd_ca: Option<String>,
+
+    /// PEM client certificate for etcd (with --etcd-key; turns TLS on).
+    #[arg(long, env = "OVERLAYD_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<String>,
+
+    /// PEM key of the client certificate.
+    #[arg(long, env = "OVERLAYD_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<String>,
+
+    /// etcd user name (with --etcd-password).
+    #[arg(long, env = "OVERLAYD_ETCD_USER", requires = "etcd_password")]
+    pub etcd_user: Option<String>,
+
+    /// etcd password.
+    #[arg(
+        long,
+        env = "OVERLAYD_ETCD_PASSWORD",
+        hide_env_values = true,
+        requires = "etcd_user"
+    )]
+    pub etcd_password: Option<String>,
+
+    /// TTL of the node's lease in seconds: how long after this host dies its node record stays.
+    #[arg(long, env = "OVERLAYD_LEASE_TTL", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    pub lease_ttl: u64,
+}
+
+impl Args {
+    /// The store configuration; invalid values are refused here, before anything starts.
+    pub fn etcd_config(&self) -> Result<EtcdConfig, Error> {
+        let tls = (self.etcd_ca.is_some() || self.etcd_cert.is_some()).then(|| TlsFiles {
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+        });
+        let config = EtcdConfig {
+            endpoints: self
+                .etcd
+                .iter()
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect(),
+            prefix: self.etcd_prefix.clone(),
+            tls,
+            username: self.etcd_user.clone(),
+            password: self.etcd_password.clone(),
+            timeout_ms: ETCD_TIMEOUT_MS,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The node name must be usable as one etcd key segment, and match what the plugin accepts.
+    pub fn validate_node(&self) -> Result<(), Error> {
+        if cni::env::is_valid_identifier(&self.node) && self.node.len() <= 200 {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "--node {:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most 200 characters)",
+                self.node
+            )))
+        }
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("overlayd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_and_comma_separated_endpoints() {
+        let a = parse(&["--etcd", "10.0.0.1:2379,https://e2:2379", "--node", "n1"]).unwrap();
+        assert_eq!(a.etcd, ["10.0.0.1:2379", "https://e2:2379"]);
+        assert_eq!(a.lease_ttl, 10);
+        assert_eq!(a.vtep, None);
+        let c = a.etcd_config().unwrap();
+        assert_eq!(c.prefix, "/cni-overlay");
+        assert_eq!(c.timeout_ms, ETCD_TIMEOUT_MS);
+        assert_eq!(c.tls, None);
+        a.validate_node().unwrap();
+    }
+
+    #[test]
+    fn tls_and_credentials() {
+        let a = parse(&[
+            "--etcd=h:2379",
+            "--node=n1",
+            "--etcd-ca=/ca.pem",
+            "--etcd-cert=/c.pem",
+            "--etcd-key=/k.pem",
+            "--etcd-user=u",
+            "--etcd-password=p",
+            "--etcd-prefix=/other",
+            "--vtep=192.0.2.1",
+            "--lease-ttl=5",
+        ])
+        .unwrap();
+        let c = a.etcd_config().unwrap();
+        assert_eq!(c.urls(), ["https://h:2379"]);
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.ca.as_deref(), Some("/ca.pem"));
+        assert_eq!(tls.key.as_deref(), Some("/k.pem"));
+        assert_eq!(c.username.as_deref(), Some("u"));
+        assert_eq!(c.prefix, "/other");
+        assert_eq!(a.vtep, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(a.lease_ttl(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        assert!(parse(&["--node", "n1"]).is_err(), "--etcd is required");
+        assert!(parse(&["--etcd", "h:1"]).is_err(), "--node is required");
+        assert!(parse(&["--etcd", "h:1", "--node", "n", "--lease-ttl", "1"]).is_err());
+        assert!(parse(&["--etcd", "h:1", "--node", "n", "--etcd-user", "u"]).is_err());
+        assert!(parse(&["--etcd", "h:1", "--node", "n", "--etcd-cert", "c"]).is_err());
+        assert!(parse(&["--etcd", "h:1", "--node", "n", "--vtep", "x"]).is_err());
+        let bad_prefix = parse(&["--etcd", "h:1", "--node", "n", "--etcd-prefix", "p/"]).unwrap();
+        assert!(bad_prefix.etcd_config().is_err());
+        let bad_endpoint = parse(&["--etcd", "nohost", "--node", "n"]).unwrap();
+        assert!(bad_endpoint.etcd_config().is_err());
+        for node in ["", "-a", "a/b", "a b"] {
+            let a = parse(&["--etcd", "h:1", &format!("--node={node}")]).unwrap();
+            assert!(a.validate_node().is_err(), "{node:?}");
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Wires the parts together and runs them until SIGTERM or SIGINT.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use netops::Netlink;
+use store::records::Node;
+use store::Store;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::cli::Args;
+use crate::endpoints::EndpointCache;
+use crate::error::Error;
+use crate::{peers, registration};
+
+pub async fn run(args: Args) -> Result<(), Error> {
+    // Handlers first: a SIGTERM during start-up must still mean a clean exit, not the default
+    // action (death without revoking the lease).
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+
+    args.validate_node()?;
+    let config = args.etcd_config()?;
+    let vtep = match args.vtep {
+        Some(vtep) => vtep,
+        None => default_vtep().await?,
+    };
+    log::info!(
+        "overlayd {} starting: node {}, vtep {vtep}, etcd {} (prefix {})",
+        env!("CARGO_PKG_VERSION"),
+        args.node,
+        config.endpoints.join(","),
+        config.prefix
+    );
+    let node = Node {
+        name: args.node.clone(),
+        vtep: vtep.to_string(),
+        since: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+
+    let cache = EndpointCache::new();
+    // Subscribed before the feeder starts, so the first listing reaches it like any other.
+    let changes = cache.subscribe();
+    let mut peers = tokio::spawn(peers::run(args.node.clone(), changes));
+    let mut feeder = tokio::spawn(crate::watch::run(Store::new(config.clone())?, cache));
+    let (stop, stopped) = watch::channel(false);
+    let mut registration = tokio::spawn(registration::run(
+        Store::new(config)?,
+        node,
+        args.lease_ttl(),
+        stopped,
+    ));
+
+    // The parts run until shutdown; one ending early is a bug, and a supervisor restarting the
+    // whole process is better than running on without it.
+    let outcome = tokio::select! {
+        _ = term.recv() => Ok("SIGTERM"),
+        _ = int.recv() => Ok("SIGINT"),
+        r = &mut peers => Err(ended("peer sync", r)),
+        r = &mut feeder => Err(ended("endpoint watch", r)),
+        r = &mut registration => Err(ended("registration", r)),
+    };
+    peers.abort();
+    feeder.abort();
+    let signal = outcome?;
+    log::info!("{signal} received, shutting down");
+    let _ = stop.send(true);
+    match registration.await {
+        Ok(Ok(())) => Ok(()),
+        r => Err(ended("registration", r)),
+    }
+}
+
+fn install(kind: SignalKind, name: &'static str) -> Result<Signal, Error> {
+    signal(kind).map_err(|source| Error::Signal {
+        signal: name,
+        source,
+    })
+}
+
+fn ended(task: &'static str, result: Result<Result<(), Error>, tokio::task::JoinError>) -> Error {
+    let reason = match result {
+        Ok(Ok(())) => "returned".to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    Error::Task { task, reason }
+}
+
+/// The address of the interface carrying the default route: the one VXLAN packets leave by.
+async fn default_vtep() -> Result<IpAddr, Error> {
+    let nl = Netlink::current().await?;
+    for v6 in [false, true] {
+        if let Some((link, addr)) = nl.default_route_interface(v6).await? {
+            log::debug!(
+                "vtep {addr} taken from {}, which has the default route",
+                link.name
+            );
+            return Ok(addr);
+        }
+    }
+    Err(Error::Config(
+        "no --vtep given and no default route to take it from".into(),
+    ))
+}

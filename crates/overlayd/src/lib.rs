@@ -1,0 +1,23 @@
+//! overlayd, the per-host agent of cni-overlay.
+//!
+//! * [`registration`]: the node record `nodes/<node>` under an etcd lease, kept alive, so that a
+//!   host that dies drops out of `overlayctl node ls` when its lease expires.
+//! * [`watch`]: lists and watches the endpoint records into the [`endpoints::EndpointCache`].
+//! * [`peers`]: one consumer of that cache; it keeps the static FDB and neighbour entries of this
+//!   host's VXLAN devices (`ovx<vni>`) equal to the endpoints of the other hosts.
+//!
+//! The vxlan-overlay plugin programs every remote endpoint that exists when it creates a
+//! network's VXLAN device, so overlayd only follows changes (plus a full reconciliation at start,
+//! after a lost watch, and every 30 s as a backstop). Later consumers of the endpoint records (a
+//! DNS server per network, a conflist writer) subscribe to the same cache.
+
+pub mod cli;
+pub mod daemon;
+pub mod endpoints;
+pub mod error;
+pub mod peers;
+pub mod registration;
+pub mod retry;
+pub mod watch;
+
+pub use error::Error;

@@ -1,0 +1,379 @@
+//! A lab of simulated hosts built from network namespaces, for black-box tests of the plugins.
+//!
+//! ```text
+//!   <p>-inet  (the simulated internet: 203.0.113.1/24 on lo; the hosts' router, 192.168.205.1)
+//!      |
+//!   <p>-sw    (the underlay switch: bridge br0)
+//!    |    |
+//!   <p>-h1   <p>-h2 ...   (hosts: eth0 192.168.205.10, .11, ...; default route via .1)
+//! ```
+//! Containers are further namespaces (`<p>-c-<name>`). etcd runs inside host 1 on its underlay address.
+//! Everything is removed on drop, by exact name.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{free_port, Invocation, Output, TempDir};
+
+pub const UNDERLAY: &str = "192.168.205";
+pub const INTERNET_ADDR: &str = "203.0.113.1";
+
+static LABS: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `ip` (or anything) and panics with its stderr on failure: lab set-up must not half-work.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Like [`sh`] but returns success instead of panicking.
+pub fn try_sh(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn in_ns(ns: &str, args: &[&str]) -> String {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(args);
+    sh(&full)
+}
+
+pub fn try_in_ns(ns: &str, args: &[&str]) -> bool {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(args);
+    try_sh(&full)
+}
+
+pub struct Host {
+    pub name: String,
+    /// The host's network namespace.
+    pub ns: String,
+    pub addr: String,
+    /// Per-host directory (plugin data, conflists, caches).
+    pub dir: PathBuf,
+}
+
+pub struct Lab {
+    pub prefix: String,
+    pub hosts: Vec<Host>,
+    pub internet: String,
+    switch: String,
+    namespaces: Vec<String>,
+    processes: Vec<(String, Child)>,
+    pub etcd_endpoint: String,
+    _dir: TempDir,
+}
+
+impl Lab {
+    /// `n` hosts, the switch, the internet, and an etcd in host 1.
+    pub fn new(n: usize) -> Lab {
+        assert!(nix_is_root(), "the lab needs root (network namespaces)");
+        let id = LABS.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("l{}x{id}", std::process::id() % 100_000);
+        let dir = TempDir::new(&format!("lab-{prefix}"));
+        let mut lab = Lab {
+            internet: format!("{prefix}-inet"),
+            switch: format!("{prefix}-sw"),
+            prefix: prefix.clone(),
+            hosts: Vec::new(),
+            namespaces: Vec::new(),
+            processes: Vec::new(),
+            etcd_endpoint: String::new(),
+            _dir: dir,
+        };
+        let switch = lab.switch.clone();
+        lab.add_ns(&switch);
+        in_ns(&switch, &["ip", "link", "add", "br0", "type", "bridge"]);
+        in_ns(&switch, &["ip", "link", "set", "br0", "up"]);
+
+        let internet = lab.internet.clone();
+        lab.add_ns(&internet);
+        lab.plug(&internet, &format!("{UNDERLAY}.1/24"), "p0");
+        in_ns(
+            &internet,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{INTERNET_ADDR}/24"),
+                "dev",
+                "lo",
+            ],
+        );
+        in_ns(&internet, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+
+        for i in 0..n {
+            // Unique per lab: labs of parallel tests share /run/netns, where plugins name
+            // per-node namespaces after the node.
+            let name = format!("{prefix}-node{}", i + 1);
+            let ns = format!("{prefix}-h{}", i + 1);
+            lab.add_ns(&ns);
+            let addr = format!("{UNDERLAY}.{}", 10 + i);
+            lab.plug(&ns, &format!("{addr}/24"), &format!("p{}", i + 1));
+            in_ns(
+                &ns,
+                &[
+                    "ip",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("{UNDERLAY}.1"),
+                ],
+            );
+            let dir = lab._dir.path().join(&name);
+            std::fs::create_dir_all(&dir).unwrap();
+            lab.hosts.push(Host {
+                name,
+                ns,
+                addr,
+                dir,
+            });
+        }
+        lab.start_etcd();
+        lab
+    }
+
+    fn add_ns(&mut self, ns: &str) {
+        sh(&["ip", "netns", "add", ns]);
+        self.namespaces.push(ns.to_string());
+        in_ns(ns, &["ip", "link", "set", "lo", "up"]);
+    }
+
+    /// Connects namespace `ns` to the switch with `eth0` holding `cidr`.
+    fn plug(&self, ns: &str, cidr: &str, port: &str) {
+        sh(&[
+            "ip",
+            "-n",
+            &self.switch,
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            port,
+            "master",
+            "br0",
+            "up",
+        ]);
+        in_ns(ns, &["ip", "addr", "add", cidr, "dev", "eth0"]);
+        in_ns(ns, &["ip", "link", "set", "eth0", "up"]);
+    }
+
+    fn start_etcd(&mut self) {
+        let host = &self.hosts[0];
+        let (cport, pport) = (free_port(), free_port());
+        let client = format!("http://{}:{cport}", host.addr);
+        let peer = format!("http://{}:{pport}", host.addr);
+        let data = host.dir.join("etcd");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host.ns,
+                crate::etcd_binary().to_str().unwrap(),
+                "--name",
+                "lab",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("lab={peer}"),
+                "--log-level",
+                "error",
+                "--logger",
+                "zap",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd in the lab");
+        self.processes.push(("etcd".into(), child));
+        self.etcd_endpoint = format!("{}:{cport}", host.addr);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if try_in_ns(
+                &self.hosts[0].ns,
+                &[
+                    "etcdctl",
+                    "--endpoints",
+                    &self.etcd_endpoint,
+                    "endpoint",
+                    "health",
+                ],
+            ) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("etcd did not start in the lab");
+    }
+
+    /// Starts a long-running process inside `ns`; it is killed on drop (or by [`Lab::kill`]).
+    pub fn spawn(
+        &mut self,
+        tag: &str,
+        ns: &str,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, program])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program} in {ns}: {e}"));
+        self.processes.push((tag.to_string(), child));
+    }
+
+    /// Stops the processes started with `tag` (SIGTERM, then SIGKILL after 3 s).
+    pub fn kill(&mut self, tag: &str) {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.processes)
+            .into_iter()
+            .partition(|(t, _)| t == tag);
+        self.processes = rest;
+        for (_, mut child) in mine {
+            stop_child(&mut child);
+        }
+    }
+
+    /// A container: a namespace `<p>-c-<name>`, returned with its path.
+    pub fn container(&mut self, name: &str) -> (String, String) {
+        let ns = format!("{}-c-{name}", self.prefix);
+        self.add_ns(&ns);
+        let path = format!("/run/netns/{ns}");
+        (ns, path)
+    }
+
+    /// Removes a container namespace early (to test DEL without a namespace).
+    pub fn remove_container(&mut self, ns: &str) {
+        if try_sh(&["ip", "netns", "del", ns]) {
+            self.namespaces.retain(|n| n != ns);
+        }
+    }
+
+    pub fn host(&self, i: usize) -> &Host {
+        &self.hosts[i]
+    }
+
+    /// Runs a plugin invocation inside host `i`'s namespace, as the runtime on that host would.
+    pub fn run_on(&self, i: usize, invocation: &Invocation) -> Output {
+        invocation.run_in_netns(&self.hosts[i].ns)
+    }
+
+    /// Network namespaces whose name starts with `prefix` (e.g. leftovers of a plugin).
+    pub fn namespaces_starting_with(prefix: &str) -> Vec<String> {
+        std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with(prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn ping(&self, from_ns: &str, to: &str) -> bool {
+        try_in_ns(from_ns, &["ping", "-c", "1", "-W", "1", to])
+    }
+
+    /// Pings until one reply or `within` has passed.
+    pub fn ping_within(&self, from_ns: &str, to: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if try_in_ns(from_ns, &["ping", "-c", "1", "-W", "1", to]) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, child) in self.processes.iter_mut() {
+            stop_child(child);
+        }
+        // Namespaces the plugins made for this lab's nodes (vxlan-overlay's gateway sandboxes,
+        // named ovl-<vni>-<node>), when a test ended without deleting every container.
+        for host in &self.hosts {
+            for ns in Lab::namespaces_starting_with("ovl-")
+                .into_iter()
+                .filter(|n| n.ends_with(&format!("-{}", host.name)))
+            {
+                let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+            }
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn stop_child(child: &mut Child) {
+    let pid = child.id() as i32;
+    unsafe_kill(pid, 15);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn unsafe_kill(pid: i32, signal: i32) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status();
+}
+
+fn nix_is_root() -> bool {
+    sh(&["id", "-u"]).trim() == "0"
+}

@@ -1,0 +1,369 @@
+//! vxlan-overlay: puts a container on an overlay network shared by many hosts. One VXLAN network
+//! per VNI; a veth into the container; addresses from any IPAM plugin (etcd-ipam for cluster-wide
+//! ones); an endpoint record in etcd so that the other hosts (their overlayd) can reach it.
+
+pub mod config;
+pub mod network;
+pub mod peers;
+
+use std::collections::HashSet;
+
+use cni::{codes, CniError, CniResult, Command, Interface, Plugin, Request};
+use netops::{Netlink, Netns};
+use store::records::Endpoint;
+use store::{block_on, Store};
+
+use crate::config::OverlayConfig;
+use crate::network::Underlay;
+
+pub struct VxlanOverlay;
+
+impl Plugin for VxlanOverlay {
+    fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+        let cfg = OverlayConfig::from_netconf(&req.conf)?;
+        let container = Netns::open(&req.env.netns)?;
+        block_on(add(&cfg, req, &container))?
+    }
+
+    /// Removes the veth, the endpoint record and (delegated) the addresses; the network's devices
+    /// go with the last local endpoint. Works without the namespace and when already done.
+    fn del(&self, req: &Request) -> Result<(), CniError> {
+        let cfg = OverlayConfig::from_netconf(&req.conf)?;
+        block_on(del(&cfg, req))??;
+        cni::invoke::run(&cfg.ipam_type, Command::Del, &req.env.path, &req.conf.bytes)
+    }
+
+    fn check(&self, req: &Request) -> Result<(), CniError> {
+        let cfg = OverlayConfig::from_netconf(&req.conf)?;
+        let prev = req
+            .conf
+            .prev_result
+            .as_ref()
+            .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
+        let container = Netns::open(&req.env.netns)?;
+        block_on(check(&cfg, req, prev, &container))??;
+        cni::invoke::run(
+            &cfg.ipam_type,
+            Command::Check,
+            &req.env.path,
+            &req.conf.bytes,
+        )
+    }
+
+    /// Delegates to IPAM, then removes this node's endpoint records and host veths whose
+    /// attachment is not valid any more. Continues past errors and reports the first.
+    fn gc(&self, req: &Request) -> Result<(), CniError> {
+        let cfg = OverlayConfig::from_netconf(&req.conf)?;
+        let ipam = cni::invoke::run(&cfg.ipam_type, Command::Gc, &req.env.path, &req.conf.bytes);
+        let valid: HashSet<(String, String)> = req
+            .conf
+            .valid_attachments
+            .iter()
+            .flatten()
+            .map(|a| (a.container_id.clone(), a.ifname.clone()))
+            .collect();
+        let ours = block_on(gc(&cfg, &valid))?;
+        ipam.and(ours)
+    }
+
+    fn status(&self, req: &Request) -> Result<(), CniError> {
+        let cfg = OverlayConfig::from_netconf(&req.conf)?;
+        block_on(async {
+            let mut store = Store::new(cfg.etcd.clone())?;
+            let key = store.keys().node(&cfg.node);
+            store.get(key, None).await.map(|_| ()).map_err(|e| {
+                CniError::new(codes::NOT_AVAILABLE, format!("etcd is not available: {e}"))
+            })
+        })??;
+        cni::invoke::run(
+            &cfg.ipam_type,
+            Command::Status,
+            &req.env.path,
+            &req.conf.bytes,
+        )
+    }
+}
+
+async fn add(cfg: &OverlayConfig, req: &Request, container: &Netns) -> Result<CniResult, CniError> {
+    let host = Netlink::current().await?;
+    let inside = Netlink::in_netns(container).await?;
+    // Refuse before anything is allocated: the spec requires an error for an existing interface.
+    if inside.link(&req.env.ifname).await?.is_some() {
+        return Err(CniError::new(
+            codes::INTERFACE_EXISTS,
+            format!(
+                "interface {} already exists in {}",
+                req.env.ifname, req.env.netns
+            ),
+        ));
+    }
+    let underlay = Underlay::resolve(&host, cfg).await?;
+    let ipam = cni::invoke::add(&cfg.ipam_type, &req.env.path, &req.conf.bytes)?;
+    match attach(cfg, req, container, &host, &inside, &underlay, ipam).await {
+        Ok(result) => Ok(result),
+        Err(e) => {
+            // Undo everything done so far, the allocation included; the original error is reported.
+            if let Err(undo) = del(cfg, req).await {
+                log::warn!("undoing a failed ADD: {undo}");
+            }
+            if let Err(undo) =
+                cni::invoke::run(&cfg.ipam_type, Command::Del, &req.env.path, &req.conf.bytes)
+            {
+                log::warn!("releasing the allocation of a failed ADD: {undo}");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn attach(
+    cfg: &OverlayConfig,
+    req: &Request,
+    container: &Netns,
+    host: &Netlink,
+    inside: &Netlink,
+    underlay: &Underlay,
+    ipam: CniResult,
+) -> Result<CniResult, CniError> {
+    if ipam.ips.is_empty() {
+        return Err(CniError::invalid_config(format!(
+            "IPAM plugin {} returned no address",
+            cfg.ipam_type
+        )));
+    }
+    let mtu = underlay.container_mtu(cfg);
+    let host_name = netops::host_veth_name("ov", &req.env.container_id, &req.env.ifname);
+    let (devices, host_end, peer) = {
+        let _lock = network::lock(cfg)?;
+        let devices = network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?;
+        let (host_end, peer) = host
+            .create_veth(&host_name, &req.env.ifname, container, mtu, None)
+            .await?;
+        // The alias names the attachment, so that GC can tell which veth belongs to whom.
+        host.set_alias(
+            host_end.index,
+            &format!("{}/{}", req.env.container_id, req.env.ifname),
+        )
+        .await?;
+        host.set_master(host_end.index, devices.bridge.index)
+            .await?;
+        host.set_up(host_end.index).await?;
+        (devices, host_end, peer)
+    };
+
+    for ip in &ipam.ips {
+        inside.add_address(peer.index, ip.address).await?;
+    }
+    for route in &ipam.routes {
+        // As the reference plugins do: a route without a gateway goes via its family's gateway.
+        let gw = route.gw.or_else(|| {
+            ipam.ips
+                .iter()
+                .find(|ip| ip.address.is_ipv4() == route.dst.is_ipv4())
+                .and_then(|ip| ip.gateway)
+        });
+        inside.add_route(route.dst, gw, peer.index).await?;
+    }
+
+    let mac = peer.mac.map(|m| netops::format_mac(&m)).unwrap_or_default();
+    let record = Endpoint {
+        network: cfg.network.clone(),
+        container_id: req.env.container_id.clone(),
+        ifname: req.env.ifname.clone(),
+        name: req.env.args.pod_name().map(str::to_string),
+        aliases: req
+            .conf
+            .runtime_config
+            .aliases
+            .get(&cfg.network)
+            .cloned()
+            .unwrap_or_default(),
+        ips: ipam.ips.iter().map(|ip| ip.address.to_string()).collect(),
+        mac: mac.clone(),
+        node: cfg.node.clone(),
+        vtep: underlay.vtep.to_string(),
+        vni: cfg.vni,
+    };
+    let mut store = Store::new(cfg.etcd.clone())?;
+    let endpoints = peers::publish_and_list(&mut store, cfg, &record).await?;
+    peers::program(host, devices.vxlan.index, cfg, &endpoints).await?;
+
+    let mut result = CniResult {
+        routes: ipam.routes.clone(),
+        dns: ipam.dns.clone(),
+        ..Default::default()
+    };
+    result.push_interface(Interface {
+        name: devices.bridge.name.clone(),
+        mac: devices
+            .bridge
+            .mac
+            .map(|m| netops::format_mac(&m))
+            .unwrap_or_default(),
+        ..Default::default()
+    });
+    result.push_interface(Interface {
+        name: host_end.name.clone(),
+        mac: host_end
+            .mac
+            .map(|m| netops::format_mac(&m))
+            .unwrap_or_default(),
+        mtu: Some(mtu),
+        ..Default::default()
+    });
+    let index = result.push_interface(Interface {
+        name: req.env.ifname.clone(),
+        mac,
+        mtu: Some(mtu),
+        sandbox: req.env.netns.clone(),
+        ..Default::default()
+    });
+    result.ips = ipam
+        .ips
+        .into_iter()
+        .map(|ip| cni::IpConfig {
+            interface: Some(index),
+            ..ip
+        })
+        .collect();
+    Ok(result)
+}
+
+/// Local clean-up and the endpoint record; IPAM is released by the caller. With etcd unreachable
+/// this fails (code 11) so that the runtime retries; the local part is idempotent.
+async fn del(cfg: &OverlayConfig, req: &Request) -> Result<(), CniError> {
+    let host = Netlink::current().await?;
+    {
+        let _lock = network::lock(cfg)?;
+        // Deleting the host end removes the container end with it, namespace or not.
+        host.delete_link(&netops::host_veth_name(
+            "ov",
+            &req.env.container_id,
+            &req.env.ifname,
+        ))
+        .await?;
+        network::remove_if_unused(&host, cfg).await?;
+    }
+    let mut store = Store::new(cfg.etcd.clone())?;
+    peers::remove(&mut store, cfg, &req.env.container_id, &req.env.ifname).await
+}
+
+async fn check(
+    cfg: &OverlayConfig,
+    req: &Request,
+    prev: &CniResult,
+    container: &Netns,
+) -> Result<(), CniError> {
+    let failed = |msg: String| CniError::new(codes::CHECK_FAILED, msg);
+    let index = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == req.env.ifname && !i.sandbox.is_empty())
+        .ok_or_else(|| {
+            failed(format!(
+                "prevResult has no container interface {}",
+                req.env.ifname
+            ))
+        })?;
+    let expected = &prev.interfaces[index];
+    let inside = Netlink::in_netns(container).await?;
+    let link = inside
+        .link(&req.env.ifname)
+        .await?
+        .ok_or_else(|| failed(format!("interface {} is missing", req.env.ifname)))?;
+    let mac = link.mac.map(|m| netops::format_mac(&m)).unwrap_or_default();
+    if !expected.mac.is_empty() && !expected.mac.eq_ignore_ascii_case(&mac) {
+        return Err(failed(format!(
+            "interface {} has MAC {mac}, prevResult says {}",
+            req.env.ifname, expected.mac
+        )));
+    }
+    let host = Netlink::current().await?;
+    let want_mtu = Underlay::resolve(&host, cfg).await?.container_mtu(cfg);
+    if link.mtu != want_mtu {
+        return Err(failed(format!(
+            "interface {} has MTU {}, expected {want_mtu}",
+            req.env.ifname, link.mtu
+        )));
+    }
+    let have = inside.addresses(link.index).await?;
+    let ours: Vec<_> = prev
+        .ips
+        .iter()
+        .filter(|ip| ip.interface == Some(index))
+        .collect();
+    for ip in &ours {
+        if !have.contains(&ip.address) {
+            return Err(failed(format!(
+                "address {} is missing from {}",
+                ip.address, req.env.ifname
+            )));
+        }
+    }
+    // Routes through our interface's subnets are ours; later plugins may have added others.
+    let routes = inside.routes(link.index).await?;
+    for route in &prev.routes {
+        let via_us = route
+            .gw
+            .is_some_and(|gw| ours.iter().any(|ip| ip.address.contains(gw)));
+        if via_us
+            && !routes.iter().any(|(dst, _)| {
+                dst.network() == route.dst.network() && dst.prefix() == route.dst.prefix()
+            })
+        {
+            return Err(failed(format!("route to {} is missing", route.dst)));
+        }
+    }
+    let mut store = Store::new(cfg.etcd.clone())?;
+    let record = peers::get(&mut store, cfg, &req.env.container_id, &req.env.ifname)
+        .await?
+        .ok_or_else(|| {
+            failed(format!(
+                "no endpoint record for {}/{}",
+                req.env.container_id, req.env.ifname
+            ))
+        })?;
+    if !record.mac.eq_ignore_ascii_case(&mac) {
+        return Err(failed(format!(
+            "endpoint record has MAC {}, the interface {mac}",
+            record.mac
+        )));
+    }
+    Ok(())
+}
+
+async fn gc(cfg: &OverlayConfig, valid: &HashSet<(String, String)>) -> Result<(), CniError> {
+    let mut first_error = None;
+    let mut store = Store::new(cfg.etcd.clone())?;
+    for record in peers::of_node(&mut store, cfg).await? {
+        if !valid.contains(&(record.container_id.clone(), record.ifname.clone())) {
+            if let Err(e) =
+                peers::remove(&mut store, cfg, &record.container_id, &record.ifname).await
+            {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let host = Netlink::current().await?;
+    let _lock = network::lock(cfg)?;
+    if let Some(bridge) = host.link(&cfg.bridge_name()).await? {
+        for port in host.links_with_master(bridge.index).await? {
+            let Some((container_id, ifname)) =
+                port.alias.as_deref().and_then(|a| a.split_once('/'))
+            else {
+                continue;
+            };
+            if port.kind == "veth"
+                && !valid.contains(&(container_id.to_string(), ifname.to_string()))
+            {
+                if let Err(e) = host.delete_link(&port.name).await {
+                    first_error.get_or_insert(e.into());
+                }
+            }
+        }
+    }
+    if let Err(e) = network::remove_if_unused(&host, cfg).await {
+        first_error.get_or_insert(e);
+    }
+    first_error.map_or(Ok(()), Err)
+}

@@ -1,0 +1,248 @@
+//! A network's devices on one host, kept apart from the host's own addresses and from other networks.
+//!
+//! In the host namespace: a bridge `ovbr<vni>` and a VXLAN device `ovx<vni>` on it (learning off,
+//! ARP/ND answered from the static neighbour table), and the host ends of the containers' veths.
+//! The bridge carries no address unless `hostAccess` is true, so the host has no route into the
+//! overlay and two networks may use one subnet. The gateway address (where the network's DNS will
+//! answer) lives in a small sandbox namespace `ovl-<vni>-<node>` joined to the bridge by a veth.
+//!
+//! Docker keeps the bridge itself in a per-network namespace. We cannot: the reference `bandwidth`
+//! plugin (and Kubernetes tooling) expects the host end of the container's veth in the runtime's
+//! namespace, and a veth can only join a bridge of its own namespace.
+//!
+//! Creation and removal happen under a per-network lock on this host, so several first ADDs (or an
+//! ADD racing the last DEL) cannot half-build or tear down each other's devices.
+
+use std::fs::File;
+use std::net::IpAddr;
+
+use cni::{codes, CniError};
+use ipnetwork::IpNetwork;
+use netops::{Link, Netlink, Netns};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::config::{OverlayConfig, VtepChoice};
+
+const LOCK_DIR: &str = "/run/cni-overlay/locks";
+/// The gateway's interface inside the sandbox namespace.
+const SANDBOX_IFNAME: &str = "gw";
+
+/// Holds the per-network lock of this host until dropped.
+pub struct NetworkLock {
+    _file: Flock<File>,
+}
+
+/// Locks the network on this host. The host namespace's inode is part of the lock's name, so
+/// simulated hosts sharing one machine do not share locks.
+pub fn lock(cfg: &OverlayConfig) -> Result<NetworkLock, CniError> {
+    let host = Netns::current()?;
+    std::fs::create_dir_all(LOCK_DIR)
+        .map_err(|e| CniError::new(codes::IO_FAILURE, format!("creating {LOCK_DIR}: {e}")))?;
+    let path = format!("{LOCK_DIR}/{}-vni{}.lock", host.inode(), cfg.vni);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| CniError::new(codes::IO_FAILURE, format!("opening {path}: {e}")))?;
+    let file = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| CniError::new(codes::IO_FAILURE, format!("locking {path}: {e}")))?;
+    Ok(NetworkLock { _file: file })
+}
+
+/// The underlay device and this host's VXLAN tunnel endpoint address on it.
+#[derive(Debug, Clone)]
+pub struct Underlay {
+    pub device: Link,
+    pub vtep: IpAddr,
+}
+
+impl Underlay {
+    pub async fn resolve(nl: &Netlink, cfg: &OverlayConfig) -> Result<Underlay, CniError> {
+        match &cfg.vtep {
+            VtepChoice::Address(addr) => {
+                let device = nl.link_with_address(*addr).await?.ok_or_else(|| {
+                    CniError::invalid_config(format!(
+                        "vtep address {addr} is on no interface of this host"
+                    ))
+                })?;
+                Ok(Underlay {
+                    device,
+                    vtep: *addr,
+                })
+            }
+            VtepChoice::Interface(name) => {
+                let device = nl.link(name).await?.ok_or_else(|| {
+                    CniError::invalid_config(format!("vtep interface {name} does not exist"))
+                })?;
+                let addrs = nl.addresses(device.index).await?;
+                let vtep = addrs
+                    .iter()
+                    .map(|a| a.ip())
+                    .find(|ip| ip.is_ipv4())
+                    .or_else(|| addrs.iter().map(|a| a.ip()).find(|ip| matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) != 0xfe80)))
+                    .ok_or_else(|| CniError::invalid_config(format!("vtep interface {name} has no usable address")))?;
+                Ok(Underlay { device, vtep })
+            }
+            VtepChoice::DefaultRoute => {
+                let found = match nl.default_route_interface(false).await? {
+                    Some(found) => Some(found),
+                    None => nl.default_route_interface(true).await?,
+                };
+                let (device, vtep) = found.ok_or_else(|| {
+                    CniError::invalid_config("no default route to find the VTEP address on: set vtep.address or vtep.interface")
+                })?;
+                Ok(Underlay { device, vtep })
+            }
+        }
+    }
+
+    /// The container MTU: the configured one, or the underlay's less the VXLAN headers
+    /// (50 bytes over IPv4, 70 over IPv6).
+    pub fn container_mtu(&self, cfg: &OverlayConfig) -> u32 {
+        cfg.mtu.unwrap_or_else(|| {
+            self.device
+                .mtu
+                .saturating_sub(if self.vtep.is_ipv6() { 70 } else { 50 })
+        })
+    }
+}
+
+/// The network's devices on this host.
+pub struct Devices {
+    pub bridge: Link,
+    pub vxlan: Link,
+}
+
+/// Creates (or finds) the network's devices. Call with the network lock held.
+pub async fn ensure(
+    nl: &Netlink,
+    cfg: &OverlayConfig,
+    underlay: &Underlay,
+    mtu: u32,
+    gateways: &[IpNetwork],
+) -> Result<Devices, CniError> {
+    let alias = cfg.bridge_alias();
+    let bridge = match nl.link(&cfg.bridge_name()).await? {
+        Some(existing) if existing.alias.as_deref() != Some(alias.as_str()) => {
+            return Err(CniError::invalid_config(format!(
+                "vni {} is already used on this host by {} (bridge {})",
+                cfg.vni,
+                existing.alias.as_deref().unwrap_or("something else"),
+                existing.name
+            )));
+        }
+        Some(existing) => existing,
+        None => {
+            let bridge = nl.ensure_bridge(&cfg.bridge_name(), Some(mtu)).await?;
+            nl.set_alias(bridge.index, &alias).await?;
+            bridge
+        }
+    };
+    let vxlan = nl
+        .ensure_vxlan(
+            &cfg.vxlan_name(),
+            cfg.vni,
+            cfg.port,
+            underlay.vtep,
+            underlay.device.index,
+            mtu,
+        )
+        .await?;
+    if vxlan.master != Some(bridge.index) {
+        nl.set_master(vxlan.index, bridge.index).await?;
+    }
+    if cfg.host_access {
+        // The host reaches its local containers through the bridge's address.
+        for gw in gateways {
+            nl.add_address(bridge.index, *gw).await?;
+        }
+    } else if !gateways.is_empty() {
+        ensure_sandbox(nl, cfg, &bridge, mtu, gateways).await?;
+    }
+    Ok(Devices { bridge, vxlan })
+}
+
+/// The gateway sandbox: a namespace holding the gateway address, on the bridge through a veth.
+async fn ensure_sandbox(
+    nl: &Netlink,
+    cfg: &OverlayConfig,
+    bridge: &Link,
+    mtu: u32,
+    gateways: &[IpNetwork],
+) -> Result<(), CniError> {
+    let host_end = match nl.link(&cfg.gateway_veth_name()).await? {
+        Some(link) => link,
+        None => {
+            // A sandbox without its veth is a leftover of an interrupted ADD: start it afresh.
+            netops::delete_named_netns(&cfg.sandbox_name())?;
+            let sandbox = netops::create_named_netns(&cfg.sandbox_name())?;
+            let (host_end, _) = nl
+                .create_veth(
+                    &cfg.gateway_veth_name(),
+                    SANDBOX_IFNAME,
+                    &sandbox,
+                    mtu,
+                    None,
+                )
+                .await?;
+            nl.set_master(host_end.index, bridge.index).await?;
+            nl.set_up(host_end.index).await?;
+            host_end
+        }
+    };
+    let _ = host_end;
+    let sandbox = Netns::open(format!("{}/{}", netops::NETNS_RUN_DIR, cfg.sandbox_name()))?;
+    let snl = Netlink::in_netns(&sandbox).await?;
+    let gw_link = snl.link(SANDBOX_IFNAME).await?.ok_or_else(|| {
+        CniError::new(
+            codes::KERNEL,
+            format!(
+                "sandbox {} lost its {SANDBOX_IFNAME} interface",
+                cfg.sandbox_name()
+            ),
+        )
+    })?;
+    for gw in gateways {
+        snl.add_address(gw_link.index, *gw).await?;
+    }
+    Ok(())
+}
+
+/// Removes the network's devices and sandbox when no container is attached any more. Call with
+/// the network lock held. Returns whether they were removed.
+pub async fn remove_if_unused(nl: &Netlink, cfg: &OverlayConfig) -> Result<bool, CniError> {
+    if let Some(bridge) = nl.link(&cfg.bridge_name()).await? {
+        let infrastructure = [cfg.vxlan_name(), cfg.gateway_veth_name()];
+        let attached = nl
+            .links_with_master(bridge.index)
+            .await?
+            .into_iter()
+            .filter(|l| !infrastructure.contains(&l.name))
+            .count();
+        if attached > 0 {
+            return Ok(false);
+        }
+        // Refuse to delete a bridge of that name that is not ours.
+        if bridge.alias.as_deref() != Some(cfg.bridge_alias().as_str()) {
+            return Ok(false);
+        }
+        nl.delete_link(&cfg.vxlan_name()).await?;
+        nl.delete_link(&cfg.gateway_veth_name()).await?;
+        nl.delete_link(&cfg.bridge_name()).await?;
+    }
+    netops::delete_named_netns(&cfg.sandbox_name())?;
+    Ok(true)
+}
+
+/// The gateway addresses from an IPAM result, with their subnets' prefix lengths.
+pub fn gateways(result: &cni::CniResult) -> Vec<IpNetwork> {
+    result
+        .ips
+        .iter()
+        .filter_map(|ip| {
+            ip.gateway
+                .and_then(|g| IpNetwork::new(g, ip.address.prefix()).ok())
+        })
+        .collect()
+}

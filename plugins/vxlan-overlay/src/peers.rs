@@ -1,0 +1,125 @@
+//! Endpoint records in etcd, and the static FDB and neighbour entries that let this host's
+//! containers reach the endpoints of other hosts.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use cni::CniError;
+use netops::Netlink;
+use store::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
+use store::records::{self, Endpoint};
+use store::Store;
+
+use crate::config::OverlayConfig;
+
+/// Writes our record and reads every record of the network, in one round trip.
+pub async fn publish_and_list(
+    store: &mut Store,
+    cfg: &OverlayConfig,
+    record: &Endpoint,
+) -> Result<Vec<Endpoint>, CniError> {
+    let keys = store.keys().clone();
+    let key = keys.endpoint(&cfg.network, &record.container_id, &record.ifname);
+    let prefix = keys.endpoints(&cfg.network);
+    let mut end = prefix.clone().into_bytes();
+    *end.last_mut().expect("prefix is not empty") += 1;
+    let txn = Txn::new().and_then(vec![
+        TxnOp::put(key, records::encode(record), None),
+        TxnOp::get(prefix, Some(GetOptions::new().with_range(end))),
+    ]);
+    let resp = store.txn(txn).await?;
+    let mut endpoints = Vec::new();
+    for op in resp.op_responses() {
+        if let TxnOpResponse::Get(get) = op {
+            for kv in get.kvs() {
+                match records::decode::<Endpoint>(kv.key(), kv.value()) {
+                    Ok(e) => endpoints.push(e),
+                    Err(e) => log::warn!("skipping {e}"),
+                }
+            }
+        }
+    }
+    Ok(endpoints)
+}
+
+/// Programs, on the VXLAN device, what is missing for the remote endpoints of this network: one
+/// permanent FDB entry (MAC to the remote VTEP) and one permanent neighbour entry per address (so
+/// the device answers ARP/ND itself). Reads the device's tables once and adds only the difference,
+/// so an ADD on a busy network costs two dumps, not two calls per peer.
+pub async fn program(
+    nl: &Netlink,
+    vxlan: u32,
+    cfg: &OverlayConfig,
+    endpoints: &[Endpoint],
+) -> Result<(), CniError> {
+    let fdb: HashSet<([u8; 6], IpAddr)> = nl.fdb_entries(vxlan).await?.into_iter().collect();
+    let neigh: HashSet<(IpAddr, [u8; 6])> = nl.neigh_entries(vxlan).await?.into_iter().collect();
+    for e in endpoints
+        .iter()
+        .filter(|e| e.node != cfg.node && e.vni == cfg.vni)
+    {
+        let (Some(mac), Ok(vtep)) = (netops::parse_mac(&e.mac), e.vtep.parse::<IpAddr>()) else {
+            log::warn!(
+                "endpoint {}/{} has an unreadable mac or vtep",
+                e.container_id,
+                e.ifname
+            );
+            continue;
+        };
+        if !fdb.contains(&(mac, vtep)) {
+            nl.fdb_add(vxlan, mac, vtep).await?;
+        }
+        for ip in e
+            .ips
+            .iter()
+            .filter_map(|a| a.split('/').next()?.parse::<IpAddr>().ok())
+        {
+            if !neigh.contains(&(ip, mac)) {
+                nl.neigh_add(vxlan, ip, mac).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn get(
+    store: &mut Store,
+    cfg: &OverlayConfig,
+    container_id: &str,
+    ifname: &str,
+) -> Result<Option<Endpoint>, CniError> {
+    let key = store.keys().endpoint(&cfg.network, container_id, ifname);
+    let resp = store.get(key, None).await?;
+    resp.kvs()
+        .first()
+        .map(|kv| records::decode(kv.key(), kv.value()).map_err(CniError::from))
+        .transpose()
+}
+
+pub async fn remove(
+    store: &mut Store,
+    cfg: &OverlayConfig,
+    container_id: &str,
+    ifname: &str,
+) -> Result<(), CniError> {
+    let key = store.keys().endpoint(&cfg.network, container_id, ifname);
+    store
+        .call(|mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .await?;
+    Ok(())
+}
+
+/// This node's records in the network.
+pub async fn of_node(store: &mut Store, cfg: &OverlayConfig) -> Result<Vec<Endpoint>, CniError> {
+    let prefix = store.keys().endpoints(&cfg.network);
+    Ok(store
+        .get_prefix(&prefix)
+        .await?
+        .iter()
+        .filter_map(|kv| records::decode::<Endpoint>(kv.key(), kv.value()).ok())
+        .filter(|e| e.node == cfg.node)
+        .collect())
+}

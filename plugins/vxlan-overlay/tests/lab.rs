@@ -1,0 +1,484 @@
+//! vxlan-overlay on a lab of simulated hosts (network namespaces on an underlay), driven through the
+//! plugin binaries as a runtime drives them, with etcd and one overlayd per host inside the lab.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use testutils::lab::{in_ns, try_in_ns, Lab};
+use testutils::{Invocation, Output};
+
+/// The directory of the built binaries (the test's own profile): CNI_PATH for the plugins.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    for b in ["vxlan-overlay", "etcd-ipam", "overlayd"] {
+        assert!(
+            dir.join(b).exists(),
+            "{b} is not built in {} (cargo test --workspace builds it)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+struct Net {
+    name: String,
+    vni: u32,
+    ipam: Value,
+    extra: Value,
+}
+
+impl Net {
+    fn new(name: &str, vni: u32, subnet: &str) -> Net {
+        Net {
+            name: name.into(),
+            vni,
+            ipam: json!({"type": "etcd-ipam", "subnet": subnet}),
+            extra: json!({}),
+        }
+    }
+
+    fn config(&self, lab: &Lab, host: usize) -> Value {
+        let h = lab.host(host);
+        let mut ipam = self.ipam.clone();
+        if ipam["type"] == "etcd-ipam" {
+            ipam["dataDir"] = json!(h.dir.join("etcd-ipam"));
+        } else {
+            ipam["dataDir"] = json!(h.dir.join("host-local"));
+        }
+        let mut c = json!({"cniVersion": "1.0.0", "name": self.name, "type": "vxlan-overlay", "vni": self.vni, "node": h.name,
+                           "etcd": {"endpoints": [lab.etcd_endpoint], "timeoutMs": 3000}, "ipam": ipam});
+        for (k, v) in self.extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
+}
+
+/// Our binaries first, then Debian's reference plugins.
+fn cni_path() -> String {
+    format!("{}:/usr/lib/cni", bin_dir().display())
+}
+
+fn call(lab: &Lab, host: usize, net: &Net, command: &str, container: &str, netns: &str) -> Output {
+    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), command)
+        .attachment(container, netns, "eth0")
+        .env("CNI_PATH", &cni_path())
+        .env(
+            "CNI_ARGS",
+            &format!("IgnoreUnknown=1;K8S_POD_NAME={container}"),
+        )
+        .stdin(&net.config(lab, host));
+    lab.run_on(host, &inv)
+}
+
+/// ADD of a new container namespace named `name` on `host`; returns (namespace, address without prefix, result).
+fn add(lab: &mut Lab, host: usize, net: &Net, name: &str) -> (String, String, Value) {
+    let (ns, path) = lab.container(name);
+    let result = call(lab, host, net, "ADD", name, &path).ok();
+    let addr = result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    (ns, addr, result)
+}
+
+fn del(lab: &Lab, host: usize, net: &Net, name: &str) {
+    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "DEL")
+        .attachment(name, "", "eth0")
+        .env("CNI_PATH", &cni_path())
+        .stdin(&net.config(lab, host));
+    lab.run_on(host, &inv).ok();
+}
+
+fn start_overlayd(lab: &mut Lab, host: usize) {
+    let (ns, node, ep) = (
+        lab.host(host).ns.clone(),
+        lab.host(host).name.clone(),
+        lab.etcd_endpoint.clone(),
+    );
+    let bin = bin_dir().join("overlayd");
+    lab.spawn(
+        &format!("overlayd-{node}"),
+        &ns,
+        bin.to_str().unwrap(),
+        &["--etcd", &ep, "--node", &node],
+        &[("RUST_LOG", "warn")],
+    );
+    // Registered once its node record is in etcd.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let out = in_ns(
+            &lab.host(0).ns,
+            &[
+                "etcdctl",
+                "--endpoints",
+                &ep,
+                "get",
+                &format!("/cni-overlay/nodes/{node}"),
+                "--keys-only",
+            ],
+        );
+        if !out.trim().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("overlayd on {node} did not register");
+}
+
+/// The host's links, without their operational state (a bridge goes from UNKNOWN to UP on its
+/// own as its ports come up; that is not a change anyone made).
+fn links(ns: &str) -> String {
+    in_ns(ns, &["ip", "-o", "link", "show"])
+        .lines()
+        .map(|l| {
+            l.split(" state ").next().unwrap_or(l).to_string()
+                + l.split(" state ")
+                    .nth(1)
+                    .map_or("", |r| r.split_once(' ').map_or("", |x| x.1))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn etcd_keys(lab: &Lab, prefix: &str) -> Vec<String> {
+    in_ns(
+        &lab.host(0).ns,
+        &[
+            "etcdctl",
+            "--endpoints",
+            &lab.etcd_endpoint,
+            "get",
+            "--prefix",
+            "--keys-only",
+            prefix,
+        ],
+    )
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn containers_on_two_hosts_ping_each_other_right_after_add() {
+    let mut lab = Lab::new(2);
+    start_overlayd(&mut lab, 0);
+    start_overlayd(&mut lab, 1);
+    let net = Net::new("demo", 4242, "10.0.0.0/24");
+    let (c1, a1, r1) = add(&mut lab, 0, &net, "test1");
+    let (c2, a2, _) = add(&mut lab, 1, &net, "test2");
+    assert_eq!((a1.as_str(), a2.as_str()), ("10.0.0.2", "10.0.0.3"));
+    assert!(
+        lab.ping_within(&c2, &a1, Duration::from_secs(2)),
+        "test2 (node2) cannot reach test1 (node1)"
+    );
+    assert!(
+        lab.ping_within(&c1, &a2, Duration::from_secs(2)),
+        "test1 (node1) cannot reach test2 (node2)"
+    );
+    // The result: bridge and host veth without sandbox, the container interface with sandbox and MAC.
+    assert_eq!(r1["interfaces"][2]["name"], "eth0");
+    assert!(r1["interfaces"][2]["sandbox"]
+        .as_str()
+        .unwrap()
+        .starts_with("/run/netns/"));
+    assert!(r1["interfaces"][1].get("sandbox").is_none());
+    assert_eq!(r1["ips"][0]["interface"], 2);
+}
+
+#[test]
+fn mtu_is_underlay_less_50_and_check_passes_then_fails() {
+    let mut lab = Lab::new(1);
+    let net = Net::new("mtu", 77, "10.7.0.0/24");
+    let (c1, _, result) = add(&mut lab, 0, &net, "m1");
+    let mtu = in_ns(&c1, &["cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(mtu.trim(), "1450");
+    let mut conf = net.config(&lab, 0);
+    conf["prevResult"] = result;
+    let check = |lab: &Lab| {
+        let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "CHECK")
+            .attachment("m1", &format!("/run/netns/{c1}"), "eth0")
+            .env("CNI_PATH", &cni_path())
+            .stdin(&conf);
+        lab.run_on(0, &inv)
+    };
+    check(&lab).ok();
+    in_ns(&c1, &["ip", "link", "set", "eth0", "mtu", "1300"]);
+    check(&lab).err(107);
+}
+
+#[test]
+fn two_networks_on_one_subnet_stay_apart() {
+    let mut lab = Lab::new(2);
+    start_overlayd(&mut lab, 0);
+    start_overlayd(&mut lab, 1);
+    let a = Net::new("neta", 100, "10.10.0.0/24");
+    let mut b = Net::new("netb", 200, "10.10.0.0/24");
+    b.ipam["rangeStart"] = json!("10.10.0.100");
+    let (a1, _, _) = add(&mut lab, 0, &a, "a1");
+    let (_, a2_addr, _) = add(&mut lab, 1, &a, "a2");
+    let (b1, _, _) = add(&mut lab, 0, &b, "b1");
+    let (_, b2_addr, _) = add(&mut lab, 1, &b, "b2");
+    assert!(lab.ping_within(&a1, &a2_addr, Duration::from_secs(2)));
+    assert!(lab.ping_within(&b1, &b2_addr, Duration::from_secs(2)));
+    assert!(!lab.ping(&a1, &b2_addr), "a container of neta reached netb");
+    assert!(!lab.ping(&b1, &a2_addr), "a container of netb reached neta");
+}
+
+#[test]
+fn host_access_false_keeps_the_host_out_and_true_lets_it_in() {
+    let mut lab = Lab::new(1);
+    let closed = Net::new("closed", 300, "10.30.0.0/24");
+    let mut open = Net::new("open", 301, "10.31.0.0/24");
+    open.extra = json!({"hostAccess": true});
+    let (_, closed_addr, _) = add(&mut lab, 0, &closed, "c1");
+    let (_, open_addr, _) = add(&mut lab, 0, &open, "o1");
+    let host = lab.host(0).ns.clone();
+    assert!(
+        !lab.ping(&host, &closed_addr),
+        "the host reached a hostAccess=false network"
+    );
+    assert!(
+        lab.ping(&host, &open_addr),
+        "the host cannot reach its container on a hostAccess=true network"
+    );
+    assert!(
+        !in_ns(&host, &["ip", "route"]).contains("10.30.0.0/24"),
+        "the host has a route into the closed overlay"
+    );
+}
+
+#[test]
+fn del_leaves_no_link_entry_namespace_or_record() {
+    let mut lab = Lab::new(2);
+    start_overlayd(&mut lab, 0);
+    start_overlayd(&mut lab, 1);
+    let before: Vec<String> = (0..2).map(|i| links(&lab.host(i).ns)).collect();
+    let net = Net::new("clean", 555, "10.55.0.0/24");
+    let (c1, _, _) = add(&mut lab, 0, &net, "x1");
+    let (_, a2, _) = add(&mut lab, 1, &net, "x2");
+    assert!(lab.ping_within(&c1, &a2, Duration::from_secs(2)));
+    let fdb_before = in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "dev", "ovx555"]);
+    assert!(
+        fdb_before.contains("dst 192.168.205.11"),
+        "no FDB entry for the remote endpoint: {fdb_before}"
+    );
+    // DEL on node2: node1 loses the FDB and neighbour entries of x2 (overlayd), node2 loses everything.
+    del(&lab, 1, &net, "x2");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let fdb = in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "dev", "ovx555"]);
+        let neigh = in_ns(&lab.host(0).ns, &["ip", "neigh", "show", "dev", "ovx555"]);
+        if !fdb.contains("192.168.205.11") && !neigh.contains(&a2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node1 kept entries of a deleted endpoint: {fdb} {neigh}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        links(&lab.host(1).ns),
+        before[1],
+        "node2 kept links after its last DEL"
+    );
+    del(&lab, 0, &net, "x1");
+    del(&lab, 0, &net, "x1");
+    assert_eq!(links(&lab.host(0).ns), before[0], "node1 kept links");
+    assert!(
+        Lab::namespaces_starting_with("ovl-555-").is_empty(),
+        "a sandbox namespace was left"
+    );
+    assert!(etcd_keys(&lab, "/cni-overlay/endpoints/clean/").is_empty());
+    assert!(etcd_keys(&lab, "/cni-overlay/ipam/clean/owners/").is_empty());
+    assert!(etcd_keys(&lab, "/cni-overlay/ipam/clean/ips/").is_empty());
+}
+
+#[test]
+fn del_works_after_the_namespace_is_gone() {
+    let mut lab = Lab::new(1);
+    let net = Net::new("gone", 66, "10.66.0.0/24");
+    let (c1, _, _) = add(&mut lab, 0, &net, "g1");
+    lab.remove_container(&c1);
+    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "DEL")
+        .attachment("g1", &format!("/run/netns/{c1}"), "eth0")
+        .env("CNI_PATH", &cni_path())
+        .stdin(&net.config(&lab, 0));
+    lab.run_on(0, &inv).ok();
+    assert!(!links(&lab.host(0).ns).contains("ovbr66"));
+    assert!(etcd_keys(&lab, "/cni-overlay/ipam/gone/owners/").is_empty());
+}
+
+#[test]
+fn overlayd_killed_and_restarted_converges() {
+    let mut lab = Lab::new(2);
+    start_overlayd(&mut lab, 0);
+    start_overlayd(&mut lab, 1);
+    let net = Net::new("conv", 88, "10.88.0.0/24");
+    let (c1, _, _) = add(&mut lab, 0, &net, "k1");
+    lab.kill("overlayd-node1");
+    // While node1's agent is down, a container appears on node2: node1 cannot answer it yet.
+    let (c2, a2, _) = add(&mut lab, 1, &net, "k2");
+    let a1 = in_ns(&c1, &["ip", "-4", "-o", "addr", "show", "eth0"]);
+    let a1 = a1
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    start_overlayd(&mut lab, 0);
+    assert!(
+        lab.ping_within(&c2, &a1, Duration::from_secs(3)),
+        "node1 did not converge after overlayd restarted"
+    );
+    assert!(lab.ping_within(&c1, &a2, Duration::from_secs(3)));
+}
+
+#[test]
+fn twenty_containers_on_three_hosts_all_reach_each_other() {
+    let mut lab = Lab::new(3);
+    for h in 0..3 {
+        start_overlayd(&mut lab, h);
+    }
+    let net = Net::new("many", 9000, "10.90.0.0/24");
+    let mut containers = Vec::new();
+    for i in 0..20 {
+        containers.push(add(&mut lab, i % 3, &net, &format!("m{i}")));
+    }
+    let mut failures = Vec::new();
+    for (from, _, _) in &containers {
+        for (to, addr, _) in &containers {
+            if from != to && !lab.ping_within(from, addr, Duration::from_secs(2)) {
+                failures.push(format!("{from} -> {to}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "unreachable pairs: {failures:?}");
+}
+
+#[test]
+fn host_local_works_as_the_ipam() {
+    let mut lab = Lab::new(1);
+    let mut net = Net::new("hl", 123, "");
+    net.ipam = json!({"type": "host-local", "subnet": "10.123.0.0/24"});
+    let (c1, a1, _) = add(&mut lab, 0, &net, "h1");
+    let (_, a2, _) = add(&mut lab, 0, &net, "h2");
+    assert!(a1.starts_with("10.123.0."));
+    assert!(lab.ping_within(&c1, &a2, Duration::from_secs(2)));
+    let cni_path = cni_path();
+    for name in ["h1", "h2"] {
+        let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "DEL")
+            .attachment(name, "", "eth0")
+            .env("CNI_PATH", &cni_path)
+            .stdin(&net.config(&lab, 0));
+        lab.run_on(0, &inv).ok();
+    }
+    assert!(!links(&lab.host(0).ns).contains("ovbr123"));
+}
+
+#[test]
+fn parallel_first_adds_on_one_host_build_one_network() {
+    let mut lab = Lab::new(1);
+    let net = Net::new("race", 777, "10.77.0.0/24");
+    let paths: Vec<(String, String)> = (0..8).map(|i| lab.container(&format!("r{i}"))).collect();
+    let outputs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, (_, path))| {
+                let (lab, net) = (&lab, &net);
+                s.spawn(move || call(lab, 0, net, "ADD", &format!("r{i}"), path))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &outputs {
+        o.ok();
+    }
+    let host_links = links(&lab.host(0).ns);
+    assert_eq!(host_links.matches("ovbr777:").count(), 1);
+    let addr = outputs[7].json()["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(lab.ping_within(&paths[0].0, &addr, Duration::from_secs(2)));
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let mut lab = Lab::new(1);
+    let net = Net::new("badin", 99, "10.99.0.0/24");
+    let (c1, _, _) = add(&mut lab, 0, &net, "ok1");
+    let host_links = links(&lab.host(0).ns);
+    let keys = etcd_keys(&lab, "/cni-overlay/");
+    // A netns path that is not a namespace.
+    let not_ns = call(&lab, 0, &net, "ADD", "nn", "/etc/hostname").err(4);
+    assert!(not_ns["msg"].as_str().unwrap().contains("CNI_NETNS"));
+    // The interface already exists in the container: 103, and the allocation is not leaked.
+    call(&lab, 0, &net, "ADD", "dup", &format!("/run/netns/{c1}")).err(103);
+    // A VNI taken on this host by another network.
+    let clash = Net::new("other", 99, "10.98.0.0/24");
+    let (_, path) = lab.container("cl");
+    call(&lab, 0, &clash, "ADD", "cl", &path).err(7);
+    // An IPAM type with a path in it.
+    let mut evil = Net::new("badin", 99, "10.99.0.0/24");
+    evil.ipam["type"] = json!("../../bin/true");
+    call(&lab, 0, &evil, "ADD", "ev", &path).err(7);
+    assert_eq!(
+        links(&lab.host(0).ns),
+        host_links,
+        "bad input changed the host's links"
+    );
+    assert_eq!(
+        etcd_keys(&lab, "/cni-overlay/")
+            .iter()
+            .filter(|k| !k.contains("/cursor/"))
+            .collect::<Vec<_>>(),
+        keys.iter()
+            .filter(|k| !k.contains("/cursor/"))
+            .collect::<Vec<_>>()
+    );
+    assert!(!try_in_ns(
+        &lab.host(0).ns,
+        &["ip", "link", "show", "ovbr99x"]
+    ));
+}
+
+#[test]
+fn gc_removes_what_is_not_valid_and_keeps_what_is() {
+    let mut lab = Lab::new(1);
+    let net = Net::new("gcn", 4000, "10.40.0.0/24");
+    add(&mut lab, 0, &net, "keep");
+    add(&mut lab, 0, &net, "stale");
+    let mut conf = net.config(&lab, 0);
+    conf["cniVersion"] = json!("1.1.0");
+    conf["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "GC")
+        .env("CNI_PATH", &cni_path())
+        .stdin(&conf);
+    lab.run_on(0, &inv).ok();
+    let records = etcd_keys(&lab, "/cni-overlay/endpoints/gcn/");
+    assert_eq!(
+        records,
+        vec!["/cni-overlay/endpoints/gcn/keep/eth0".to_string()]
+    );
+    assert_eq!(etcd_keys(&lab, "/cni-overlay/ipam/gcn/owners/").len(), 1);
+    let host_links = links(&lab.host(0).ns);
+    assert!(
+        host_links.contains(&netops::host_veth_name("ov", "keep", "eth0"))
+            && !host_links.contains(&netops::host_veth_name("ov", "stale", "eth0")),
+        "{host_links}"
+    );
+}
