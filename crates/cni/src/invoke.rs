@@ -57,10 +57,30 @@ pub fn exec(
     cni_path: &[PathBuf],
     stdin: &[u8],
 ) -> Result<Vec<u8>, CniError> {
+    exec_with(plugin_type, command, cni_path, stdin, &[])
+}
+
+/// [`exec`] with some variables of the delegate's environment replaced (`Some`) or removed
+/// (`None`): for a chained plugin whose IPAM allocation belongs to an interface other than
+/// CNI_IFNAME.
+pub fn exec_with(
+    plugin_type: &str,
+    command: Command,
+    cni_path: &[PathBuf],
+    stdin: &[u8],
+    overrides: &[(&str, Option<&str>)],
+) -> Result<Vec<u8>, CniError> {
     let binary = find_plugin(plugin_type, cni_path)?;
     log::debug!("delegating {} to {}", command.as_str(), binary.display());
-    let mut child = Process::new(&binary)
-        .env("CNI_COMMAND", command.as_str())
+    let mut process = Process::new(&binary);
+    process.env("CNI_COMMAND", command.as_str());
+    for (key, value) in overrides {
+        match value {
+            Some(v) => process.env(key, v),
+            None => process.env_remove(key),
+        };
+    }
+    let mut child = process
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -1,1 +1,5 @@
-fn main() {}
+//! gwbridge-egress: dispatch only. The work is in the library.
+
+fn main() {
+    cni::skel::run(gwbridge_egress::GwbridgeEgress)
+}

@@ -20,6 +20,8 @@ pub struct OverlayConfig {
     pub node: String,
     pub etcd: EtcdConfig,
     pub host_access: bool,
+    /// overlayd answers the network's names at the gateway address; the result's `dns` says so.
+    pub embedded_dns: bool,
     pub ipam_type: String,
 }
 
@@ -48,6 +50,12 @@ struct Fields {
     etcd: Option<EtcdConfig>,
     #[serde(default)]
     host_access: bool,
+    #[serde(default = "yes")]
+    embedded_dns: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -151,6 +159,7 @@ impl OverlayConfig {
             node,
             etcd,
             host_access: fields.host_access,
+            embedded_dns: fields.embedded_dns,
             ipam_type,
         })
     }
@@ -175,11 +184,21 @@ impl OverlayConfig {
         format!("ovl-{}-{}", self.vni, self.node)
     }
 
+    /// The DNS domain overlayd answers for this network: `<name>.<network>.overlay`.
+    pub fn dns_domain(&self) -> String {
+        dns_domain(&self.network)
+    }
+
     /// The bridge's alias ties the VNI to the network: a second network with the same VNI on this
     /// host is refused instead of being joined to the first.
     pub fn bridge_alias(&self) -> String {
         format!("cni-overlay:{}", self.network)
     }
+}
+
+/// The DNS domain of a network, shared with overlayd's DNS server.
+pub fn dns_domain(network: &str) -> String {
+    format!("{}.overlay", network.to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -190,7 +190,7 @@ async fn attach(
 
     let mut result = CniResult {
         routes: ipam.routes.clone(),
-        dns: ipam.dns.clone(),
+        dns: dns(cfg, &ipam),
         ..Default::default()
     };
     result.push_interface(Interface {
@@ -227,6 +227,23 @@ async fn attach(
         })
         .collect();
     Ok(result)
+}
+
+/// The result's DNS: overlayd answers the network's names at the gateway addresses, under the
+/// network's search domain; what the IPAM plugin gave comes after.
+fn dns(cfg: &OverlayConfig, ipam: &CniResult) -> cni::Dns {
+    let mut dns = ipam.dns.clone();
+    if cfg.embedded_dns {
+        let gateways: Vec<String> = network::gateways(ipam)
+            .iter()
+            .map(|g| g.ip().to_string())
+            .collect();
+        if !gateways.is_empty() {
+            dns.nameservers = gateways.into_iter().chain(dns.nameservers).collect();
+            dns.search.insert(0, cfg.dns_domain());
+        }
+    }
+    dns
 }
 
 /// Local clean-up and the endpoint record; IPAM is released by the caller. With etcd unreachable
