@@ -207,6 +207,19 @@ impl Store {
         }
     }
 
+    /// The record of a network made with overlayctl, if there is one.
+    pub async fn network(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<crate::records::Network>, StoreError> {
+        let key = self.keys.network(name);
+        let resp = self.get(key, None).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| crate::records::decode(kv.key(), kv.value()))
+            .transpose()
+    }
+
     /// The client of the live endpoint, for streams (watch, lease keep-alive) that outlive one call.
     pub async fn client(&mut self) -> Result<Client, StoreError> {
         self.call(|c| async move { Ok(c) }).await

@@ -86,6 +86,52 @@ pub struct Network {
     pub created: u64,
 }
 
+impl Network {
+    /// etcd-ipam's `ranges` for this network: one range set per subnet, with its gateway, and the
+    /// ip-range (v4) as rangeStart/rangeEnd without its own network and broadcast addresses.
+    pub fn ipam_ranges(&self) -> serde_json::Value {
+        let sets: Vec<serde_json::Value> = self
+            .subnets
+            .iter()
+            .enumerate()
+            .map(|(i, subnet)| {
+                let mut range = serde_json::json!({"subnet": subnet});
+                if let Some(gateway) = self.gateways.get(i) {
+                    range["gateway"] = serde_json::json!(gateway);
+                }
+                if let Some((start, end)) = self
+                    .ip_range
+                    .as_deref()
+                    .filter(|_| !subnet.contains(':'))
+                    .and_then(v4_range_bounds)
+                {
+                    range["rangeStart"] = serde_json::json!(start);
+                    range["rangeEnd"] = serde_json::json!(end);
+                }
+                serde_json::json!([range])
+            })
+            .collect();
+        serde_json::Value::Array(sets)
+    }
+}
+
+fn v4_range_bounds(cidr: &str) -> Option<(String, String)> {
+    let (addr, prefix) = cidr.split_once('/')?;
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let prefix: u32 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    let size = 1u64 << (32 - prefix);
+    let first = u32::from(addr) as u64;
+    let (start, end) = if size > 2 {
+        (first + 1, first + size - 2)
+    } else {
+        (first, first + size - 1)
+    };
+    Some((
+        std::net::Ipv4Addr::from(start as u32).to_string(),
+        std::net::Ipv4Addr::from(end as u32).to_string(),
+    ))
+}
+
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     serde_json::to_vec(record).expect("records serialize")
 }
@@ -95,4 +141,29 @@ pub fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<
         key: String::from_utf8_lossy(key).into_owned(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipam_ranges_of_a_network() {
+        let n = Network {
+            name: "demo".into(),
+            vni: 1,
+            subnets: vec!["10.0.0.0/24".into(), "fd00::/64".into()],
+            gateways: vec!["10.0.0.1".into(), "fd00::1".into()],
+            ip_range: Some("10.0.0.128/25".into()),
+            mtu: None,
+            internal: false,
+            host_access: false,
+            created: 0,
+        };
+        assert_eq!(
+            n.ipam_ranges(),
+            serde_json::json!([[{"subnet": "10.0.0.0/24", "gateway": "10.0.0.1", "rangeStart": "10.0.0.129", "rangeEnd": "10.0.0.254"}],
+                               [{"subnet": "fd00::/64", "gateway": "fd00::1"}]])
+        );
+    }
 }

@@ -101,12 +101,7 @@ impl IpamConfig {
         let enclosing: Enclosing = serde_json::from_value(strip_ipam(&conf.raw))
             .map_err(|e| CniError::decode(format!("invalid etcd or node field: {e}")))?;
 
-        let etcd = section.etcd.or(enclosing.etcd).ok_or_else(|| {
-            CniError::invalid_config(
-                "etcd.endpoints is required (in the ipam section or the plugin object)",
-            )
-        })?;
-        etcd.validate().map_err(CniError::from)?;
+        let etcd = etcd_config(section.etcd, enclosing.etcd)?;
 
         let node = match section.node.or(enclosing.node) {
             Some(node) => node,
@@ -221,6 +216,55 @@ impl IpamConfig {
             ),
         })
     }
+}
+
+/// The etcd settings: the ipam section's, else the enclosing plugin object's.
+fn etcd_config(
+    section: Option<EtcdConfig>,
+    enclosing: Option<EtcdConfig>,
+) -> Result<EtcdConfig, CniError> {
+    let etcd = section.or(enclosing).ok_or_else(|| {
+        CniError::invalid_config(
+            "etcd.endpoints is required (in the ipam section or the plugin object)",
+        )
+    })?;
+    etcd.validate().map_err(CniError::from)?;
+    Ok(etcd)
+}
+
+/// Reads the configuration; a network made with overlayctl may leave out `ranges` (and `subnet`):
+/// they then come from the network's record in etcd (one extra round trip).
+pub fn load(conf: &NetConf) -> Result<IpamConfig, CniError> {
+    let Some(ipam) = conf.ipam.as_ref() else {
+        return IpamConfig::from_netconf(conf);
+    };
+    // Only an absent (or empty) `ranges` means "from the record": a malformed one is an error.
+    let given = ipam.get("subnet").is_some()
+        || ipam.get("ranges").is_some_and(|r| {
+            !matches!(r, Value::Null) && r.as_array().is_none_or(|a| !a.is_empty())
+        });
+    if given {
+        return IpamConfig::from_netconf(conf);
+    }
+    let section_etcd = ipam
+        .get("etcd")
+        .map(|e| serde_json::from_value(e.clone()))
+        .transpose()
+        .map_err(|e| CniError::decode(format!("ipam.etcd: {e}")))?;
+    let enclosing: Enclosing = serde_json::from_value(strip_ipam(&conf.raw))
+        .map_err(|e| CniError::decode(format!("invalid etcd field: {e}")))?;
+    let etcd = etcd_config(section_etcd, enclosing.etcd)?;
+    let record = store::block_on(async { store::Store::new(etcd)?.network(&conf.name).await })??.ok_or_else(|| {
+        CniError::new(
+            cni::codes::UNKNOWN_NETWORK,
+            format!("ipam gives no ranges and network {} has no record in etcd (overlayctl network create)", conf.name),
+        )
+    })?;
+    let mut conf = conf.clone();
+    if let Some(ipam) = conf.ipam.as_mut() {
+        ipam["ranges"] = record.ipam_ranges();
+    }
+    IpamConfig::from_netconf(&conf)
 }
 
 fn set_is_v6(set: &[RangeFields]) -> bool {

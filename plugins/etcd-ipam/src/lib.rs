@@ -12,13 +12,12 @@ use cni::{codes, CniError, CniResult, Plugin, Request};
 use store::block_on;
 
 use crate::allocator::Attachment;
-use crate::config::IpamConfig;
 
 pub struct EtcdIpam;
 
 impl Plugin for EtcdIpam {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
-        let cfg = IpamConfig::from_netconf(&req.conf)?;
+        let cfg = config::load(&req.conf)?;
         let name = container_name(req)?;
         let requested = requested_ips(req)?;
         let attachment = Attachment {
@@ -34,7 +33,7 @@ impl Plugin for EtcdIpam {
     /// etcd unreachable it fails with 11 so that the runtime retries: it never reports success
     /// while the allocation stays.
     fn del(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = IpamConfig::from_netconf(&req.conf)?;
+        let cfg = config::load(&req.conf)?;
         block_on(allocator::release(
             &cfg,
             &req.env.container_id,
@@ -44,7 +43,7 @@ impl Plugin for EtcdIpam {
     }
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = IpamConfig::from_netconf(&req.conf)?;
+        let cfg = config::load(&req.conf)?;
         let allocation = block_on(allocator::get(&cfg, &req.env.container_id, &req.env.ifname))??
             .ok_or_else(|| {
             CniError::new(
@@ -93,7 +92,7 @@ impl Plugin for EtcdIpam {
     }
 
     fn gc(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = IpamConfig::from_netconf(&req.conf)?;
+        let cfg = config::load(&req.conf)?;
         let valid: HashSet<(String, String)> = req
             .conf
             .valid_attachments
@@ -112,7 +111,7 @@ impl Plugin for EtcdIpam {
 
     /// Ready while etcd answers and every range set has a free address; 50 otherwise, saying which.
     fn status(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = IpamConfig::from_netconf(&req.conf)?;
+        let cfg = config::load(&req.conf)?;
         let usage = block_on(allocator::usage(&cfg))?.map_err(|e| {
             CniError::new(codes::NOT_AVAILABLE, format!("etcd is not available: {e}"))
         })?;

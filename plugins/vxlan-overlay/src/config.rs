@@ -49,7 +49,7 @@ struct Fields {
     #[serde(default)]
     etcd: Option<EtcdConfig>,
     #[serde(default)]
-    host_access: bool,
+    host_access: Option<bool>,
     #[serde(default = "yes")]
     embedded_dns: bool,
 }
@@ -68,12 +68,36 @@ struct VtepFields {
 }
 
 impl OverlayConfig {
+    /// Reads the configuration; a conflist may leave out `vni` for a network made with
+    /// overlayctl: it then comes from the network's record in etcd (with `mtu` and `hostAccess`
+    /// when those are left out too), at the cost of one round trip.
+    pub fn load(conf: &NetConf) -> Result<Self, CniError> {
+        let mut cfg = Self::from_netconf(conf)?;
+        if cfg.vni == 0 {
+            let fields: Fields = conf.plugin_fields()?;
+            let record = store::block_on(async { store::Store::new(cfg.etcd.clone())?.network(&cfg.network).await })??
+                .ok_or_else(|| {
+                    CniError::new(
+                        cni::codes::UNKNOWN_NETWORK,
+                        format!("no vni in the configuration and network {} has no record in etcd (overlayctl network create)", cfg.network),
+                    )
+                })?;
+            cfg.vni = record.vni;
+            if fields.mtu.is_none() {
+                cfg.mtu = record.mtu;
+            }
+            if fields.host_access.is_none() {
+                cfg.host_access = record.host_access;
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses the configuration; `vni` is 0 when it is left to the network's record.
     pub fn from_netconf(conf: &NetConf) -> Result<Self, CniError> {
         let fields: Fields = conf.plugin_fields()?;
-        let vni = fields
-            .vni
-            .ok_or_else(|| CniError::invalid_config("vni is required (1 to 16777215)"))?;
-        if vni == 0 || vni > MAX_VNI {
+        let vni = fields.vni.unwrap_or(0);
+        if fields.vni.is_some() && (vni == 0 || vni > MAX_VNI) {
             return Err(CniError::invalid_config(format!(
                 "vni {vni} is outside 1 to {MAX_VNI}"
             )));
@@ -158,7 +182,7 @@ impl OverlayConfig {
             vtep,
             node,
             etcd,
-            host_access: fields.host_access,
+            host_access: fields.host_access.unwrap_or(false),
             embedded_dns: fields.embedded_dns,
             ipam_type,
         })
@@ -244,7 +268,6 @@ mod tests {
             (json!({"vni": 0}), 7),
             (json!({"vni": 16777216}), 7),
             (json!({"vni": "x"}), 6),
-            (json!({"vni": null}), 7),
             (json!({"mtu": 100}), 7),
             (json!({"port": 0}), 7),
             (json!({"vtep": {"address": "x"}}), 6),

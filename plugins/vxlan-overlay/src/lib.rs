@@ -20,7 +20,7 @@ pub struct VxlanOverlay;
 
 impl Plugin for VxlanOverlay {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
-        let cfg = OverlayConfig::from_netconf(&req.conf)?;
+        let cfg = OverlayConfig::load(&req.conf)?;
         let container = Netns::open(&req.env.netns)?;
         block_on(add(&cfg, req, &container))?
     }
@@ -28,13 +28,13 @@ impl Plugin for VxlanOverlay {
     /// Removes the veth, the endpoint record and (delegated) the addresses; the network's devices
     /// go with the last local endpoint. Works without the namespace and when already done.
     fn del(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = OverlayConfig::from_netconf(&req.conf)?;
+        let cfg = OverlayConfig::load(&req.conf)?;
         block_on(del(&cfg, req))??;
         cni::invoke::run(&cfg.ipam_type, Command::Del, &req.env.path, &req.conf.bytes)
     }
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = OverlayConfig::from_netconf(&req.conf)?;
+        let cfg = OverlayConfig::load(&req.conf)?;
         let prev = req
             .conf
             .prev_result
@@ -53,7 +53,7 @@ impl Plugin for VxlanOverlay {
     /// Delegates to IPAM, then removes this node's endpoint records and host veths whose
     /// attachment is not valid any more. Continues past errors and reports the first.
     fn gc(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = OverlayConfig::from_netconf(&req.conf)?;
+        let cfg = OverlayConfig::load(&req.conf)?;
         let ipam = cni::invoke::run(&cfg.ipam_type, Command::Gc, &req.env.path, &req.conf.bytes);
         let valid: HashSet<(String, String)> = req
             .conf
@@ -67,7 +67,7 @@ impl Plugin for VxlanOverlay {
     }
 
     fn status(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = OverlayConfig::from_netconf(&req.conf)?;
+        let cfg = OverlayConfig::load(&req.conf)?;
         block_on(async {
             let mut store = Store::new(cfg.etcd.clone())?;
             let key = store.keys().node(&cfg.node);
@@ -98,6 +98,7 @@ async fn add(cfg: &OverlayConfig, req: &Request, container: &Netns) -> Result<Cn
         ));
     }
     let underlay = Underlay::resolve(&host, cfg).await?;
+    network::existing_bridge(&host, cfg).await?;
     let ipam = cni::invoke::add(&cfg.ipam_type, &req.env.path, &req.conf.bytes)?;
     match attach(cfg, req, container, &host, &inside, &underlay, ipam).await {
         Ok(result) => Ok(result),

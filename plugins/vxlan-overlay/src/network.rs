@@ -114,6 +114,23 @@ pub struct Devices {
     pub vxlan: Link,
 }
 
+/// This network's bridge on this host, if it exists. A bridge of that name that belongs to another
+/// network means the VNI is taken here: refused (code 7). ADD calls this before allocating
+/// anything, so a refused ADD leaves nothing behind.
+pub async fn existing_bridge(nl: &Netlink, cfg: &OverlayConfig) -> Result<Option<Link>, CniError> {
+    match nl.link(&cfg.bridge_name()).await? {
+        Some(existing) if existing.alias.as_deref() != Some(cfg.bridge_alias().as_str()) => {
+            Err(CniError::invalid_config(format!(
+                "vni {} is already used on this host by {} (bridge {})",
+                cfg.vni,
+                existing.alias.as_deref().unwrap_or("something else"),
+                existing.name
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
 /// Creates (or finds) the network's devices. Call with the network lock held.
 pub async fn ensure(
     nl: &Netlink,
@@ -122,20 +139,11 @@ pub async fn ensure(
     mtu: u32,
     gateways: &[IpNetwork],
 ) -> Result<Devices, CniError> {
-    let alias = cfg.bridge_alias();
-    let bridge = match nl.link(&cfg.bridge_name()).await? {
-        Some(existing) if existing.alias.as_deref() != Some(alias.as_str()) => {
-            return Err(CniError::invalid_config(format!(
-                "vni {} is already used on this host by {} (bridge {})",
-                cfg.vni,
-                existing.alias.as_deref().unwrap_or("something else"),
-                existing.name
-            )));
-        }
+    let bridge = match existing_bridge(nl, cfg).await? {
         Some(existing) => existing,
         None => {
             let bridge = nl.ensure_bridge(&cfg.bridge_name(), Some(mtu)).await?;
-            nl.set_alias(bridge.index, &alias).await?;
+            nl.set_alias(bridge.index, &cfg.bridge_alias()).await?;
             bridge
         }
     };
