@@ -269,7 +269,7 @@ lab_up 3 || setup_failed "lab_up failed"
 lab_etcd_cluster "$WORK" 1
 E=${LAB_ETCD%%,*}
 for h in 1 2; do
-  lab_bg "$h" "$WORK/overlayd-node$h.log" "$WORK/overlayd" --etcd "$LAB_ETCD" --node "node$h"
+  lab_bg "$h" "$WORK/overlayd-node$h.log" "$WORK/overlayd" --etcd "$LAB_ETCD" --node "node$h" --no-conflists
 done
 registered() { [ -n "$(lab_run 1 etcdctl --endpoints "$LAB_ETCD" get --keys-only "/cni-overlay/nodes/$1" 2>/dev/null)" ]; }
 for h in 1 2; do

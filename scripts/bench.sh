@@ -72,7 +72,7 @@ bench_overlay() {
   lab_up 2
   lab_etcd_cluster "$tmp" 1
   local h
-  for h in 1 2; do lab_bg "$h" "$tmp/overlayd-$h.log" "$RELEASE/overlayd" --etcd "$LAB_ETCD" --node "node$h"; done
+  for h in 1 2; do lab_bg "$h" "$tmp/overlayd-$h.log" "$RELEASE/overlayd" --etcd "$LAB_ETCD" --node "node$h" --no-conflists; done
   conf() {
     printf '{"cniVersion":"1.0.0","name":"bench","type":"vxlan-overlay","vni":4000,"node":"node%s","etcd":{"endpoints":["%s"]},"ipam":{"type":"etcd-ipam","subnet":"10.40.0.0/16","dataDir":"%s/ipam-%s"}}' \
       "$1" "${LAB_ETCD%%,*}" "$tmp" "$1"
@@ -121,6 +121,116 @@ p = lambda q: v[min(len(v) - 1, int(round(q * len(v) + 0.5)) - 1)]
 print(f'overlay    convergence p50 {p(0.5):.1f} ms  p99 {p(0.99):.1f} ms  max {v[-1]:.1f} ms over {len(v)} trials (target p99 <= 100 ms)')"
 }
 
+# scripts/bench.sh dns: on a lab of two simulated hosts, overlayd's per-network DNS. Queries per second
+# and p99 latency from a container (dnsperf, names of both hosts) against its gateway, and the time from
+# ADD returning on node2 until node1's server answers the new name (p99 over 50 trials; target <= 100 ms).
+bench_dns() {
+  source "$ROOT/scripts/lib/lab.sh"
+  LAB_LOADED=true
+  LAB_PREFIX="bd$$"
+  local tmp=$BENCH_TMP gw=10.41.0.1
+  lab_up 2
+  lab_etcd_cluster "$tmp" 1
+  local h
+  for h in 1 2; do
+    lab_bg "$h" "$tmp/overlayd-$h.log" "$RELEASE/overlayd" --etcd "$LAB_ETCD" --node "node$h" --dns-upstream "$LAB_INTERNET" --no-conflists
+  done
+  dns_conf() {
+    printf '{"cniVersion":"1.0.0","name":"dnsbench","type":"vxlan-overlay","vni":4100,"node":"node%s","etcd":{"endpoints":["%s"]},"ipam":{"type":"etcd-ipam","subnet":"10.41.0.0/16","dataDir":"%s/ipam-%s"}}' \
+      "$1" "${LAB_ETCD%%,*}" "$tmp" "$1"
+  }
+  # dns_add HOST NAME: ADD of container NAME, prints its address. It runs in $(...), a subshell: the
+  # caller makes the namespace first (lab_container), so that lab_down knows it and removes it.
+  dns_add() {
+    local path="/run/netns/$LAB_PREFIX-c-$2"
+    dns_conf "$1" | lab_run "$1" env CNI_COMMAND=ADD CNI_CONTAINERID="$2" CNI_NETNS="$path" CNI_IFNAME=eth0 \
+      CNI_PATH="$RELEASE" CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=$2" "$RELEASE/vxlan-overlay" 2>>"$tmp/plugins.log" \
+      | jq -r '.ips[0].address' | cut -d/ -f1
+  }
+  local a1 a2
+  lab_container c1 >/dev/null; lab_container c2 >/dev/null
+  a1=$(dns_add 1 c1); a2=$(dns_add 2 c2)
+  [ -n "$a1" ] && [ -n "$a2" ] || die "ADD failed: $(tail -3 "$tmp/plugins.log")"
+  local try
+  for try in $(seq 20); do
+    [ "$(lab_in c1 dig +short +time=1 +tries=1 @"$gw" c2)" = "$a2" ] && break
+    [ "$try" = 20 ] && die "c1 cannot resolve c2: $(tail -5 "$tmp/overlayd-1.log")"
+    sleep 0.1
+  done
+
+  say "dns: dnsperf from c1 (node1) against its gateway $gw, ${DNS_SECONDS:-5} s, names of both hosts"
+  printf '%s\n' 'c1 A' 'c2 A' 'c2.dnsbench.overlay A' 'c1.dnsbench.overlay AAAA' >"$tmp/queries"
+  # Saturated (64 queries in flight) for the rate, then rate-limited for the latency a client sees
+  # when nothing is queued.
+  local run limit
+  for run in saturated paced; do
+    limit=()
+    [ "$run" = paced ] && limit=(-Q "${DNS_PACED_QPS:-5000}")
+    lab_in c1 dnsperf -s "$gw" -d "$tmp/queries" -l "${DNS_SECONDS:-5}" -c 8 -q 64 -t 2 -v "${limit[@]}" \
+      >"$tmp/dnsperf-$run.out" 2>&1 || die "dnsperf failed: $(tail -5 "$tmp/dnsperf-$run.out")"
+    python3 - "$tmp/dnsperf-$run.out" "$run" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+qps = float(re.search(r'Queries per second:\s+([\d.]+)', text).group(1))
+lost = re.search(r'Queries lost:\s+(\d+)', text).group(1)
+# -v: one line per query, "> RCODE name type latency-in-seconds" ("> T name type" when it timed out).
+lat = sorted(float(m.group(1)) * 1000 for m in re.finditer(r'^> [A-Z]+ \S+ \S+ ([\d.]+)$', text, re.M))
+p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+how = '64 in flight' if sys.argv[2] == 'saturated' else 'rate-limited'
+print(f'dns        qps {qps:.0f}  p99 {p(0.99):.2f} ms  p50 {p(0.5):.2f} ms  ({how}; {len(lat)} answers, {lost} lost)')
+PY
+  done
+
+  say "dns: ADD returning on node2 until node1's server answers the name, ${TRIALS:-50} trials"
+  # The poller asks every millisecond from c1 (a dig process per try would cost ~5 ms each).
+  cat >"$tmp/poll.py" <<'PY'
+import socket, struct, sys, time
+name, server = sys.argv[1], sys.argv[2]
+qname = b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\0'
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((server, 53))
+s.settimeout(0.5)
+print('ready', flush=True)
+qid = 0
+deadline = time.time() + 10  # never outlives the benchmark, whatever happens to it
+while time.time() < deadline:
+    qid = (qid + 1) & 0xffff
+    s.send(struct.pack('>HHHHHH', qid, 0x0100, 1, 0, 0, 0) + qname + struct.pack('>HH', 1, 1))
+    try:
+        r = s.recv(4096)
+    except socket.timeout:
+        continue
+    if struct.unpack('>H', r[:2])[0] == qid and struct.unpack('>H', r[6:8])[0] > 0:
+        print(f'{time.time():.6f}', flush=True)
+        break
+    time.sleep(0.001)
+PY
+  local trials=${TRIALS:-50} i t_start t_add seen samples=() early=0
+  for i in $(seq 1 "$trials"); do
+    lab_in c1 python3 "$tmp/poll.py" "t$i.dnsbench.overlay" "$gw" >"$tmp/poll-$i.out" 2>&1 &
+    local poller=$!
+    for _ in $(seq 500); do grep -q ready "$tmp/poll-$i.out" 2>/dev/null && break; sleep 0.01; done
+    lab_container "t$i" >/dev/null
+    t_start=$(date +%s.%N)
+    [ -n "$(dns_add 2 "t$i")" ] || die "trial $i: ADD failed"
+    t_add=$(date +%s.%N)
+    for _ in $(seq 500); do [ "$(wc -l <"$tmp/poll-$i.out")" -ge 2 ] && break; sleep 0.01; done
+    kill "$poller" 2>/dev/null || true; wait "$poller" 2>/dev/null || true
+    seen=$(sed -n 2p "$tmp/poll-$i.out")
+    [ -n "$seen" ] || die "trial $i: t$i never resolved on node1: $(tail -3 "$tmp/overlayd-1.log")"
+    python3 -c "import sys; sys.exit(0 if $seen < $t_add else 1)" && early=$((early + 1))
+    samples+=("$(python3 -c "print(max(0.0, ($seen - $t_add) * 1000), ($seen - $t_start) * 1000)")")
+  done
+  printf '%s\n' "${samples[@]}" | python3 -c "
+import sys
+rows = [l.split() for l in sys.stdin]
+v = sorted(float(r[0]) for r in rows)
+s = sorted(float(r[1]) for r in rows)
+p = lambda v, q: v[min(len(v) - 1, int(round(q * len(v) + 0.5)) - 1)]
+print(f'dns        add-to-resolve p50 {p(v, 0.5):.1f} ms p99 {p(v, 0.99):.1f} ms over {len(v)} trials (target p99 <= 100 ms)')
+print(f'dns        ({$early} of {len(v)} answered before ADD returned; from ADD start: p50 {p(s, 0.5):.1f} ms p99 {p(s, 0.99):.1f} ms)')"
+}
+
 main() {
   need_root
   install_packages
@@ -129,8 +239,9 @@ main() {
   case "$what" in
     ipam) bench_ipam ;;
     overlay) bench_overlay ;;
-    all) bench_ipam; bench_overlay ;;
-    *) die "unknown benchmark $what (ipam, overlay, all)" ;;
+    dns) bench_dns ;;
+    all) bench_ipam; bench_overlay; bench_dns ;;
+    *) die "unknown benchmark $what (ipam, overlay, dns, all)" ;;
   esac
 }
 

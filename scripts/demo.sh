@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# The main job: the seed's story, played on this machine inside things this script creates and removes.
-# For now (issue 2) it shows etcd-ipam against a local etcd: cluster-wide addresses and names taken
-# atomically, a duplicate name refused across nodes, and release. Later issues grow it into the full
-# two-host overlay of the seed.
+# The main job: the seed (Docker's multi-host overlay backed by etcd) played end to end on this
+# machine, through a real CNI runtime (podman 4.3 with its CNI backend), inside namespaces this script
+# creates and removes:
+#   1. two simulated hosts, node1 (192.168.205.10) and node2 (.11), a two-member etcd cluster, overlayd
+#   2. overlayctl network create demo on node1; it shows up on node2; both nodes are listed
+#   3. test1 on node1 gets 10.0.0.2; test1 on node2 is refused; test2 on node2 gets an address of demo
+#   4. overlayctl network inspect demo lists both
+#   5. test1 pings test2 by address and by name, across hosts
+#   6. a container reaches a simulated internet (203.0.113.0/24) through the gwbridge
+#   7. a key-value service on node1 used by name from node2 (the seed's redis and flask app)
+# Exits non-zero if any step fails. Removes everything it created unless --keep.
 #   scripts/demo.sh [--keep]
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
+source "$ROOT/scripts/lib/lab.sh"
 
 KEEP=false
 [ "${1:-}" = --keep ] && KEEP=true
@@ -14,63 +22,135 @@ need_root
 install_packages
 build_release
 
+LAB_PREFIX="demo$$"
 WORK=$(mktemp -d /tmp/cni-overlay-demo.XXXXXX)
+BIN="$WORK/bin"
+export RP_PODMAN_BASE="$WORK/podman" RP_PODMAN_RUNROOT_BASE="/tmp/cod$$"
+source "$ROOT/scripts/lib/podman-host.sh"
+
+# State our plugins keep on the host by default; removed at the end only if this run created it.
+CREATED_STATE=()
+for d in /var/lib/cni /var/lib/cni/etcd-ipam /var/lib/cni/etcd-ipam/demo /var/lib/cni/networks \
+  /var/lib/cni/networks/cni_gwbridge /var/lib/cni/results; do
+  [ -e "$d" ] || CREATED_STATE+=("$d")
+done
+
+HOSTS_UP=()
 cleanup() {
-  if $KEEP; then say "kept: etcd at $ETCD_ENDPOINT (pid $ETCD_PID), files in $WORK"; return; fi
-  etcd_stop
-  rm -rf "$WORK"
+  local status=$?
+  if $KEEP; then
+    say "kept (--keep): hosts $(lab_host_ns 1) and $(lab_host_ns 2), files in $WORK"
+    return
+  fi
+  say "cleaning up"
+  for h in "${HOSTS_UP[@]}"; do podman_host_teardown "$(lab_host_ns "$h")" >/dev/null 2>&1 || true; done
+  lab_down
+  rm -rf "$WORK" "$RP_PODMAN_RUNROOT_BASE"
+  for d in "${CREATED_STATE[@]}"; do rm -rf "$d"; done
+  exit $status
 }
 trap cleanup EXIT
 
-etcd_start
-say "etcd is running at $ETCD_ENDPOINT"
+# The prompt goes to stderr, so that a command's stdout stays its own.
+show() { printf '\033[36m%s$\033[0m %s\n' "$1" "${*:2}" >&2; }
+# on N CMD...: runs a command on node N, echoing it as a user would type it there.
+on() { local h=$1; shift; show "node$h" "$*"; lab_run "$h" "$@"; }
+pod() { local h=$1; shift; show "node$h" "podman $*"; podman_on "$(lab_host_ns "$h")" "$@"; }
+ctl() { local h=$1; shift; show "node$h" "overlayctl $*"; lab_run "$h" "$BIN/overlayctl" --etcd "$LAB_ETCD" "$@"; }
+fail() { printf '\033[31mstep failed: %s\033[0m\n' "$*" >&2; exit 1; }
+# The verified outcome of a step (scripts/tests/60-demo.sh asserts these lines).
+passed() { printf 'passed: %s\n' "$*"; }
+ip_of() { podman_on "$(lab_host_ns "$1")" inspect "$2" --format '{{(index .NetworkSettings.Networks "demo").IPAddress}}'; }
 
-conf() { # NODE: the network "demo", 10.0.0.0/24, as each node's runtime would hand it to etcd-ipam
-  cat <<JSON
-{"cniVersion":"1.0.0","name":"demo","type":"vxlan-overlay",
- "ipam":{"type":"etcd-ipam","subnet":"10.0.0.0/24","node":"$1","dataDir":"$WORK/$1",
-         "etcd":{"endpoints":["$ETCD_ENDPOINT"]}}}
-JSON
-}
+mkdir -p "$BIN"
+cp "$RELEASE"/{vxlan-overlay,etcd-ipam,gwbridge-egress,overlayd,overlayctl} "$BIN/"
 
-ipam() { # COMMAND NODE CONTAINER [NAME]
-  local args="IgnoreUnknown=1"
-  [ -n "${4:-}" ] && args="$args;K8S_POD_NAME=$4"
-  conf "$2" | CNI_COMMAND=$1 CNI_CONTAINERID=$3 CNI_NETNS=/run/netns/$3 CNI_IFNAME=eth0 \
-    CNI_PATH="$RELEASE" CNI_ARGS="$args" "$RELEASE/etcd-ipam" 2>>"$WORK/plugins.log"
-}
+say "1. two hosts on one underlay, an etcd cluster with a member on each, overlayd on each"
+lab_up 2
+lab_etcd_cluster "$WORK" 1 2
+on 1 etcdctl --endpoints "$LAB_ETCD" member list -w table
+[ "$(lab_run 2 etcdctl --endpoints "$LAB_ETCD" member list | grep -c started)" = 2 ] || fail "the etcd cluster does not have two members"
+passed "etcd cluster of node1 and node2"
+for h in 1 2; do
+  podman_host_setup "$(lab_host_ns "$h")" "$BIN:/usr/lib/cni" >/dev/null
+  HOSTS_UP+=("$h")
+  lab_bg "$h" "$WORK/overlayd-node$h.log" "$BIN/overlayd" --etcd "$LAB_ETCD" --node "node$h" \
+    --cni-conf-dir "$RP_PODMAN_BASE/$(lab_host_ns "$h")/net.d"
+done
+for _ in $(seq 50); do
+  [ "$(lab_run 1 etcdctl --endpoints "$LAB_ETCD" get --prefix --keys-only /cni-overlay/nodes/ | grep -c node)" = 2 ] && break
+  sleep 0.1
+done
 
-show() { echo "\$ $*"; }
+say "2. a network created on node1 shows up on node2"
+ctl 1 network create demo --subnet 10.0.0.0/24
+for _ in $(seq 50); do
+  [ -f "$RP_PODMAN_BASE/$(lab_host_ns 2)/net.d/60-cni-overlay-demo.conflist" ] && break
+  sleep 0.1
+done
+[ -f "$RP_PODMAN_BASE/$(lab_host_ns 2)/net.d/60-cni-overlay-demo.conflist" ] || fail "overlayd on node2 wrote no conflist for demo"
+ctl 2 network ls
+lab_run 2 "$BIN/overlayctl" --etcd "$LAB_ETCD" network ls -o json | jq -e '.[] | select(.name == "demo")' >/dev/null || fail "node2 does not list demo"
+pod 2 network ls
+passed "demo is listed on node2"
+ctl 2 node ls
+[ "$(lab_run 2 "$BIN/overlayctl" --etcd "$LAB_ETCD" node ls -o json | jq '[.[] | select(.alive)] | length')" = 2 ] || fail "not both nodes are alive"
+passed "both nodes are alive"
 
-say "1. container test1 on node1 asks for an address in network demo"
-show "CNI_COMMAND=ADD CNI_ARGS=K8S_POD_NAME=test1 etcd-ipam  (node1)"
-out=$(ipam ADD node1 c-test1 test1)
-echo "$out" | jq .
-[ "$(jq -r '.ips[0].address' <<<"$out")" = 10.0.0.2/24 ] || die "test1 did not get 10.0.0.2"
+say "3. test1 on node1; the name test1 again on node2 is refused; test2 on node2"
+pod 1 run -d --name test1 --network demo localhost/busybox sleep 3600 >/dev/null
+test1=$(ip_of 1 test1)
+echo "test1: $test1"
+[ "$test1" = 10.0.0.2 ] || fail "test1 got $test1, not 10.0.0.2"
+passed "test1 on node1 got 10.0.0.2"
+if out=$(pod 2 run -d --name test1 --network demo localhost/busybox sleep 3600 2>&1); then
+  fail "a second test1 was accepted on node2"
+fi
+echo "$out" | grep -o 'endpoint with name test1 already exists in network demo' | head -1 \
+  || fail "the refusal did not say why: $out"
+passed "test1 on node2 was refused"
+pod 2 rm -f test1 >/dev/null 2>&1 || true
+pod 2 run -d --name test2 --network demo localhost/busybox sleep 3600 >/dev/null
+test2=$(ip_of 2 test2)
+echo "test2: $test2"
+[[ $test2 == 10.0.0.* ]] || fail "test2 got $test2, not an address of demo"
+passed "test2 on node2 got $test2"
 
-say "2. the name test1 again, on node2: refused cluster-wide"
-show "CNI_COMMAND=ADD CNI_ARGS=K8S_POD_NAME=test1 etcd-ipam  (node2)"
-if out=$(ipam ADD node2 c-other test1); then die "a duplicate name was accepted: $out"; fi
-echo "$out" | jq .
-[ "$(jq -r .msg <<<"$out")" = "endpoint with name test1 already exists in network demo" ] || die "wrong refusal"
+say "4. the network across both hosts"
+ctl 1 network inspect demo
+lab_run 1 "$BIN/overlayctl" --etcd "$LAB_ETCD" network inspect demo -o json | jq -e '.endpoints | length == 2' >/dev/null \
+  || fail "inspect does not list both containers"
+passed "inspect lists test1 on node1 and test2 on node2"
 
-say "3. test2 on node2 gets the next address of the same network"
-out=$(ipam ADD node2 c-test2 test2)
-echo "$out" | jq -c .ips
-[ "$(jq -r '.ips[0].address' <<<"$out")" = 10.0.0.3/24 ] || die "test2 did not get 10.0.0.3"
+say "5. test1 (node1) pings test2 (node2), by address and by name"
+pod 1 exec test1 ping -c 3 "$test2" || fail "test1 cannot ping $test2"
+passed "test1 pinged test2 by address"
+pod 1 exec test1 ping -c 3 test2 || fail "test1 cannot ping test2 by name"
+passed "test1 pinged test2 by name"
+pod 2 exec test2 ping -c 2 test1 || fail "test2 cannot ping test1 by name"
+passed "test2 pinged test1 by name"
 
-say "4. what etcd holds"
-show "etcdctl get --prefix /cni-overlay/ipam/demo"
-ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ENDPOINT" get --prefix /cni-overlay/ipam/demo | paste - - | grep -v /cursor/ | sed 's/^/  /'
+say "6. the way out: test1 reaches the simulated internet ($LAB_INTERNET) through the gwbridge"
+pod 1 exec test1 ip -4 -o addr show
+pod 1 exec test1 ping -c 2 "$LAB_INTERNET" || fail "test1 cannot reach the internet"
+passed "test1 reached the internet"
 
-say "5. test1 is deleted on node1: the name test1 is free again, on any node"
-ipam DEL node1 c-test1
-out=$(ipam ADD node2 c-test1b test1)
-echo "$out" | jq -c .ips
-jq -e '.ips[0].address' <<<"$out" >/dev/null || die "test1 could not be taken again"
-ipam DEL node2 c-test1b; ipam DEL node2 c-test2
-left=$(ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ENDPOINT" get --prefix --keys-only /cni-overlay/ipam/demo/owners | grep -c . || true)
-[ "$left" = 0 ] || die "allocations left after DEL: $left"
-echo "all released: no allocation left in etcd"
+say "7. a key-value service on node1 (the seed's redis), used by name from node2 (the seed's app)"
+KV='mkdir -p /www/cgi-bin /data
+cat > /www/cgi-bin/kv <<EOF
+#!/bin/sh
+echo "Content-Type: text/plain"; echo
+key=\${QUERY_STRING%%=*}; value=\${QUERY_STRING#*=}
+if [ "\$key" != "\$QUERY_STRING" ]; then echo "\$value" > /data/\$key; echo OK; else cat /data/\$QUERY_STRING; fi
+EOF
+chmod +x /www/cgi-bin/kv; exec httpd -f -p 6379 -h /www'
+pod 1 run -d --name redis --network demo localhost/busybox sh -c "$KV" >/dev/null
+sleep 1
+pod 2 run --rm --name app --network demo localhost/busybox wget -qO- "http://redis:6379/cgi-bin/kv?greeting=hello-from-node2" \
+  || fail "the app on node2 could not write to redis by name"
+value=$(pod 1 exec redis wget -qO- "http://127.0.0.1:6379/cgi-bin/kv?greeting")
+echo "read on node1: $value"
+[ "$value" = hello-from-node2 ] || fail "node1 read '$value'"
+passed "a value written by name from node2 was read on node1"
 
-say "demo complete"
+say "demo complete: every step passed"

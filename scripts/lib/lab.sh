@@ -95,5 +95,10 @@ lab_down() {
     done
   done
   for ((i = ${#LAB_NAMESPACES[@]} - 1; i >= 0; i--)); do ip netns del "${LAB_NAMESPACES[$i]}" 2>/dev/null || true; done
+  # Containers made inside $(...) were recorded in a subshell; the prefix is this run's own (it
+  # carries the PID), so every namespace that starts with it is ours.
+  for ns in $(ls /run/netns 2>/dev/null); do
+    if [[ $ns == "$LAB_PREFIX"-* ]]; then ip netns del "$ns" 2>/dev/null || true; fi
+  done
   LAB_NAMESPACES=(); LAB_PIDS=()
 }

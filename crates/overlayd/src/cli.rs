@@ -1,7 +1,7 @@
 //! Command-line options (each also readable from an `OVERLAYD_*` environment variable, for
 //! systemd units and containers) and the etcd configuration built from them.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Parser;
@@ -68,6 +68,28 @@ pub struct Args {
     #[arg(long, env = "OVERLAYD_LEASE_TTL", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(2..=86_400))]
     pub lease_ttl: u64,
+
+    /// Serve DNS for each network's container names at its gateway address (the default).
+    #[arg(long, overrides_with = "no_dns")]
+    pub dns: bool,
+
+    /// Do not serve DNS.
+    #[arg(long, env = "OVERLAYD_NO_DNS", overrides_with = "dns")]
+    pub no_dns: bool,
+
+    /// Resolvers for names that are not containers', IP[:PORT], comma-separated. Default: the
+    /// nameservers of /etc/resolv.conf as overlayd sees it.
+    #[arg(long, env = "OVERLAYD_DNS_UPSTREAM", value_delimiter = ',',
+          value_parser = crate::dns::forward::parse_upstream)]
+    pub dns_upstream: Vec<SocketAddr>,
+
+    /// Where to keep one conflist per network of etcd (the runtimes' CNI configuration directory).
+    #[arg(long, env = "OVERLAYD_CNI_CONF_DIR", default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: std::path::PathBuf,
+
+    /// Do not write conflists.
+    #[arg(long, env = "OVERLAYD_NO_CONFLISTS")]
+    pub no_conflists: bool,
 }
 
 impl Args {
@@ -110,6 +132,11 @@ impl Args {
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_secs(self.lease_ttl)
     }
+
+    /// DNS is on unless --no-dns came last.
+    pub fn dns_enabled(&self) -> bool {
+        !self.no_dns
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +158,28 @@ mod tests {
         assert_eq!(c.timeout_ms, ETCD_TIMEOUT_MS);
         assert_eq!(c.tls, None);
         a.validate_node().unwrap();
+        assert!(a.dns_enabled());
+        assert!(a.dns_upstream.is_empty());
+    }
+
+    #[test]
+    fn dns_flags() {
+        let base = ["--etcd", "h:1", "--node", "n"];
+        let with = |extra: &[&str]| parse(&[&base[..], extra].concat()).unwrap();
+        assert!(!with(&["--no-dns"]).dns_enabled());
+        assert!(
+            with(&["--no-dns", "--dns"]).dns_enabled(),
+            "the last one wins"
+        );
+        assert!(!with(&["--dns", "--no-dns"]).dns_enabled());
+        assert_eq!(
+            with(&["--dns-upstream", "203.0.113.1,[fd00::1]:5353"]).dns_upstream,
+            [
+                "203.0.113.1:53".parse::<SocketAddr>().unwrap(),
+                "[fd00::1]:5353".parse().unwrap()
+            ]
+        );
+        assert!(parse(&[&base[..], &["--dns-upstream", "dns.example"]].concat()).is_err());
     }
 
     #[test]

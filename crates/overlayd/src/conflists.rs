@@ -79,12 +79,20 @@ fn is_ours(path: &Path) -> bool {
 fn write(settings: &Settings, network: &Network) {
     let path = settings.dir.join(file_name(&network.name));
     if path.exists() && !is_ours(&path) {
-        log::warn!("{} exists and was not written by overlayd: leaving it alone", path.display());
+        log::warn!(
+            "{} exists and was not written by overlayd: leaving it alone",
+            path.display()
+        );
         return;
     }
-    let content = serde_json::to_vec_pretty(&render(network, settings)).expect("a conflist serializes");
+    let content =
+        serde_json::to_vec_pretty(&render(network, settings)).expect("a conflist serializes");
     // Credentials make the file private; otherwise runtimes and users may read it.
-    let mode = if settings.etcd.password.is_some() { 0o600 } else { 0o644 };
+    let mode = if settings.etcd.password.is_some() {
+        0o600
+    } else {
+        0o644
+    };
     match write_atomic(&path, &content, mode) {
         Ok(()) => log::info!("wrote {}", path.display()),
         Err(e) => log::warn!("writing {}: {e}", path.display()),
@@ -97,8 +105,16 @@ fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().expect("conflists live in a directory");
     std::fs::create_dir_all(dir)?;
     // A dot-file: runtimes read only *.conf, *.conflist and *.json, so never a half-written file.
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().expect("a file name").to_string_lossy()));
-    let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(mode).open(&tmp)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().expect("a file name").to_string_lossy()
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
     file.write_all(content)?;
     file.sync_all()?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
@@ -121,10 +137,16 @@ fn reconcile(settings: &Settings, networks: &[Network]) {
         write(settings, network);
     }
     let wanted: Vec<String> = networks.iter().map(|n| file_name(&n.name)).collect();
-    let Ok(entries) = std::fs::read_dir(&settings.dir) else { return };
+    let Ok(entries) = std::fs::read_dir(&settings.dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("60-cni-overlay-") && name.ends_with(".conflist") && !wanted.contains(&name) && is_ours(&entry.path()) {
+        if name.starts_with("60-cni-overlay-")
+            && name.ends_with(".conflist")
+            && !wanted.contains(&name)
+            && is_ours(&entry.path())
+        {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => log::info!("removed {name}: its network is gone"),
                 Err(e) => log::warn!("removing {name}: {e}"),
@@ -143,7 +165,10 @@ pub async fn run(mut store: Store, settings: Settings) -> Result<(), Error> {
         let (networks, revision) = match listed {
             Ok(kvs) => {
                 let revision = kvs.iter().map(|kv| kv.mod_revision()).max().unwrap_or(0);
-                let networks: Vec<Network> = kvs.iter().filter_map(|kv| records::decode(kv.key(), kv.value()).ok()).collect();
+                let networks: Vec<Network> = kvs
+                    .iter()
+                    .filter_map(|kv| records::decode(kv.key(), kv.value()).ok())
+                    .collect();
                 (networks, revision)
             }
             Err(e) => {
@@ -167,11 +192,16 @@ async fn follow(store: &mut Store, prefix: &str, after: i64, settings: &Settings
         Ok(client) => client,
         Err(e) => return e.into(),
     };
-    let options = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(after + 1);
-    let (_watcher, mut stream) = match client.watch(prefix.to_string(), Some(options)).await {
-        Ok(pair) => pair,
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_prev_key()
+        .with_start_revision(after + 1);
+    let stream = match client.watch(prefix.to_string(), Some(options)).await {
+        Ok(stream) => stream,
         Err(e) => return e.into(),
     };
+    // The request half stays alive for as long as we read: dropping it would end the watch.
+    let (_requests, mut stream) = stream.split();
     while let Some(message) = stream.next().await {
         let resp = match message {
             Ok(resp) => resp,
@@ -218,7 +248,11 @@ mod tests {
     }
 
     fn settings() -> Settings {
-        Settings { dir: PathBuf::from("/nonexistent"), node: "node1".into(), etcd: EtcdConfig::new(vec!["192.168.205.10:2379".into()]) }
+        Settings {
+            dir: PathBuf::from("/nonexistent"),
+            node: "node1".into(),
+            etcd: EtcdConfig::new(vec!["192.168.205.10:2379".into()]),
+        }
     }
 
     #[test]
@@ -228,21 +262,40 @@ mod tests {
         assert_eq!(c["plugins"][0]["type"], "vxlan-overlay");
         assert_eq!(c["plugins"][0]["vni"], 4096);
         assert_eq!(c["plugins"][0]["node"], "node1");
-        assert_eq!(c["plugins"][0]["ipam"]["ranges"][0][0], json!({"subnet": "10.0.0.0/24", "gateway": "10.0.0.1", "rangeStart": "10.0.0.129", "rangeEnd": "10.0.0.254"}));
-        assert_eq!(c["plugins"][0]["ipam"]["ranges"][1][0], json!({"subnet": "fd00:1::/64", "gateway": "fd00:1::1"}));
+        assert_eq!(
+            c["plugins"][0]["ipam"]["ranges"][0][0],
+            json!({"subnet": "10.0.0.0/24", "gateway": "10.0.0.1", "rangeStart": "10.0.0.129", "rangeEnd": "10.0.0.254"})
+        );
+        assert_eq!(
+            c["plugins"][0]["ipam"]["ranges"][1][0],
+            json!({"subnet": "fd00:1::/64", "gateway": "fd00:1::1"})
+        );
         assert_eq!(c["plugins"][1]["type"], "gwbridge-egress");
-        assert_eq!(render(&network(true), &settings())["plugins"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            render(&network(true), &settings())["plugins"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn only_marked_files_are_ours() {
         let dir = std::env::temp_dir().join(format!("overlayd-conflists-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let s = Settings { dir: dir.clone(), ..settings() };
+        let s = Settings {
+            dir: dir.clone(),
+            ..settings()
+        };
         let foreign = dir.join(file_name("demo"));
         std::fs::write(&foreign, "{\"name\": \"demo\"}").unwrap();
         write(&s, &network(false));
-        assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "{\"name\": \"demo\"}", "a foreign file was replaced");
+        assert_eq!(
+            std::fs::read_to_string(&foreign).unwrap(),
+            "{\"name\": \"demo\"}",
+            "a foreign file was replaced"
+        );
         std::fs::remove_file(&foreign).unwrap();
         write(&s, &network(false));
         assert!(is_ours(&foreign));

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::cli::Args;
 use crate::endpoints::EndpointCache;
 use crate::error::Error;
-use crate::{peers, registration};
+use crate::{conflists, dns, peers, registration};
 
 pub async fn run(args: Args) -> Result<(), Error> {
     // Handlers first: a SIGTERM during start-up must still mean a clean exit, not the default
@@ -46,6 +46,27 @@ pub async fn run(args: Args) -> Result<(), Error> {
     // Subscribed before the feeder starts, so the first listing reaches it like any other.
     let changes = cache.subscribe();
     let mut peers = tokio::spawn(peers::run(args.node.clone(), changes));
+    // Without DNS, a task that never ends stands in, so the select below stays one shape.
+    let mut dns = if args.dns_enabled() {
+        tokio::spawn(dns::run(
+            args.node.clone(),
+            args.dns_upstream.clone(),
+            cache.subscribe(),
+        ))
+    } else {
+        tokio::spawn(futures::future::pending())
+    };
+    // Conflists follow the network records, not the endpoints: a task of their own.
+    let mut conflists = if args.no_conflists {
+        tokio::spawn(futures::future::pending())
+    } else {
+        let settings = conflists::Settings {
+            dir: args.cni_conf_dir.clone(),
+            node: args.node.clone(),
+            etcd: config.clone(),
+        };
+        tokio::spawn(conflists::run(Store::new(config.clone())?, settings))
+    };
     let mut feeder = tokio::spawn(crate::watch::run(Store::new(config.clone())?, cache));
     let (stop, stopped) = watch::channel(false);
     let mut registration = tokio::spawn(registration::run(
@@ -61,10 +82,14 @@ pub async fn run(args: Args) -> Result<(), Error> {
         _ = term.recv() => Ok("SIGTERM"),
         _ = int.recv() => Ok("SIGINT"),
         r = &mut peers => Err(ended("peer sync", r)),
+        r = &mut dns => Err(ended("dns", r)),
+        r = &mut conflists => Err(ended("conflists", r)),
         r = &mut feeder => Err(ended("endpoint watch", r)),
         r = &mut registration => Err(ended("registration", r)),
     };
     peers.abort();
+    dns.abort();
+    conflists.abort();
     feeder.abort();
     let signal = outcome?;
     log::info!("{signal} received, shutting down");

@@ -1,6 +1,7 @@
 //! The crate's one error type.
 
 use std::io;
+use std::net::SocketAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -26,6 +27,18 @@ pub enum Error {
     #[error("installing the {signal} handler: {source}")]
     Signal {
         signal: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A network's DNS server cannot be set up (yet): no sandbox, no gateway address...
+    /// Retried; never fatal.
+    #[error("DNS: {0}")]
+    Dns(String),
+
+    #[error("DNS: binding {address}: {source}")]
+    DnsSocket {
+        address: SocketAddr,
         #[source]
         source: io::Error,
     },

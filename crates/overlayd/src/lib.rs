@@ -5,6 +5,8 @@
 //! * [`watch`]: lists and watches the endpoint records into the [`endpoints::EndpointCache`].
 //! * [`peers`]: one consumer of that cache; it keeps the static FDB and neighbour entries of this
 //!   host's VXLAN devices (`ovx<vni>`) equal to the endpoints of the other hosts.
+//! * [`dns`]: another consumer; per network with a container on this host, a DNS server at the
+//!   gateway address answering the names of the network's containers on every host.
 //!
 //! The vxlan-overlay plugin programs every remote endpoint that exists when it creates a
 //! network's VXLAN device, so overlayd only follows changes (plus a full reconciliation at start,
@@ -12,7 +14,9 @@
 //! DNS server per network, a conflist writer) subscribe to the same cache.
 
 pub mod cli;
+pub mod conflists;
 pub mod daemon;
+pub mod dns;
 pub mod endpoints;
 pub mod error;
 pub mod peers;

@@ -106,7 +106,7 @@ fn start_overlayd(lab: &mut Lab, host: usize) {
         &format!("overlayd-{node}"),
         &ns,
         bin.to_str().unwrap(),
-        &["--etcd", &ep, "--node", &node],
+        &["--etcd", &ep, "--node", &node, "--no-conflists"],
         &[("RUST_LOG", "warn")],
     );
     // Registered once its node record is in etcd.
@@ -323,7 +323,8 @@ fn overlayd_killed_and_restarted_converges() {
     start_overlayd(&mut lab, 1);
     let net = Net::new("conv", 88, "10.88.0.0/24");
     let (c1, _, _) = add(&mut lab, 0, &net, "k1");
-    lab.kill("overlayd-node1");
+    let node1 = lab.host(0).name.clone();
+    lab.kill(&format!("overlayd-{node1}"));
     // While node1's agent is down, a container appears on node2: node1 cannot answer it yet.
     let (c2, a2, _) = add(&mut lab, 1, &net, "k2");
     let a1 = in_ns(&c1, &["ip", "-4", "-o", "addr", "show", "eth0"]);

@@ -400,7 +400,8 @@ pub fn endpoint(
 
 /// The overlayd arguments for a lab host.
 pub fn args<'a>(etcd: &'a str, node: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["--etcd", etcd, "--node", node];
+    // Conflists are tested on their own (tests/conflists.rs); here they would go to /etc/cni/net.d.
+    let mut v = vec!["--etcd", etcd, "--node", node, "--no-conflists"];
     v.extend_from_slice(extra);
     v
 }
