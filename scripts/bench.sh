@@ -68,7 +68,8 @@ bench_overlay() {
   source "$ROOT/scripts/lib/lab.sh"
   LAB_LOADED=true
   LAB_PREFIX="bo$$"
-  local tmp=$BENCH_TMP
+  local tmp=$BENCH_TMP/overlay
+  mkdir -p "$tmp"
   lab_up 2
   lab_etcd_cluster "$tmp" 1
   local h
@@ -119,6 +120,7 @@ import sys
 v = [float(x) for x in sys.stdin]
 p = lambda q: v[min(len(v) - 1, int(round(q * len(v) + 0.5)) - 1)]
 print(f'overlay    convergence p50 {p(0.5):.1f} ms  p99 {p(0.99):.1f} ms  max {v[-1]:.1f} ms over {len(v)} trials (target p99 <= 100 ms)')"
+  lab_down  # before the next benchmark builds its own lab
 }
 
 # scripts/bench.sh dns: on a lab of two simulated hosts, overlayd's per-network DNS. Queries per second
@@ -128,7 +130,8 @@ bench_dns() {
   source "$ROOT/scripts/lib/lab.sh"
   LAB_LOADED=true
   LAB_PREFIX="bd$$"
-  local tmp=$BENCH_TMP gw=10.41.0.1
+  local tmp=$BENCH_TMP/dns gw=10.41.0.1
+  mkdir -p "$tmp"
   lab_up 2
   lab_etcd_cluster "$tmp" 1
   local h
@@ -229,6 +232,7 @@ s = sorted(float(r[1]) for r in rows)
 p = lambda v, q: v[min(len(v) - 1, int(round(q * len(v) + 0.5)) - 1)]
 print(f'dns        add-to-resolve p50 {p(v, 0.5):.1f} ms p99 {p(v, 0.99):.1f} ms over {len(v)} trials (target p99 <= 100 ms)')
 print(f'dns        ({$early} of {len(v)} answered before ADD returned; from ADD start: p50 {p(s, 0.5):.1f} ms p99 {p(s, 0.99):.1f} ms)')"
+  lab_down  # before the next benchmark builds its own lab
 }
 
 main() {
