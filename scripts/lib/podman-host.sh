@@ -37,7 +37,7 @@
 #  * lock_type="file" keeps locks under the per-host tmp dir; the default shm
 #    lock segment (/dev/shm/libpod_lock) would be shared by all hosts.
 #  * podman calls VERSION on every plugin of every conflist in net.d each time
-#    it loads networks; a conflist whose plugins fail VERSION is skipped with
+#    it loads networks; a conflist whose plugins fail VERSION is ignored with
 #    'Error validating CNI config file' and the network "does not exist".
 #  * DEL may be run by the podman CLI (rm -f) or by conmon's exit command
 #    (`podman container cleanup`, with a minimal environment); podman never

@@ -1,5 +1,5 @@
 //! The firewall against the real `nft` and kernel, each test inside a throwaway network namespace
-//! (never the machine's own). Needs root: without it the tests fail, they are not skipped.
+//! (never the machine's own). Needs root: without it the tests fail.
 
 use std::net::IpAddr;
 use std::process::Command;

@@ -7,7 +7,7 @@
 //! made anew under a running server is followed.
 //!
 //! Each container gets the resolv.conf its CNI result describes, in /etc/netns/<its namespace>/
-//! (bind-mounted by `ip netns exec`), removed afterwards. Nothing is skipped: without root, etcd,
+//! (bind-mounted by `ip netns exec`), removed afterwards. Without root, etcd,
 //! dig or dnsmasq the tests fail.
 
 mod common;

@@ -199,31 +199,8 @@ impl Lab {
                 "exec",
                 &host.ns,
                 crate::etcd_binary().to_str().unwrap(),
-                "--name",
-                "lab",
-                "--data-dir",
             ])
-            .arg(&data)
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args([
-                "--initial-cluster",
-                &format!("lab={peer}"),
-                "--log-level",
-                "error",
-                "--logger",
-                "zap",
-            ])
+            .args(crate::etcd_args("lab", &data, &client, &peer))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -21,6 +21,29 @@ pub fn etcd_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"))
 }
 
+/// The arguments of a single-member etcd: one place for both the loopback etcd and the lab's.
+pub fn etcd_args(name: &str, data_dir: &Path, client_url: &str, peer_url: &str) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--name".into(),
+        name.into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+    ];
+    for (flag, value) in [
+        ("--listen-client-urls", client_url),
+        ("--advertise-client-urls", client_url),
+        ("--listen-peer-urls", peer_url),
+        ("--initial-advertise-peer-urls", peer_url),
+        ("--initial-cluster", &format!("{name}={peer_url}")),
+        ("--log-level", "error"),
+        ("--logger", "zap"),
+    ] {
+        args.push(flag.into());
+        args.push(value.into());
+    }
+    args
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind an ephemeral port")
@@ -70,28 +93,7 @@ impl Etcd {
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new(etcd_binary())
-            .args(["--name", "test", "--data-dir"])
-            .arg(&self.data_dir)
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args([
-                "--initial-cluster",
-                &format!("test={peer}"),
-                "--log-level",
-                "error",
-                "--logger",
-                "zap",
-            ])
+            .args(etcd_args("test", &self.data_dir, &client, &peer))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

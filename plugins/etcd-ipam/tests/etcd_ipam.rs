@@ -369,7 +369,7 @@ fn etcd_down_gives_11_within_the_timeout_and_never_a_false_success() {
 }
 
 #[test]
-fn a_dead_endpoint_is_skipped() {
+fn a_dead_etcd_endpoint_is_passed_over() {
     let etcd = Etcd::start();
     let dead = format!("127.0.0.1:{}", testutils::free_port());
     let mut net = v4_net(&etcd, "failover");

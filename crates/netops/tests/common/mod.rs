@@ -1,6 +1,6 @@
 //! Shared by the integration tests: root check, uniquely named throwaway namespaces that are
 //! removed on drop (also when the test fails), and running commands inside them.
-//! Nothing is skipped: without root or a needed tool the tests fail.
+//! Without root or a needed tool the tests fail; none passes without its prerequisites.
 
 #![allow(dead_code)]
 

@@ -1,7 +1,7 @@
 //! Shared by overlayd's integration tests: overlayd processes inside lab hosts (held by PID, so a
 //! test can SIGKILL one or read its exit status), an etcd client living in a lab host's
 //! namespace, the kernel tables of a host's VXLAN device, and polling with a deadline.
-//! Nothing is skipped: without root or etcd the tests fail (testutils' Lab asserts both).
+//! Without root or etcd the tests fail (testutils' Lab asserts both).
 
 #![allow(dead_code)]
 
