@@ -60,6 +60,7 @@ cleanup() {
       ip netns del "$ns" 2>/dev/null || { umount "/run/netns/$ns" 2>/dev/null; rm -f "/run/netns/$ns"; }
     fi
   done
+  lab_remove_lock_files
   for ((i = ${#LAB_NAMESPACES[@]} - 1; i >= 0; i--)); do ip netns del "${LAB_NAMESPACES[$i]}" 2>/dev/null; done
   LAB_NAMESPACES=() LAB_PIDS=()
   # podman 4.3 and ctr keep libcni's result cache in /var/lib/cni: remove what we made there.

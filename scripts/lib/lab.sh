@@ -83,6 +83,15 @@ lab_etcd_cluster() {
 lab_container() { lab_ns "$LAB_PREFIX-c-$1"; echo "/run/netns/$LAB_PREFIX-c-$1"; }
 lab_in() { local c=$1; shift; ip netns exec "$LAB_PREFIX-c-$c" "$@"; }
 
+# The plugins' lock files keyed by this lab's host namespaces (their inodes).
+lab_remove_lock_files() {
+  local h inode
+  for h in $(seq 1 "$LAB_HOSTS"); do
+    inode=$(stat -c %i "/run/netns/$(lab_host_ns "$h")" 2>/dev/null) || continue
+    rm -f "/run/cni-overlay/gwbridge-egress-$inode.lock" "/run/cni-overlay/locks/$inode-vni"*.lock
+  done
+}
+
 lab_down() {
   local pid ns
   for pid in "${LAB_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -94,6 +103,7 @@ lab_down() {
       if [[ $ns =~ ^ovl-[0-9]+-node$h$ ]]; then ip netns del "$ns" 2>/dev/null || true; fi
     done
   done
+  lab_remove_lock_files
   for ((i = ${#LAB_NAMESPACES[@]} - 1; i >= 0; i--)); do ip netns del "${LAB_NAMESPACES[$i]}" 2>/dev/null || true; done
   # Containers made inside $(...) were recorded in a subshell; the prefix is this run's own (it
   # carries the PID), so every namespace that starts with it is ours.

@@ -315,6 +315,10 @@ impl Drop for Lab {
         for (_, child) in self.processes.iter_mut() {
             stop_child(child);
         }
+        // Lock files the plugins keyed by this lab's host namespaces (their inodes).
+        for host in &self.hosts {
+            remove_lock_files(&host.ns);
+        }
         // Namespaces the plugins made for this lab's nodes (vxlan-overlay's gateway sandboxes,
         // named ovl-<vni>-<node>), when a test ended without deleting every container.
         for host in &self.hosts {
@@ -327,6 +331,27 @@ impl Drop for Lab {
         }
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Removes the plugins' lock files of a host namespace: `/run/cni-overlay/locks/<inode>-vni*.lock`
+/// (vxlan-overlay) and `/run/cni-overlay/gwbridge-egress-<inode>.lock`.
+fn remove_lock_files(ns: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(inode) = std::fs::metadata(format!("/run/netns/{ns}")).map(|m| m.ino()) else {
+        return;
+    };
+    let _ = std::fs::remove_file(format!("/run/cni-overlay/gwbridge-egress-{inode}.lock"));
+    if let Ok(entries) = std::fs::read_dir("/run/cni-overlay/locks") {
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{inode}-vni"))
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 }
