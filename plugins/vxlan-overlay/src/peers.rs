@@ -21,8 +21,7 @@ pub async fn publish_and_list(
     let keys = store.keys().clone();
     let key = keys.endpoint(&cfg.network, &record.container_id, &record.ifname);
     let prefix = keys.endpoints(&cfg.network);
-    let mut end = prefix.clone().into_bytes();
-    *end.last_mut().expect("prefix is not empty") += 1;
+    let end = store::client::prefix_end(prefix.as_bytes());
     let txn = Txn::new().and_then(vec![
         TxnOp::put(key, records::encode(record), None),
         TxnOp::get(prefix, Some(GetOptions::new().with_range(end))),
