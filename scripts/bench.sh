@@ -7,8 +7,7 @@
 #                              NIC (UNDERLAY_RATE, default 10gbit) and unshaped; ping RTT; convergence
 #                              (ADD returning on host B to the first reply from host A) over 50 trials.
 # Targets: ipam ratio etcd-ipam / host-local <= 1.0 in both modes; overlay throughput ratio >= 0.90 on the
-# shaped underlay,
-# convergence p99 <= 100 ms.
+# shaped underlay, convergence p99 <= 100 ms.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
