@@ -46,9 +46,36 @@ impl CniArgs {
             .filter(|v| !v.is_empty())
     }
 
-    /// The container's name: `K8S_POD_NAME` (podman puts the container name there, containerd the pod's).
+    /// `K8S_POD_NAME` as sent (podman puts the container name there, containerd's CRI the pod's).
     pub fn pod_name(&self) -> Option<&str> {
         self.get("K8S_POD_NAME")
+    }
+
+    /// The name a container is known by in its network (reserved by etcd-ipam, served by DNS):
+    /// `K8S_POD_NAME`, qualified as `<pod>.<namespace>` when `K8S_POD_NAMESPACE` is given.
+    /// Kubernetes pod names are unique only within a namespace, so two pods `web` in `prod` and
+    /// `dev` are two names (`web.prod`, `web.dev`), as Kubernetes' own DNS qualifies them; podman
+    /// sends no namespace and its container names stay as they are. Code 4 for a name that could
+    /// not be a DNS name's labels.
+    pub fn container_name(&self) -> Result<Option<String>, CniError> {
+        let Some(pod) = self.pod_name() else {
+            return Ok(None);
+        };
+        check_name("K8S_POD_NAME", pod)?;
+        let name = match self.get("K8S_POD_NAMESPACE") {
+            Some(namespace) => {
+                check_name("K8S_POD_NAMESPACE", namespace)?;
+                format!("{pod}.{namespace}")
+            }
+            None => pod.to_string(),
+        };
+        if name.len() > MAX_NAME {
+            return Err(CniError::invalid_env(
+                "CNI_ARGS",
+                format!("the name {name:?} is longer than {MAX_NAME} characters"),
+            ));
+        }
+        Ok(Some(name))
     }
 
     /// Addresses requested with `IP=a[,b]` (podman, nerdctl; host-local reads the same key).
@@ -69,6 +96,26 @@ impl CniArgs {
     }
 }
 
+/// A DNS name's limit: the network's domain still has to fit after it, which DNS checks itself.
+const MAX_NAME: usize = 253;
+
+fn check_name(key: &str, value: &str) -> Result<(), CniError> {
+    let valid = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !value.starts_with('.')
+        && !value.ends_with('.')
+        && !value.contains("..");
+    if valid {
+        Ok(())
+    } else {
+        Err(CniError::invalid_env(
+            "CNI_ARGS",
+            format!("{key} {value:?} is not a valid name"),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +133,40 @@ mod tests {
             vec!["10.0.0.9".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(a.get("UNKNOWN"), None);
+    }
+
+    #[test]
+    fn container_names_are_qualified_by_the_kubernetes_namespace() {
+        let name = |raw: &str| CniArgs::parse(raw).unwrap().container_name();
+        assert_eq!(name("IgnoreUnknown=1").unwrap(), None);
+        assert_eq!(
+            name("K8S_POD_NAME=test1").unwrap().as_deref(),
+            Some("test1")
+        );
+        assert_eq!(
+            name("K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0")
+                .unwrap()
+                .as_deref(),
+            Some("web-0.prod")
+        );
+        // A namespace alone names nothing.
+        assert_eq!(name("K8S_POD_NAMESPACE=prod").unwrap(), None);
+        for bad in [
+            "K8S_POD_NAME=a/b",
+            "K8S_POD_NAME=.a",
+            "K8S_POD_NAME=a..b",
+            "K8S_POD_NAME=web;K8S_POD_NAMESPACE=a b",
+            "K8S_POD_NAME=web;K8S_POD_NAMESPACE=prod.",
+        ] {
+            let e = name(bad).unwrap_err();
+            assert_eq!(e.code, crate::codes::INVALID_ENVIRONMENT, "{bad}");
+            assert!(e.msg.starts_with("CNI_ARGS: K8S_POD_"), "{bad}: {}", e.msg);
+        }
+        let long = format!("K8S_POD_NAME={};K8S_POD_NAMESPACE=prod", "a".repeat(250));
+        assert_eq!(
+            name(&long).unwrap_err().code,
+            crate::codes::INVALID_ENVIRONMENT
+        );
     }
 
     #[test]

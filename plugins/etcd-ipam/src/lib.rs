@@ -18,7 +18,7 @@ pub struct EtcdIpam;
 impl Plugin for EtcdIpam {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         let cfg = config::load(&req.conf)?;
-        let name = container_name(req)?;
+        let name = req.env.args.container_name()?;
         let requested = requested_ips(req)?;
         let attachment = Attachment {
             container_id: &req.env.container_id,
@@ -134,24 +134,6 @@ impl Plugin for EtcdIpam {
         }
         Ok(())
     }
-}
-
-/// The name to reserve: K8S_POD_NAME (podman: the container name; containerd: the pod name).
-fn container_name(req: &Request) -> Result<Option<String>, CniError> {
-    let Some(name) = req.env.args.pod_name() else {
-        return Ok(None);
-    };
-    let valid = name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !valid {
-        return Err(CniError::invalid_env(
-            "CNI_ARGS",
-            format!("K8S_POD_NAME {name:?} is not a valid name"),
-        ));
-    }
-    Ok(Some(name.to_string()))
 }
 
 /// runtimeConfig.ips, args.cni.ips and CNI_ARGS IP=, in that order of precedence.

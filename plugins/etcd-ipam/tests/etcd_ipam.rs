@@ -45,9 +45,17 @@ impl Net {
         let mut inv = Invocation::new(BIN, command)
             .attachment(container, &format!("/run/netns/{container}"), "eth0")
             .stdin(&self.config("1.0.0", node));
+        // "ns/pod" is sent as containerd's CRI sends a pod, a bare name as podman sends a container.
         let mut args = String::from("IgnoreUnknown=1");
-        if let Some(name) = pod_name {
-            args.push_str(&format!(";K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}"));
+        match pod_name.map(|n| {
+            n.split_once('/')
+                .map_or((None, n), |(ns, pod)| (Some(ns), pod))
+        }) {
+            Some((Some(namespace), pod)) => args.push_str(&format!(
+                ";K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod};K8S_POD_UID=x"
+            )),
+            Some((None, name)) => args.push_str(&format!(";K8S_POD_NAME={name}")),
+            None => {}
         }
         inv = inv.env("CNI_ARGS", &args).env("CNI_PATH", "/usr/lib/cni");
         inv
@@ -112,6 +120,29 @@ fn a_name_taken_on_one_node_is_refused_on_another_and_nothing_is_written() {
         "10.0.0.2/24",
         "the address of the deleted container is free again"
     );
+}
+
+#[test]
+fn kubernetes_pods_of_one_name_in_two_namespaces_are_two_names() {
+    let etcd = Etcd::start();
+    let net = v4_net(&etcd, "demo");
+    net.add("node1", "c1", Some("prod/web")).ok();
+    net.add("node2", "c2", Some("dev/web")).ok();
+    let before = etcd.snapshot(PREFIX);
+    let refused = net.add("node2", "c3", Some("prod/web")).err(100);
+    assert_eq!(
+        refused["msg"],
+        "endpoint with name web.prod already exists in network demo"
+    );
+    assert_eq!(etcd.snapshot(PREFIX), before, "a refused ADD changed etcd");
+    let names: HashSet<String> = etcd
+        .keys(&format!("{PREFIX}/ipam/demo/names/"))
+        .into_iter()
+        .map(|k| k.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(names, HashSet::from(["web.prod".into(), "web.dev".into()]));
+    net.add("node2", "c4", Some("prod/web!")).err(4);
+    assert_eq!(etcd.snapshot(PREFIX), before, "a bad name changed etcd");
 }
 
 #[test]

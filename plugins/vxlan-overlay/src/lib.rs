@@ -97,6 +97,8 @@ async fn add(cfg: &OverlayConfig, req: &Request, container: &Netns) -> Result<Cn
             ),
         ));
     }
+    // A name that is not a valid name is refused before anything is allocated (attach reads it again).
+    req.env.args.container_name()?;
     let underlay = Underlay::resolve(&host, cfg).await?;
     network::existing_bridge(&host, cfg).await?;
     let ipam = cni::invoke::add(&cfg.ipam_type, &req.env.path, &req.conf.bytes)?;
@@ -171,7 +173,7 @@ async fn attach(
         network: cfg.network.clone(),
         container_id: req.env.container_id.clone(),
         ifname: req.env.ifname.clone(),
-        name: req.env.args.pod_name().map(str::to_string),
+        name: req.env.args.container_name()?,
         aliases: req
             .conf
             .runtime_config
