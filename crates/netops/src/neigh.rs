@@ -158,6 +158,38 @@ impl Netlink {
         }
     }
 
+    /// Forgets what the bridge above `port` learnt about `mac` on that port (NTF_MASTER: the
+    /// bridge's table, not the port's own). A bridge learns a remote container's MAC on the VXLAN
+    /// port from its traffic and keeps it until it ages out (300 s); once the container is gone the
+    /// entry is stale. The kernel deletes it only if it points at `port`, so a MAC now learnt on
+    /// another port is kept. Ok(false) when there was no such entry.
+    pub async fn bridge_fdb_forget(&self, port: u32, mac: [u8; 6]) -> Result<bool, Error> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = port;
+        msg.header.flags = NeighbourFlags::Controller;
+        msg.header.kind = RouteType::Unspec;
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        match self.handle.neighbours().del(msg).execute().await {
+            Ok(()) => Ok(true),
+            // ENOENT: nothing learnt; EINVAL/EOPNOTSUPP: the port is on no bridge.
+            Err(e)
+                if matches!(
+                    nl_errno(&e),
+                    Some(libc::ENOENT | libc::EINVAL | libc::EOPNOTSUPP)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::Kernel {
+                op: "delete bridge fdb entry",
+                target: format!("{} on {}", format_mac(&mac), self.describe(port).await),
+                source: nl_io(e),
+            }),
+        }
+    }
+
     /// The FDB entries of a VXLAN device that have a remote destination: (MAC, VTEP).
     pub async fn fdb_entries(&self, vxlan: u32) -> Result<Vec<([u8; 6], IpAddr)>, Error> {
         let msgs = self

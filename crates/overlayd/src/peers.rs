@@ -259,7 +259,12 @@ impl Peers {
                 Some(vtep) => self.nl.fdb_add(dev, mac, vtep).await.map(|()| true),
                 // Only `old` can have put a now unwanted entry there.
                 None => match &old {
-                    Some(o) => self.nl.fdb_del(dev, mac, o.vtep).await,
+                    Some(o) => match self.nl.fdb_del(dev, mac, o.vtep).await {
+                        // The bridge's learnt entry for the MAC would point at the tunnel
+                        // for another 300 s: a leftover of an endpoint that is gone.
+                        Ok(_) => self.nl.bridge_fdb_forget(dev, mac).await,
+                        Err(e) => Err(e),
+                    },
                     None => Ok(true),
                 },
             };
@@ -369,7 +374,10 @@ impl Peers {
             });
         }
         for (mac, vtep) in &plan.fdb_del {
-            let r = self.nl.fdb_del(dev, *mac, *vtep).await;
+            let r = match self.nl.fdb_del(dev, *mac, *vtep).await {
+                Ok(_) => self.nl.bridge_fdb_forget(dev, *mac).await,
+                Err(e) => Err(e),
+            };
             ok &= report(r, || {
                 format!("removing fdb {} dst {vtep} on {name}", format_mac(mac))
             });

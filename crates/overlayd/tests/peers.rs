@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{add_vxlan, args, endpoint, endpoint_key, wait_registered, Daemon, EtcdIn, Tables};
+use common::{
+    add_vxlan, args, endpoint, endpoint_key, eventually, wait_registered, Daemon, EtcdIn, Tables,
+};
 use nix::sys::signal::Signal;
 use testutils::lab::{in_ns, Lab};
 
@@ -224,6 +226,69 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
     assert!(t.has_neigh("10.42.0.100", "02:00:00:00:01:00"), "{t:?}");
     daemon.assert_running();
     assert!(!daemon.log().contains("panicked"));
+}
+
+#[test]
+fn what_the_bridge_learnt_about_a_removed_endpoint_goes_with_it() {
+    let lab = Lab::new(2);
+    let host = lab.host(1);
+    let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
+    add_vxlan(&host.ns, "ovx44", 44, H2);
+    for cmd in [
+        &["ip", "link", "add", "ovbr44", "type", "bridge"][..],
+        &["ip", "link", "set", "ovx44", "master", "ovbr44"],
+        &["ip", "link", "set", "ovbr44", "up"],
+    ] {
+        in_ns(&host.ns, cmd);
+    }
+    let tables = Tables::new(&host.ns);
+    let mut daemon = Daemon::start(
+        "node2",
+        &host.ns,
+        &host.dir,
+        &args(&lab.etcd_endpoint, "node2", &[]),
+    );
+    wait_registered(&etcd, &mut daemon, "node2", Duration::from_secs(10));
+
+    let (gone, stays) = ("02:00:00:00:04:01", "02:00:00:00:04:02");
+    for (cid, mac, ip) in [("c1", gone, "10.44.0.1/24"), ("c2", stays, "10.44.0.2/24")] {
+        let e = endpoint("green", 44, cid, "node1", H1, mac, &[ip]);
+        etcd.put_endpoint(&endpoint_key("green", cid), &e);
+        tables
+            .wait_for("ovx44", Duration::from_secs(10), |t| t.has_fdb(mac, H1))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{cid} never programmed:
+{}",
+                    daemon.log()
+                )
+            });
+        // What the bridge learns from the container's traffic arriving through the tunnel.
+        in_ns(
+            &host.ns,
+            &[
+                "bridge", "fdb", "add", mac, "dev", "ovx44", "master", "dynamic",
+            ],
+        );
+    }
+    let learnt = |mac: &str| {
+        in_ns(&host.ns, &["bridge", "fdb", "show", "br", "ovbr44"])
+            .lines()
+            .any(|l| l.starts_with(mac) && l.contains("dev ovx44") && !l.contains(" self"))
+    };
+    assert!(learnt(gone) && learnt(stays));
+
+    etcd.delete(&endpoint_key("green", "c1"));
+    eventually(SOON, || !learnt(gone) && !tables.of("ovx44").has_mac(gone)).unwrap_or_else(|| {
+        panic!(
+            "the bridge still knows {gone}:
+{}",
+            daemon.log()
+        )
+    });
+    assert!(learnt(stays), "another endpoint's learnt entry was removed");
+    assert!(tables.of("ovx44").has_fdb(stays, H1));
+    daemon.assert_running();
 }
 
 #[test]
