@@ -17,6 +17,17 @@ const H1: &str = "192.168.205.10";
 const H2: &str = "192.168.205.11";
 const SOON: Duration = Duration::from_secs(2);
 
+/// overlayd as node2 on the lab's second host (the first holds etcd and plays node1's VTEP).
+fn start_node2(lab: &Lab, tag: &str) -> Daemon {
+    let host = lab.host(1);
+    Daemon::start(
+        tag,
+        &host.ns,
+        &host.dir,
+        &args(&lab.etcd_endpoint, "node2", &[]),
+    )
+}
+
 fn median(v: &[Duration]) -> Duration {
     let mut v = v.to_vec();
     v.sort();
@@ -30,12 +41,7 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
     let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
     add_vxlan(&host.ns, "ovx42", 42, H2);
     let tables = Tables::new(&host.ns);
-    let mut daemon = Daemon::start(
-        "node2",
-        &host.ns,
-        &host.dir,
-        &args(&lab.etcd_endpoint, "node2", &[]),
-    );
+    let mut daemon = start_node2(&lab, "node2");
     wait_registered(&etcd, &mut daemon, "node2", Duration::from_secs(10));
 
     // The first record also tells us the watch is up, whenever that was.
@@ -242,12 +248,7 @@ fn what_the_bridge_learnt_about_a_removed_endpoint_goes_with_it() {
         in_ns(&host.ns, cmd);
     }
     let tables = Tables::new(&host.ns);
-    let mut daemon = Daemon::start(
-        "node2",
-        &host.ns,
-        &host.dir,
-        &args(&lab.etcd_endpoint, "node2", &[]),
-    );
+    let mut daemon = start_node2(&lab, "node2");
     wait_registered(&etcd, &mut daemon, "node2", Duration::from_secs(10));
 
     let (gone, stays) = ("02:00:00:00:04:01", "02:00:00:00:04:02");
@@ -425,12 +426,7 @@ fn reconciliation_at_start_removes_what_no_record_justifies() {
     );
 
     let tables = Tables::new(&host.ns);
-    let mut daemon = Daemon::start(
-        "node2-a",
-        &host.ns,
-        &host.dir,
-        &args(&lab.etcd_endpoint, "node2", &[]),
-    );
+    let mut daemon = start_node2(&lab, "node2-a");
     tables
         .wait_for("ovx42", Duration::from_secs(10), |t| {
             t.has_fdb("02:00:00:00:00:0b", H1)
@@ -480,12 +476,7 @@ fn reconciliation_at_start_removes_what_no_record_justifies() {
     );
     etcd.put_endpoint(&endpoint_key("blue", "c"), &c);
     let started = Instant::now();
-    let mut daemon = Daemon::start(
-        "node2-b",
-        &host.ns,
-        &host.dir,
-        &args(&lab.etcd_endpoint, "node2", &[]),
-    );
+    let mut daemon = start_node2(&lab, "node2-b");
     tables
         .wait_for("ovx42", Duration::from_secs(10), |t| {
             t.has_fdb("02:00:00:00:00:0c", H1)
@@ -515,12 +506,7 @@ fn periodic_resync_repairs_entries_changed_by_hand() {
     let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
     add_vxlan(&host.ns, "ovx42", 42, H2);
     let tables = Tables::new(&host.ns);
-    let mut daemon = Daemon::start(
-        "node2",
-        &host.ns,
-        &host.dir,
-        &args(&lab.etcd_endpoint, "node2", &[]),
-    );
+    let mut daemon = start_node2(&lab, "node2");
     let a = endpoint(
         "blue",
         42,
