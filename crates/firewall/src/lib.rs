@@ -1,5 +1,7 @@
-//! The nftables rules of gwbridge-egress, and nothing else: masquerade for a gateway bridge's
-//! subnet, icc=false filtering on it, and its containers' published ports (DNAT) and records.
+//! The nftables rules of gwbridge-egress: masquerade for a gateway bridge's subnet, icc=false
+//! filtering on it, and its containers' published ports (DNAT) and records. (The isolation of
+//! vxlan-overlay's hostAccess bridges is a separate module, [`overlay_isolation`], with a table of
+//! its own.)
 //!
 //! Everything lives in one table of our own, `table inet cni_gwbridge`, so that nothing of the
 //! host's own firewall (or of another tool's) is touched, and so that removing the table when the
@@ -48,6 +50,10 @@
 //!
 //! Callers serialize check-and-add across processes (gwbridge-egress holds a per-host lock): the
 //! port conflict check in [`Firewall::add_container`] and the addition are atomic only under it.
+
+pub mod overlay_isolation;
+
+pub use overlay_isolation::OverlayIsolation;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -735,41 +741,53 @@ impl Firewall {
         out
     }
 
-    /// Reads the table. Tables are listed first so that a missing table is told apart from a
-    /// failing `nft` without reading its error text.
+    /// Reads the table.
     fn snapshot(&self) -> Result<Snapshot> {
-        let tables = helper::get_current_ruleset_with_args(Some(&self.nft), &["list", "tables"])
-            .map_err(|e| Error::nft("list tables", e))?;
-        let exists = tables.objects.iter().any(|o| {
-            matches!(o, NfObject::ListObject(NfListObject::Table(t))
-                if t.family == NfFamily::INet && t.name == self.table)
-        });
-        if !exists {
-            return Ok(Snapshot {
+        Ok(match read_table(&self.nft, &self.table)? {
+            Some(rules) => Snapshot {
+                exists: true,
+                rules,
+            },
+            None => Snapshot {
                 exists: false,
                 rules: Vec::new(),
-            });
-        }
-        let listing = helper::get_current_ruleset_with_args(
-            Some(&self.nft),
-            &["list", "table", "inet", self.table.as_str()],
-        )
-        .map_err(|e| Error::nft(&format!("list table inet {}", self.table), e))?;
-        Ok(Snapshot {
-            exists: true,
-            rules: rules_of(listing),
+            },
         })
     }
 
     fn apply(&self, batch: Batch<'static>, action: &str) -> Result<()> {
-        let doc: Nftables = batch.to_nftables();
-        log::debug!(
-            "nft {action}: {}",
-            serde_json::to_string(&doc).unwrap_or_default()
-        );
-        helper::apply_ruleset_with_args(&doc, Some(&self.nft), helper::DEFAULT_ARGS)
-            .map_err(|e| Error::nft(action, e))
+        apply(&self.nft, batch, action)
     }
+}
+
+/// The rules of `table inet <table>`, in chain order; None when the table does not exist. Tables
+/// are listed first so that a missing table is told apart from a failing `nft` without reading
+/// its error text.
+fn read_table(nft: &Path, table: &str) -> Result<Option<Vec<Rule<'static>>>> {
+    let tables = helper::get_current_ruleset_with_args(Some(nft), &["list", "tables"])
+        .map_err(|e| Error::nft("list tables", e))?;
+    let exists = tables.objects.iter().any(|o| {
+        matches!(o, NfObject::ListObject(NfListObject::Table(t))
+            if t.family == NfFamily::INet && t.name == table)
+    });
+    if !exists {
+        return Ok(None);
+    }
+    let listing =
+        helper::get_current_ruleset_with_args(Some(nft), &["list", "table", "inet", table])
+            .map_err(|e| Error::nft(&format!("list table inet {table}"), e))?;
+    Ok(Some(rules_of(listing)))
+}
+
+/// Hands `batch` to `nft` as one transaction.
+fn apply(nft: &Path, batch: Batch<'static>, action: &str) -> Result<()> {
+    let doc: Nftables = batch.to_nftables();
+    log::debug!(
+        "nft {action}: {}",
+        serde_json::to_string(&doc).unwrap_or_default()
+    );
+    helper::apply_ruleset_with_args(&doc, Some(nft), helper::DEFAULT_ARGS)
+        .map_err(|e| Error::nft(action, e))
 }
 
 fn rules_of(listing: Nftables<'static>) -> Vec<Rule<'static>> {

@@ -5,7 +5,10 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use firewall::{parse_tag, tag, BridgeRules, ContainerRules, Error, Firewall, Mapping, Protocol};
+use firewall::{
+    parse_tag, tag, BridgeRules, ContainerRules, Error, Firewall, Mapping, OverlayIsolation,
+    Protocol,
+};
 use netops::{create_named_netns, delete_named_netns};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -338,5 +341,103 @@ fn icc_rules_keep_their_order_and_go_with_the_bridge() {
         assert!(text.find(accept) < text.find(drop), "{text}");
         assert_eq!(fw.remove_bridge_rules("gwb0").unwrap(), 5);
         assert!(ruleset().trim().is_empty());
+    });
+}
+
+#[test]
+fn overlay_isolation_is_idempotent_and_its_table_goes_with_the_last_bridge() {
+    in_fresh_netns(|_| {
+        let iso = OverlayIsolation::new();
+        assert_eq!(iso.table(), "cni_overlay");
+        // gwbridge-egress's table alongside: never touched by the isolation.
+        let fw = Firewall::new();
+        fw.ensure_bridge_rules("gwb0", "172.18.0.0/16".parse().unwrap(), MASQ)
+            .unwrap();
+        let gwbridge_only = ruleset();
+        assert!(!iso.exists().unwrap());
+        assert!(!iso.is_isolated("ovbr4000").unwrap());
+
+        iso.add_bridge("ovbr4000").unwrap();
+        let once = ruleset();
+        iso.add_bridge("ovbr4000").unwrap();
+        assert_eq!(once, ruleset(), "a second add changed the ruleset");
+        let accept = "iifname != \"ovbr4000\" oifname \"ovbr4000\" ct status dnat accept comment \"bridge ovbr4000 isolation dnat\"";
+        let drop = "iifname != \"ovbr4000\" oifname \"ovbr4000\" counter packets 0 bytes 0 drop comment \"bridge ovbr4000 isolation drop\"";
+        assert!(once.contains("table inet cni_overlay"), "{once}");
+        assert!(
+            once.contains("type filter hook forward priority filter; policy accept;"),
+            "{once}"
+        );
+        assert!(once.contains(accept) && once.contains(drop), "{once}");
+        assert!(once.find(accept) < once.find(drop), "{once}");
+        assert!(iso.is_isolated("ovbr4000").unwrap());
+
+        // A bridge whose name extends another's is a bridge of its own.
+        iso.add_bridge("ovbr40").unwrap();
+        assert!(iso.is_isolated("ovbr40").unwrap());
+        assert_eq!(iso.remove_bridge("ovbr40").unwrap(), 2);
+        assert_eq!(iso.remove_bridge("ovbr40").unwrap(), 0);
+        assert_eq!(once, ruleset());
+
+        assert_eq!(iso.remove_bridge("ovbr4000").unwrap(), 2);
+        assert!(!iso.exists().unwrap(), "the table outlived its last rule");
+        assert_eq!(gwbridge_only, ruleset());
+        assert_eq!(iso.remove_bridge("ovbr4000").unwrap(), 0);
+        fw.remove_bridge_rules("gwb0").unwrap();
+        assert!(ruleset().trim().is_empty());
+    });
+}
+
+#[test]
+fn overlay_isolation_replaces_a_damaged_set_and_removes_an_empty_table() {
+    in_fresh_netns(|_| {
+        let iso = OverlayIsolation::new();
+        iso.add_bridge("ovbr1").unwrap();
+        iso.add_bridge("ovbr2").unwrap();
+        // ovbr1's accept deleted by hand: the drop alone would break NodePorts. Both come back, in
+        // order, and ovbr2's rules stay as they were.
+        let listing = Command::new("nft")
+            .args(["-a", "list", "chain", "inet", "cni_overlay", "forward"])
+            .output()
+            .unwrap();
+        let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+        let h = listing
+            .lines()
+            .find(|l| l.contains("bridge ovbr1 isolation dnat"))
+            .unwrap()
+            .rsplit("handle ")
+            .next()
+            .unwrap()
+            .trim()
+            .to_string();
+        assert!(Command::new("nft")
+            .args([
+                "delete",
+                "rule",
+                "inet",
+                "cni_overlay",
+                "forward",
+                "handle",
+                &h
+            ])
+            .status()
+            .unwrap()
+            .success());
+        assert!(!iso.is_isolated("ovbr1").unwrap());
+        assert!(iso.is_isolated("ovbr2").unwrap());
+        iso.add_bridge("ovbr1").unwrap();
+        assert!(iso.is_isolated("ovbr1").unwrap() && iso.is_isolated("ovbr2").unwrap());
+        let text = ruleset();
+        assert_eq!(text.matches("bridge ovbr1 isolation").count(), 2, "{text}");
+        assert_eq!(text.matches("bridge ovbr2 isolation").count(), 2, "{text}");
+
+        // The chain emptied by hand: removing a bridge with no rules left still deletes the table.
+        assert!(Command::new("nft")
+            .args(["flush", "chain", "inet", "cni_overlay", "forward"])
+            .status()
+            .unwrap()
+            .success());
+        assert_eq!(iso.remove_bridge("ovbr1").unwrap(), 0);
+        assert!(ruleset().trim().is_empty(), "left behind:\n{}", ruleset());
     });
 }

@@ -336,13 +336,14 @@ impl Drop for Lab {
 }
 
 /// Removes the plugins' lock files of a host namespace: `/run/cni-overlay/locks/<inode>-vni*.lock`
-/// (vxlan-overlay) and `/run/cni-overlay/gwbridge-egress-<inode>.lock`.
+/// and `<inode>-isolation.lock` (vxlan-overlay) and `/run/cni-overlay/gwbridge-egress-<inode>.lock`.
 fn remove_lock_files(ns: &str) {
     use std::os::unix::fs::MetadataExt;
     let Ok(inode) = std::fs::metadata(format!("/run/netns/{ns}")).map(|m| m.ino()) else {
         return;
     };
     let _ = std::fs::remove_file(format!("/run/cni-overlay/gwbridge-egress-{inode}.lock"));
+    let _ = std::fs::remove_file(format!("/run/cni-overlay/locks/{inode}-isolation.lock"));
     if let Ok(entries) = std::fs::read_dir("/run/cni-overlay/locks") {
         for entry in entries.flatten() {
             if entry

@@ -5,6 +5,9 @@
 //! The bridge carries no address unless `hostAccess` is true, so the host has no route into the
 //! overlay and two networks may use one subnet. The gateway address (where the network's DNS will
 //! answer) lives in a small sandbox namespace `ovl-<vni>-<node>` joined to the bridge by a veth.
+//! With `hostAccess` the host does route into the bridge, so whatever it forwards could follow:
+//! nftables rules (the firewall crate's [`firewall::overlay_isolation`], table `inet cni_overlay`)
+//! drop what is routed into the bridge from another interface, and live exactly as long as it.
 //!
 //! Docker keeps the bridge itself in a per-network namespace. We cannot: the reference `bandwidth`
 //! plugin (and Kubernetes tooling) expects the host end of the container's veth in the runtime's
@@ -35,10 +38,21 @@ pub struct NetworkLock {
 /// Locks the network on this host. The host namespace's inode is part of the lock's name, so
 /// simulated hosts sharing one machine do not share locks.
 pub fn lock(cfg: &OverlayConfig) -> Result<NetworkLock, CniError> {
+    lock_file(&format!("vni{}", cfg.vni))
+}
+
+/// Locks the isolation table of this host. The networks' own locks do not cover it: every
+/// hostAccess network's rules share the table, and the table goes with its last rule, which is
+/// decided on a reading of it. Taken inside a network's lock, never the other way round.
+fn isolation_lock() -> Result<NetworkLock, CniError> {
+    lock_file("isolation")
+}
+
+fn lock_file(what: &str) -> Result<NetworkLock, CniError> {
     let host = Netns::current()?;
     std::fs::create_dir_all(LOCK_DIR)
         .map_err(|e| CniError::new(codes::IO_FAILURE, format!("creating {LOCK_DIR}: {e}")))?;
-    let path = format!("{LOCK_DIR}/{}-vni{}.lock", host.inode(), cfg.vni);
+    let path = format!("{LOCK_DIR}/{}-{what}.lock", host.inode());
     let file = File::options()
         .create(true)
         .truncate(false)
@@ -161,6 +175,10 @@ pub async fn ensure(
         nl.set_master(vxlan.index, bridge.index).await?;
     }
     if cfg.host_access {
+        // The isolation first: the address gives the host its route into the bridge, and there
+        // must be no moment when that route is open to what the host forwards. Run on every ADD,
+        // so that rules lost since (a firewall reload flushing the ruleset) come back.
+        isolate(&bridge.name)?;
         // The host reaches its local containers through the bridge's address.
         for gw in gateways {
             nl.add_address(bridge.index, *gw).await?;
@@ -240,7 +258,26 @@ pub async fn remove_if_unused(nl: &Netlink, cfg: &OverlayConfig) -> Result<bool,
         nl.delete_link(&cfg.bridge_name()).await?;
     }
     netops::delete_named_netns(&cfg.sandbox_name())?;
+    // After the bridge (its address and route went with it), also when the bridge was already
+    // gone: a DEL retried after a failure here, or GC, still finds the rules to remove. Networks
+    // without hostAccess never touch nftables (nor need `nft` on the host).
+    if cfg.host_access {
+        unisolate(&cfg.bridge_name())?;
+    }
     Ok(true)
+}
+
+/// Adds the isolation rules of `bridge` (idempotent).
+fn isolate(bridge: &str) -> Result<(), CniError> {
+    let _lock = isolation_lock()?;
+    Ok(firewall::OverlayIsolation::new().add_bridge(bridge)?)
+}
+
+/// Removes the isolation rules of `bridge`, and the table with the last ones (idempotent).
+fn unisolate(bridge: &str) -> Result<(), CniError> {
+    let _lock = isolation_lock()?;
+    firewall::OverlayIsolation::new().remove_bridge(bridge)?;
+    Ok(())
 }
 
 /// The gateway addresses from an IPAM result, with their subnets' prefix lengths.

@@ -1,6 +1,7 @@
 //! vxlan-overlay on a lab of simulated hosts (network namespaces on an underlay), driven through the
 //! plugin binaries as a runtime drives them, with etcd and one overlayd per host inside the lab.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -165,6 +166,25 @@ fn etcd_keys(lab: &Lab, prefix: &str) -> Vec<String> {
     .collect()
 }
 
+/// The nftables tables of namespace `ns`, one per line (`table inet cni_overlay`).
+fn nft_tables(ns: &str) -> String {
+    in_ns(ns, &["nft", "list", "tables"])
+}
+
+/// How many packets the isolation drop rule of `bridge` has dropped in namespace `ns`.
+fn isolation_drops(ns: &str, bridge: &str) -> u64 {
+    let table = in_ns(ns, &["nft", "list", "table", "inet", "cni_overlay"]);
+    let line = table
+        .lines()
+        .find(|l| l.contains(&format!("\"bridge {bridge} isolation drop\"")))
+        .unwrap_or_else(|| panic!("no drop rule for {bridge}:\n{table}"));
+    line.split("counter packets ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {line}"))
+}
+
 #[test]
 fn containers_on_two_hosts_ping_each_other_right_after_add() {
     let mut lab = Lab::new(2);
@@ -255,6 +275,164 @@ fn host_access_false_keeps_the_host_out_and_true_lets_it_in() {
 }
 
 #[test]
+fn host_access_networks_are_not_reachable_through_the_host_from_each_other() {
+    let mut lab = Lab::new(1);
+    let host = lab.host(0).ns.clone();
+    // The host routes between its interfaces, as with gwbridge-egress or on Kubernetes hosts: in
+    // the simulated host's namespace only.
+    in_ns(&host, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let mut a = Net::new("isoa", 410, "10.41.0.0/24");
+    a.extra = json!({"hostAccess": true});
+    let mut b = Net::new("isob", 420, "10.42.0.0/24");
+    b.extra = json!({"hostAccess": true});
+    let (a1, a1_addr, _) = add(&mut lab, 0, &a, "a1");
+    let (b1, b1_addr, _) = add(&mut lab, 0, &b, "b1");
+    // Each container sends the other network's subnet to its gateway: the host's address on its
+    // bridge, which has a route to the other bridge.
+    in_ns(
+        &b1,
+        &["ip", "route", "add", "10.41.0.0/24", "via", "10.42.0.1"],
+    );
+    in_ns(
+        &a1,
+        &["ip", "route", "add", "10.42.0.0/24", "via", "10.41.0.1"],
+    );
+
+    assert!(lab.ping(&host, &a1_addr), "the host cannot reach a1");
+    assert!(lab.ping(&host, &b1_addr), "the host cannot reach b1");
+    let tables = nft_tables(&host);
+    assert!(tables.contains("table inet cni_overlay"), "{tables}");
+    assert_eq!(
+        (
+            isolation_drops(&host, "ovbr410"),
+            isolation_drops(&host, "ovbr420")
+        ),
+        (0, 0)
+    );
+    assert!(!lab.ping(&b1, &a1_addr), "b1 reached a1 through the host");
+    assert!(!lab.ping(&a1, &b1_addr), "a1 reached b1 through the host");
+    // The isolation rules are what stopped them.
+    assert!(isolation_drops(&host, "ovbr410") > 0);
+    assert!(isolation_drops(&host, "ovbr420") > 0);
+
+    // A connection the host DNATs (a Kubernetes service or NodePort) still reaches a1 from b1.
+    in_ns(&host, &["nft", "add", "table", "ip", "svc"]);
+    in_ns(
+        &host,
+        &[
+            "nft",
+            "add",
+            "chain",
+            "ip",
+            "svc",
+            "pre",
+            "{ type nat hook prerouting priority dstnat; }",
+        ],
+    );
+    in_ns(
+        &host,
+        &[
+            "nft",
+            "add",
+            "rule",
+            "ip",
+            "svc",
+            "pre",
+            "ip",
+            "daddr",
+            "10.96.0.10",
+            "dnat",
+            "to",
+            &a1_addr,
+        ],
+    );
+    in_ns(
+        &b1,
+        &["ip", "route", "add", "10.96.0.0/12", "via", "10.42.0.1"],
+    );
+    assert!(
+        lab.ping_within(&b1, "10.96.0.10", Duration::from_secs(2)),
+        "a DNATed connection into a hostAccess network was dropped"
+    );
+    in_ns(&host, &["nft", "delete", "table", "ip", "svc"]);
+
+    // Without the rules the host does route b1 to a1; the next ADD of the network puts them back.
+    in_ns(&host, &["nft", "delete", "table", "inet", "cni_overlay"]);
+    assert!(
+        lab.ping_within(&b1, &a1_addr, Duration::from_secs(2)),
+        "b1 cannot reach a1 even without the isolation rules: the test proves nothing"
+    );
+    let (a2, _, _) = add(&mut lab, 0, &a, "a2");
+    assert!(!lab.ping(&b1, &a1_addr), "the isolation did not come back");
+    // Containers of one network still reach each other over the bridge.
+    assert!(lab.ping_within(&a2, &a1_addr, Duration::from_secs(2)));
+
+    // B's rules were deleted by hand above and not added since: its last DEL finds none and leaves
+    // A's alone; A's go with A's last container.
+    del(&lab, 0, &b, "b1");
+    let table = in_ns(&host, &["nft", "list", "table", "inet", "cni_overlay"]);
+    assert!(
+        table.contains("bridge ovbr410 isolation drop") && !table.contains("ovbr420"),
+        "{table}"
+    );
+    del(&lab, 0, &a, "a1");
+    assert!(
+        nft_tables(&host).contains("cni_overlay"),
+        "a2 still needs the isolation"
+    );
+    del(&lab, 0, &a, "a2");
+    assert!(
+        in_ns(&host, &["nft", "list", "ruleset"]).trim().is_empty(),
+        "nftables kept something after the last DEL:\n{}",
+        in_ns(&host, &["nft", "list", "ruleset"])
+    );
+    assert!(!links(&host).contains("ovbr4"));
+}
+
+#[test]
+fn host_access_add_is_undone_when_the_isolation_cannot_be_added() {
+    let mut lab = Lab::new(1);
+    let host = lab.host(0).ns.clone();
+    let before = links(&host);
+    // An `nft` that always fails, found first on PATH by the plugin.
+    let fake = lab.host(0).dir.join("failing-nft");
+    std::fs::create_dir_all(&fake).unwrap();
+    let script = fake.join("nft");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'simulated nft failure' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut net = Net::new("isof", 430, "10.43.0.0/24");
+    net.extra = json!({"hostAccess": true});
+    let (_, path) = lab.container("f1");
+    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "ADD")
+        .attachment("f1", &path, "eth0")
+        .env("CNI_PATH", &cni_path())
+        .env(
+            "PATH",
+            &format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", fake.display()),
+        )
+        .stdin(&net.config(&lab, 0));
+    let err = lab.run_on(0, &inv).err(105);
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains("simulated nft failure"),
+        "{err}"
+    );
+    assert_eq!(links(&host), before, "the failed ADD left links");
+    assert!(
+        etcd_keys(&lab, "/cni-overlay/ipam/isof/owners/").is_empty(),
+        "the allocation leaked"
+    );
+    assert!(etcd_keys(&lab, "/cni-overlay/endpoints/isof/").is_empty());
+    assert!(!nft_tables(&host).contains("cni_overlay"));
+}
+
+#[test]
 fn del_leaves_no_link_entry_namespace_or_record() {
     let mut lab = Lab::new(2);
     start_overlayd(&mut lab, 0);
@@ -264,6 +442,13 @@ fn del_leaves_no_link_entry_namespace_or_record() {
     let (c1, _, _) = add(&mut lab, 0, &net, "x1");
     let (_, a2, _) = add(&mut lab, 1, &net, "x2");
     assert!(lab.ping_within(&c1, &a2, Duration::from_secs(2)));
+    // Without hostAccess nothing of ours is in nftables, at any time.
+    for i in 0..2 {
+        assert!(
+            !nft_tables(&lab.host(i).ns).contains("cni_overlay"),
+            "a hostAccess=false network made the isolation table"
+        );
+    }
     let fdb_before = in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "dev", "ovx555"]);
     assert!(
         fdb_before.contains("dst 192.168.205.11"),
@@ -292,6 +477,9 @@ fn del_leaves_no_link_entry_namespace_or_record() {
     del(&lab, 0, &net, "x1");
     del(&lab, 0, &net, "x1");
     assert_eq!(links(&lab.host(0).ns), before[0], "node1 kept links");
+    for i in 0..2 {
+        assert!(!nft_tables(&lab.host(i).ns).contains("cni_overlay"));
+    }
     assert!(
         Lab::namespaces_starting_with("ovl-555-").is_empty(),
         "a sandbox namespace was left"
