@@ -254,7 +254,7 @@ fn dns(cfg: &OverlayConfig, ipam: &CniResult) -> cni::Dns {
 async fn del(cfg: &OverlayConfig, req: &Request) -> Result<(), CniError> {
     let host = Netlink::current().await?;
     {
-        let _lock = network::lock(cfg)?;
+        let lock = network::lock(cfg)?;
         // Deleting the host end removes the container end with it, namespace or not.
         host.delete_link(&netops::host_veth_name(
             "ov",
@@ -262,7 +262,7 @@ async fn del(cfg: &OverlayConfig, req: &Request) -> Result<(), CniError> {
             &req.env.ifname,
         ))
         .await?;
-        network::remove_if_unused(&host, cfg).await?;
+        network::remove_if_unused(&host, cfg, &lock).await?;
     }
     let mut store = Store::new(cfg.etcd.clone())?;
     peers::remove(&mut store, cfg, &req.env.container_id, &req.env.ifname).await
@@ -365,7 +365,7 @@ async fn gc(cfg: &OverlayConfig, valid: &HashSet<(String, String)>) -> Result<()
         }
     }
     let host = Netlink::current().await?;
-    let _lock = network::lock(cfg)?;
+    let lock = network::lock(cfg)?;
     if let Some(bridge) = host.link(&cfg.bridge_name()).await? {
         for port in host.links_with_master(bridge.index).await? {
             let Some((container_id, ifname)) =
@@ -382,7 +382,7 @@ async fn gc(cfg: &OverlayConfig, valid: &HashSet<(String, String)>) -> Result<()
             }
         }
     }
-    if let Err(e) = network::remove_if_unused(&host, cfg).await {
+    if let Err(e) = network::remove_if_unused(&host, cfg, &lock).await {
         first_error.get_or_insert(e);
     }
     first_error.map_or(Ok(()), Err)

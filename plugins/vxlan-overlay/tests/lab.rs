@@ -440,8 +440,18 @@ fn del_leaves_no_link_entry_namespace_or_record() {
     let before: Vec<String> = (0..2).map(|i| links(&lab.host(i).ns)).collect();
     let net = Net::new("clean", 555, "10.55.0.0/24");
     let (c1, _, _) = add(&mut lab, 0, &net, "x1");
-    let (_, a2, _) = add(&mut lab, 1, &net, "x2");
+    let (_, a2, r2) = add(&mut lab, 1, &net, "x2");
+    let mac2 = r2["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sandbox"].is_string())
+        .and_then(|i| i["mac"].as_str())
+        .unwrap()
+        .to_string();
     assert!(lab.ping_within(&c1, &a2, Duration::from_secs(2)));
+    // The ping taught node1's bridge where x2's MAC is (on the VXLAN port).
+    assert!(in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "br", "ovbr555"]).contains(&mac2));
     // Without hostAccess nothing of ours is in nftables, at any time.
     for i in 0..2 {
         assert!(
@@ -460,12 +470,13 @@ fn del_leaves_no_link_entry_namespace_or_record() {
     loop {
         let fdb = in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "dev", "ovx555"]);
         let neigh = in_ns(&lab.host(0).ns, &["ip", "neigh", "show", "dev", "ovx555"]);
-        if !fdb.contains("192.168.205.11") && !neigh.contains(&a2) {
+        let learnt = in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "br", "ovbr555"]);
+        if !fdb.contains("192.168.205.11") && !neigh.contains(&a2) && !learnt.contains(&mac2) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "node1 kept entries of a deleted endpoint: {fdb} {neigh}"
+            "node1 kept entries of a deleted endpoint: {fdb} {neigh} {learnt}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -487,6 +498,58 @@ fn del_leaves_no_link_entry_namespace_or_record() {
     assert!(etcd_keys(&lab, "/cni-overlay/endpoints/clean/").is_empty());
     assert!(etcd_keys(&lab, "/cni-overlay/ipam/clean/owners/").is_empty());
     assert!(etcd_keys(&lab, "/cni-overlay/ipam/clean/ips/").is_empty());
+    for i in 0..2 {
+        let lock = lock_file(&lab, i, "vni555");
+        assert!(!lock.exists(), "{} was left", lock.display());
+    }
+}
+
+/// vxlan-overlay's lock file of a network (`vni<N>`) or of the isolation table on a lab host.
+fn lock_file(lab: &Lab, host: usize, what: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(format!("/run/netns/{}", lab.host(host).ns))
+        .unwrap()
+        .ino();
+    format!("/run/cni-overlay/locks/{inode}-{what}.lock").into()
+}
+
+#[test]
+fn adds_and_last_dels_racing_on_one_host_stay_consistent() {
+    // Every round: four containers come and go at once, so the network's devices and its lock
+    // file are made and removed again and again while others wait on the lock.
+    let mut lab = Lab::new(1);
+    let net = Net::new("churn", 778, "10.78.0.0/24");
+    let paths: Vec<(String, String)> = (0..4).map(|i| lab.container(&format!("k{i}"))).collect();
+    for round in 0..6 {
+        std::thread::scope(|s| {
+            for (i, (_, path)) in paths.iter().enumerate() {
+                let (lab, net, paths) = (&lab, &net, &paths);
+                s.spawn(move || {
+                    // Staggered: some DELs overlap the next ADDs.
+                    std::thread::sleep(Duration::from_millis(7 * i as u64));
+                    let name = format!("k{i}");
+                    call(lab, 0, net, "ADD", &name, path).ok();
+                    // On the network's bridge, with its gateway sandbox, however the race went.
+                    let (ns, _) = &paths[i];
+                    assert!(
+                        lab.ping_within(ns, "10.78.0.1", Duration::from_secs(2)),
+                        "round {round}: {name} cannot reach the gateway"
+                    );
+                    del(lab, 0, net, &name);
+                });
+            }
+        });
+        let left = links(&lab.host(0).ns);
+        assert!(
+            !left.contains("ovbr778"),
+            "round {round}: devices left:\n{left}"
+        );
+        assert!(
+            !lock_file(&lab, 0, "vni778").exists(),
+            "round {round}: lock file left"
+        );
+    }
+    assert!(etcd_keys(&lab, "/cni-overlay/ipam/churn/ips/").is_empty());
 }
 
 #[test]
