@@ -88,7 +88,7 @@ lab_remove_lock_files() {
   local h inode
   for h in $(seq 1 "$LAB_HOSTS"); do
     inode=$(stat -c %i "/run/netns/$(lab_host_ns "$h")" 2>/dev/null) || continue
-    rm -f "/run/cni-overlay/gwbridge-egress-$inode.lock" "/run/cni-overlay/locks/$inode-vni"*.lock "/run/cni-overlay/locks/$inode-isolation.lock"
+    rm -f "/run/cni-overlay/locks/$inode-"*.lock
   done
 }
 

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use cni::{codes, CniError};
 
@@ -31,6 +32,19 @@ pub enum Error {
         target: String,
         reason: String,
     },
+
+    /// A lock file could not be made, opened or locked.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Another invocation held a lock longer than we wait.
+    #[error("another invocation has held {what} for {} s", waited.as_secs())]
+    Busy { what: String, waited: Duration },
 }
 
 impl Error {
@@ -71,6 +85,8 @@ impl From<Error> for CniError {
             Error::Kernel { .. } | Error::Invalid { .. } => {
                 CniError::new(codes::KERNEL, err.to_string())
             }
+            Error::Io { .. } => CniError::new(codes::IO_FAILURE, err.to_string()),
+            Error::Busy { .. } => CniError::try_again(err.to_string()),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Netlink and network-namespace operations for the cni-overlay plugins: namespaces, links
-//! (bridge, VXLAN, veth), addresses, routes, FDB and neighbour entries, sysctls.
+//! (bridge, VXLAN, veth), addresses, routes, FDB and neighbour entries, sysctls, and the per-host
+//! locks between plugin invocations.
 //!
 //! Every async function runs on a tokio runtime with IO enabled (the plugins use a
 //! current_thread one). No thread of the caller ever changes network namespace: work inside
@@ -9,6 +10,7 @@
 mod addr;
 mod error;
 mod link;
+mod lock;
 mod mac;
 mod neigh;
 mod netns;
@@ -16,6 +18,7 @@ mod sysctl;
 
 pub use error::Error;
 pub use link::{Link, Netlink};
+pub use lock::{HostLock, LOCK_DIR};
 pub use mac::{format_mac, host_veth_name, parse_mac};
 pub use netns::{create_named_netns, delete_named_netns, Netns, NETNS_RUN_DIR};
 pub use sysctl::{get_sysctl, set_sysctl};

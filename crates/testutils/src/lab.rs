@@ -335,22 +335,17 @@ impl Drop for Lab {
     }
 }
 
-/// Removes the plugins' lock files of a host namespace: `/run/cni-overlay/locks/<inode>-vni*.lock`
-/// and `<inode>-isolation.lock` (vxlan-overlay) and `/run/cni-overlay/gwbridge-egress-<inode>.lock`.
+/// Removes the plugins' lock files of a host namespace: `/run/cni-overlay/locks/<inode>-*.lock`
+/// (vxlan-overlay's `vni<N>` and `isolation`, gwbridge-egress's `gwbridge-egress`).
 fn remove_lock_files(ns: &str) {
     use std::os::unix::fs::MetadataExt;
     let Ok(inode) = std::fs::metadata(format!("/run/netns/{ns}")).map(|m| m.ino()) else {
         return;
     };
-    let _ = std::fs::remove_file(format!("/run/cni-overlay/gwbridge-egress-{inode}.lock"));
-    let _ = std::fs::remove_file(format!("/run/cni-overlay/locks/{inode}-isolation.lock"));
     if let Ok(entries) = std::fs::read_dir("/run/cni-overlay/locks") {
         for entry in entries.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{inode}-vni"))
-            {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{inode}-")) && name.ends_with(".lock") {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

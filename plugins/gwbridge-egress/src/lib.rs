@@ -19,7 +19,6 @@
 
 mod config;
 mod ipam;
-mod lock;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -27,11 +26,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use cni::{codes, CniError, CniResult, Interface, IpConfig, Plugin, Request, Route};
 use firewall::{BridgeRules, Firewall, Mapping, Protocol};
 use ipnetwork::IpNetwork;
-use netops::{format_mac, host_veth_name, Netlink, Netns};
+use netops::{format_mac, host_veth_name, HostLock, Netlink, Netns};
 
 pub use crate::config::Config;
 use crate::ipam::{Ipam, Who};
-use crate::lock::HostLock;
 
 /// Prefix of the host-side veth names (`gw` + 11 hex digits of a hash of container id and ifname).
 pub const VETH_PREFIX: &str = "gw";
@@ -297,7 +295,7 @@ async fn add(req: &Request, cfg: &Config) -> Result<CniResult, CniError> {
     let container_ns = Netns::open(&req.env.netns)?;
     let tag = tag(req, cfg);
     let fw = Firewall::new();
-    let lock = HostLock::acquire()?;
+    let lock = host_lock()?;
     // Refuse a taken port before anything changes (add_container checks again, under this lock).
     if !requested.is_empty() {
         let published = fw.list_port_mappings()?;
@@ -353,7 +351,7 @@ async fn add(req: &Request, cfg: &Config) -> Result<CniResult, CniError> {
                 log::warn!("undo: IPAM DEL: {u}");
             }
             match remove_bridge_if_unused(cfg, &fw).await {
-                Ok(true) => lock.release_and_remove(),
+                Ok(true) => lock.remove_file(),
                 Ok(false) => {}
                 Err(u) => log::warn!("undo: {u}"),
             }
@@ -473,7 +471,7 @@ async fn remove_bridge_if_unused(cfg: &Config, fw: &Firewall) -> Result<bool, Cn
 async fn del(req: &Request, cfg: &Config) -> Result<(), CniError> {
     let tag = tag(req, cfg);
     let fw = Firewall::new();
-    let lock = HostLock::acquire()?;
+    let lock = host_lock()?;
     let host = Netlink::current().await?;
     // The host side goes by name and takes the container side with it: no namespace needed.
     host.delete_link(&host_veth_name(
@@ -488,7 +486,7 @@ async fn del(req: &Request, cfg: &Config) -> Result<(), CniError> {
     let clean = remove_bridge_if_unused(cfg, &fw).await?;
     released?;
     if clean {
-        lock.release_and_remove();
+        lock.remove_file();
     }
     Ok(())
 }
@@ -671,7 +669,7 @@ async fn gc(req: &Request, cfg: &Config) -> Result<(), CniError> {
         .map(|a| firewall::tag(network, &a.container_id, &cfg.ifname))
         .collect();
     let fw = Firewall::new();
-    let lock = HostLock::acquire()?;
+    let lock = host_lock()?;
     let host = Netlink::current().await?;
     let ipam = ipam(req, cfg);
     let mut failures = Vec::new();
@@ -711,12 +709,19 @@ async fn gc(req: &Request, cfg: &Config) -> Result<(), CniError> {
         ));
     }
     if clean {
-        lock.release_and_remove();
+        lock.remove_file();
     }
     Ok(())
 }
 
 /// A one-shot runtime: the plugin lives for one request.
+/// One lock per host, held by ADD, DEL and GC for their whole run: the port conflict check and
+/// the rule addition, and "last container leaves: remove the bridge" against a concurrent ADD,
+/// each happen as one step. The last user removes its file.
+fn host_lock() -> Result<HostLock, CniError> {
+    Ok(HostLock::acquire("gwbridge-egress")?)
+}
+
 fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, CniError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -16,84 +16,27 @@
 //! Creation and removal happen under a per-network lock on this host, so several first ADDs (or an
 //! ADD racing the last DEL) cannot half-build or tear down each other's devices.
 
-use std::fs::File;
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 
 use cni::{codes, CniError};
 use ipnetwork::IpNetwork;
-use netops::{Link, Netlink, Netns};
-use nix::fcntl::{Flock, FlockArg};
+use netops::{HostLock, Link, Netlink, Netns};
 
 use crate::config::{OverlayConfig, VtepChoice};
 
-const LOCK_DIR: &str = "/run/cni-overlay/locks";
 /// The gateway's interface inside the sandbox namespace.
 const SANDBOX_IFNAME: &str = "gw";
 
-/// Holds the per-network lock of this host until dropped.
-pub struct NetworkLock {
-    _file: Flock<File>,
-    path: String,
-}
-
-impl NetworkLock {
-    /// Removes the lock file while the lock is still held, when what it guarded is gone from this
-    /// host: otherwise one file per network ever used would pile up. Safe because whoever waits
-    /// on the removed file finds, once it holds the lock, that the path no longer leads to its
-    /// file, and starts over on a new one (see `lock_file`).
-    fn remove_file(&self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            log::debug!("removing {}: {e}", self.path);
-        }
-    }
-}
-
-/// Locks the network on this host. The host namespace's inode is part of the lock's name, so
-/// simulated hosts sharing one machine do not share locks.
-pub fn lock(cfg: &OverlayConfig) -> Result<NetworkLock, CniError> {
-    lock_file(&format!("vni{}", cfg.vni))
+/// Locks the network on this host, for making or removing its devices.
+pub fn lock(cfg: &OverlayConfig) -> Result<HostLock, CniError> {
+    Ok(HostLock::acquire(&format!("vni{}", cfg.vni))?)
 }
 
 /// Locks the isolation table of this host. The networks' own locks do not cover it: every
 /// hostAccess network's rules share the table, and the table goes with its last rule, which is
 /// decided on a reading of it. Taken inside a network's lock, never the other way round.
-fn isolation_lock() -> Result<NetworkLock, CniError> {
-    lock_file("isolation")
-}
-
-fn lock_file(what: &str) -> Result<NetworkLock, CniError> {
-    let host = Netns::current()?;
-    std::fs::create_dir_all(LOCK_DIR)
-        .map_err(|e| CniError::new(codes::IO_FAILURE, format!("creating {LOCK_DIR}: {e}")))?;
-    lock_path(format!("{LOCK_DIR}/{}-{what}.lock", host.inode()))
-}
-
-fn lock_path(path: String) -> Result<NetworkLock, CniError> {
-    let io = |what: &str, e: std::io::Error| {
-        CniError::new(codes::IO_FAILURE, format!("{what} {path}: {e}"))
-    };
-    loop {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| io("opening", e))?;
-        let file =
-            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io("locking", e.into()))?;
-        // The previous holder may have removed the file while we waited on it: a lock on a file
-        // no one else can open any more guards nothing.
-        let held = file.metadata().map_err(|e| io("reading", e))?;
-        match std::fs::metadata(&path) {
-            Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => {
-                return Ok(NetworkLock { _file: file, path });
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("reading", e)),
-        }
-    }
+fn isolation_lock() -> Result<HostLock, CniError> {
+    Ok(HostLock::acquire("isolation")?)
 }
 
 /// The underlay device and this host's VXLAN tunnel endpoint address on it.
@@ -272,7 +215,7 @@ async fn ensure_sandbox(
 pub async fn remove_if_unused(
     nl: &Netlink,
     cfg: &OverlayConfig,
-    lock: &NetworkLock,
+    lock: &HostLock,
 ) -> Result<bool, CniError> {
     if let Some(bridge) = nl.link(&cfg.bridge_name()).await? {
         let infrastructure = [cfg.vxlan_name(), cfg.gateway_veth_name()];
@@ -331,48 +274,4 @@ pub fn gateways(result: &cni::CniResult) -> Vec<IpNetwork> {
                 .and_then(|g| IpNetwork::new(g, ip.address.prefix()).ok())
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use nix::errno::Errno;
-    use std::sync::mpsc;
-    use std::time::Duration;
-
-    #[test]
-    fn a_lock_file_removed_under_a_waiter_is_not_a_lock_any_more() {
-        let dir = testutils::TempDir::new("locks");
-        let path = dir.path().join("vni7.lock").display().to_string();
-        let first = lock_path(path.clone()).unwrap();
-        let (locked, wait_locked) = mpsc::channel();
-        let (release, wait_release) = mpsc::channel::<()>();
-        let waiter = {
-            let path = path.clone();
-            std::thread::spawn(move || {
-                let lock = lock_path(path).unwrap();
-                locked.send(()).unwrap();
-                wait_release.recv().unwrap();
-                drop(lock);
-            })
-        };
-        // The waiter blocks on the first holder's file; the holder removes it, then lets go.
-        std::thread::sleep(Duration::from_millis(100));
-        first.remove_file();
-        drop(first);
-        wait_locked.recv().unwrap();
-        // What the waiter holds must exclude whoever comes next and opens the path.
-        let next = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        match Flock::lock(next, FlockArg::LockExclusiveNonblock) {
-            Err((_, errno)) => assert_eq!(errno, Errno::EWOULDBLOCK),
-            Ok(_) => panic!("a second holder got the lock while the waiter held it"),
-        }
-        release.send(()).unwrap();
-        waiter.join().unwrap();
-    }
 }

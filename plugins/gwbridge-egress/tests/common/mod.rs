@@ -475,7 +475,9 @@ pub fn lock_file(lab: &Lab, i: usize) -> PathBuf {
     let inode = std::fs::metadata(format!("/run/netns/{}", lab.host(i).ns))
         .unwrap()
         .ino();
-    PathBuf::from(format!("/run/cni-overlay/gwbridge-egress-{inode}.lock"))
+    PathBuf::from(format!(
+        "/run/cni-overlay/locks/{inode}-gwbridge-egress.lock"
+    ))
 }
 
 pub fn nft_table(lab: &Lab, i: usize) -> String {
