@@ -121,8 +121,13 @@ impl PortMapping {
         self.protocol.to_ascii_lowercase()
     }
 
+    /// The host address the port is published on; None for every address, which is what an empty
+    /// `hostIP` and the unspecified addresses (`0.0.0.0`, `::`, as Kubernetes may send) mean.
     pub fn host_ip(&self) -> Option<IpAddr> {
-        self.host_ip.parse().ok()
+        self.host_ip
+            .parse()
+            .ok()
+            .filter(|ip: &IpAddr| !ip.is_unspecified())
     }
 }
 
@@ -327,6 +332,8 @@ mod tests {
                 {"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "192.168.0.1"},
                 {"HostPort": 5353, "ContainerPort": 53, "Protocol": "UDP", "HostIP": ""},
                 {"hostPort": 9000, "containerPort": 9000},
+                {"hostPort": 9001, "containerPort": 1, "hostIP": "0.0.0.0"},
+                {"hostPort": 9002, "containerPort": 1, "hostIP": "::"},
             ]}}),
         )
         .unwrap();
@@ -342,6 +349,8 @@ mod tests {
         );
         assert_eq!(pm[1].host_ip(), None);
         assert_eq!(pm[2].protocol(), "tcp");
+        // The unspecified addresses mean every address, as an empty hostIP does.
+        assert_eq!((pm[3].host_ip(), pm[4].host_ip()), (None, None));
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub mod overlay_isolation;
 pub use overlay_isolation::OverlayIsolation;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -184,6 +184,25 @@ pub struct Mapping {
     pub host_port: u16,
     pub container_addr: IpAddr,
     pub container_port: u16,
+}
+
+impl Mapping {
+    /// Whether a packet could be meant for both this mapping and one of `protocol` on `host_ip`
+    /// (None: every address) and `host_port`: same protocol and port, and host addresses that
+    /// overlap (either is every address, or both name the same one). Mappings on two different
+    /// addresses of the host do not collide, as with Docker.
+    pub fn overlaps(&self, protocol: Protocol, host_ip: Option<IpAddr>, host_port: u16) -> bool {
+        self.protocol == protocol
+            && self.host_port == host_port
+            && match (self.host_ip, host_ip) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+
+    fn overlaps_mapping(&self, other: &Mapping) -> bool {
+        self.overlaps(other.protocol, other.host_ip, other.host_port)
+    }
 }
 
 impl std::fmt::Display for Mapping {
@@ -431,8 +450,8 @@ impl Firewall {
 
     /// Records the container tagged `tag` (with its bridge addresses) and publishes `mappings` for
     /// it, all in one transaction. Refused with [`Error::PortInUse`] (and nothing changed) when a
-    /// host port and protocol is already published on this host, by anyone, or twice in `mappings`
-    /// for different targets.
+    /// host port and protocol is already published on this host on an overlapping host address
+    /// ([`Mapping::overlaps`]), by anyone, or twice in `mappings` for different targets.
     pub fn add_container(
         &self,
         tag: &str,
@@ -459,13 +478,18 @@ impl Firewall {
         self.apply(batch, &action)
     }
 
-    /// Who publishes `port`/`protocol` on this host, if anyone: lets a caller refuse a taken port
-    /// before it changes anything else.
-    pub fn holder_of(&self, protocol: Protocol, port: u16) -> Result<Option<String>> {
+    /// Who publishes `port`/`protocol` on `host_ip` (None: any address) on this host, if anyone:
+    /// lets a caller refuse a taken port before it changes anything else.
+    pub fn holder_of(
+        &self,
+        protocol: Protocol,
+        host_ip: Option<IpAddr>,
+        port: u16,
+    ) -> Result<Option<String>> {
         Ok(self
             .list_port_mappings()?
             .into_iter()
-            .find(|p| p.mapping.protocol == protocol && p.mapping.host_port == port)
+            .find(|p| p.mapping.overlaps(protocol, host_ip, port))
             .map(|p| p.tag))
     }
 
@@ -827,33 +851,24 @@ fn published_in(snap: &Snapshot) -> Vec<Published> {
 }
 
 fn check_conflicts(existing: &[Published], tag: &str, mappings: &[Mapping]) -> Result<()> {
-    let mut taken: BTreeMap<(Protocol, u16), (&str, Option<&Mapping>)> = existing
-        .iter()
-        .map(|p| {
-            (
-                (p.mapping.protocol, p.mapping.host_port),
-                (p.tag.as_str(), None),
-            )
-        })
-        .collect();
-    for m in mappings {
-        let key = (m.protocol, m.host_port);
-        match taken.get(&key) {
-            // The same port twice in one request is fine only as the two families of one mapping.
-            Some((holder, Some(earlier)))
-                if *holder == tag
+    let in_use = |m: &Mapping, holder: &str| Error::PortInUse {
+        protocol: m.protocol,
+        port: m.host_port,
+        holder: holder.to_string(),
+    };
+    for (i, m) in mappings.iter().enumerate() {
+        if let Some(p) = existing.iter().find(|p| p.mapping.overlaps_mapping(m)) {
+            return Err(in_use(m, &p.tag));
+        }
+        // The same port twice in one request is fine only as the two families of one mapping.
+        let clash = mappings[..i].iter().any(|earlier| {
+            earlier.overlaps_mapping(m)
+                && !(earlier.host_ip == m.host_ip
                     && earlier.container_port == m.container_port
-                    && earlier.container_addr.is_ipv4() != m.container_addr.is_ipv4() => {}
-            Some((holder, _)) => {
-                return Err(Error::PortInUse {
-                    protocol: m.protocol,
-                    port: m.host_port,
-                    holder: holder.to_string(),
-                })
-            }
-            None => {
-                taken.insert(key, (tag, Some(m)));
-            }
+                    && earlier.container_addr.is_ipv4() != m.container_addr.is_ipv4())
+        });
+        if clash {
+            return Err(in_use(m, tag));
         }
     }
     Ok(())

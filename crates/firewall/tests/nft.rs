@@ -124,6 +124,50 @@ fn bridge_nat_is_idempotent_and_leaves_nothing_when_removed() {
 }
 
 #[test]
+fn one_port_on_two_host_addresses_is_two_mappings() {
+    in_fresh_netns(|_| {
+        let fw = Firewall::new();
+        let on = |ip: &str, addr: &str| {
+            let mut m = mapping(Protocol::Tcp, 8080, addr, 80);
+            m.host_ip = Some(ip.parse().unwrap());
+            m
+        };
+        let (a, b, c) = (
+            tag("demo", "aaaa", "eth1"),
+            tag("demo", "bbbb", "eth1"),
+            tag("demo", "cccc", "eth1"),
+        );
+        fw.add_container(&a, &[], &[on("192.168.205.10", "172.18.0.2")])
+            .unwrap();
+        // Another address of the host: free, as with Docker.
+        fw.add_container(&b, &[], &[on("192.168.205.20", "172.18.0.3")])
+            .unwrap();
+        let ip = |s: &str| Some(s.parse().unwrap());
+        assert_eq!(
+            fw.holder_of(Protocol::Tcp, ip("192.168.205.20"), 8080)
+                .unwrap(),
+            Some(b.clone())
+        );
+        assert_eq!(
+            fw.holder_of(Protocol::Tcp, ip("192.168.205.30"), 8080)
+                .unwrap(),
+            None
+        );
+        // The same address again, or every address: taken.
+        let before = ruleset();
+        for taken in [
+            on("192.168.205.10", "172.18.0.4"),
+            mapping(Protocol::Tcp, 8080, "172.18.0.4", 80),
+        ] {
+            let err = fw.add_container(&c, &[], &[taken]).unwrap_err();
+            assert!(matches!(err, Error::PortInUse { port: 8080, .. }), "{err}");
+        }
+        assert_eq!(ruleset(), before, "a refused mapping changed the ruleset");
+        assert!(fw.holder_of(Protocol::Tcp, None, 8080).unwrap().is_some());
+    });
+}
+
+#[test]
 fn port_mappings_round_trip_conflict_and_removal() {
     in_fresh_netns(|_| {
         let fw = Firewall::new();
@@ -155,8 +199,11 @@ fn port_mappings_round_trip_conflict_and_removal() {
             })
         );
         assert_eq!(fw.container(&b).unwrap(), None);
-        assert_eq!(fw.holder_of(Protocol::Udp, 5353).unwrap(), Some(a.clone()));
-        assert_eq!(fw.holder_of(Protocol::Tcp, 5353).unwrap(), None);
+        assert_eq!(
+            fw.holder_of(Protocol::Udp, None, 5353).unwrap(),
+            Some(a.clone())
+        );
+        assert_eq!(fw.holder_of(Protocol::Tcp, None, 5353).unwrap(), None);
         assert!(text.contains("dnat ip6 to [fd00:18::2]:80"), "{text}");
         assert!(
             text.contains("ip daddr 192.168.205.10 udp dport 5353 dnat ip to 172.18.0.2:53"),

@@ -302,7 +302,7 @@ async fn add(req: &Request, cfg: &Config) -> Result<CniResult, CniError> {
         for (protocol, pm) in &requested {
             if let Some(p) = published
                 .iter()
-                .find(|p| p.mapping.protocol == *protocol && p.mapping.host_port == pm.host_port)
+                .find(|p| p.mapping.overlaps(*protocol, pm.host_ip(), pm.host_port))
             {
                 return Err(firewall::Error::PortInUse {
                     protocol: *protocol,
