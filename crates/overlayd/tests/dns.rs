@@ -24,62 +24,11 @@ use hickory_proto::rr::{Name, RecordType};
 use netops::Netns;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
-use testutils::lab::{Lab, INTERNET_ADDR};
+use testutils::lab::{bin_dir, cni_path, Lab, OverlayNet, INTERNET_ADDR};
 use testutils::{Invocation, Output};
 
 /// Where the tests wait for something that should take milliseconds.
 const SOON: Duration = Duration::from_secs(2);
-
-/// The directory of the plugins built with this test (same profile): CNI_PATH.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    for b in ["vxlan-overlay", "etcd-ipam"] {
-        assert!(
-            dir.join(b).exists(),
-            "{b} is not built in {} (cargo test --workspace builds it; or cargo build -p \
-             vxlan-overlay -p etcd-ipam in the same profile)",
-            dir.display()
-        );
-    }
-    dir
-}
-
-fn cni_path() -> String {
-    format!("{}:/usr/lib/cni", bin_dir().display())
-}
-
-struct Net {
-    name: String,
-    vni: u32,
-    ipam: Value,
-    extra: Value,
-}
-
-impl Net {
-    fn new(name: &str, vni: u32, subnet: &str) -> Net {
-        Net {
-            name: name.into(),
-            vni,
-            ipam: json!({"type": "etcd-ipam", "subnet": subnet}),
-            extra: json!({}),
-        }
-    }
-
-    fn config(&self, lab: &Lab, host: usize) -> Value {
-        let h = lab.host(host);
-        let mut ipam = self.ipam.clone();
-        ipam["dataDir"] = json!(h.dir.join("etcd-ipam"));
-        let mut c = json!({"cniVersion": "1.0.0", "name": self.name, "type": "vxlan-overlay",
-                           "vni": self.vni, "node": h.name,
-                           "etcd": {"endpoints": [lab.etcd_endpoint], "timeoutMs": 3000},
-                           "ipam": ipam});
-        for (k, v) in self.extra.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-        c
-    }
-}
 
 /// A container added through the plugin; its resolv.conf is removed on drop.
 struct Container {
@@ -179,7 +128,7 @@ impl World {
     }
 
     /// ADD of a new container `name` on `host`, with extra top-level config (runtimeConfig).
-    fn add_with(&mut self, host: usize, net: &Net, name: &str, extra: Value) -> Container {
+    fn add_with(&mut self, host: usize, net: &OverlayNet, name: &str, extra: Value) -> Container {
         let (ns, path) = self.lab.container(name);
         let mut conf = net.config(&self.lab, host);
         for (k, v) in extra.as_object().unwrap() {
@@ -213,11 +162,11 @@ impl World {
         }
     }
 
-    fn add(&mut self, host: usize, net: &Net, name: &str) -> Container {
+    fn add(&mut self, host: usize, net: &OverlayNet, name: &str) -> Container {
         self.add_with(host, net, name, json!({}))
     }
 
-    fn del(&self, host: usize, net: &Net, name: &str) {
+    fn del(&self, host: usize, net: &OverlayNet, name: &str) {
         let conf = net.config(&self.lab, host);
         self.call(host, "DEL", name, "", &conf).ok();
     }
@@ -379,7 +328,7 @@ fn getent(c: &Container, name: &str) -> String {
 #[test]
 fn test1_and_test2_on_two_hosts_resolve_and_ping_each_other_by_name() {
     let mut w = World::new(2);
-    let net = Net::new("Demo", 4242, "10.0.0.0/24");
+    let net = OverlayNet::new("Demo", 4242, "10.0.0.0/24");
     let t1 = w.add(0, &net, "test1");
     // From test1 on node1, ask for test2 every millisecond while node2 adds it.
     let seen = Probe::new(&t1, "10.0.0.1").wait_in_background(
@@ -469,8 +418,8 @@ fn test1_and_test2_on_two_hosts_resolve_and_ping_each_other_by_name() {
 #[test]
 fn another_network_does_not_see_the_names() {
     let mut w = World::new(2);
-    let demo = Net::new("demo", 4242, "10.0.0.0/24");
-    let other = Net::new("other", 4343, "10.0.1.0/24");
+    let demo = OverlayNet::new("demo", 4242, "10.0.0.0/24");
+    let other = OverlayNet::new("other", 4343, "10.0.1.0/24");
     let _t1 = w.add(0, &demo, "test1");
     let t2 = w.add(1, &demo, "test2");
     let o1 = w.add(0, &other, "o1");
@@ -495,7 +444,7 @@ fn another_network_does_not_see_the_names() {
 #[test]
 fn a_deleted_container_stops_resolving_at_once_and_the_last_local_one_closes_the_sockets() {
     let mut w = World::new(2);
-    let net = Net::new("gone", 4500, "10.45.0.0/24");
+    let net = OverlayNet::new("gone", 4500, "10.45.0.0/24");
     let t1 = w.add(0, &net, "test1");
     let t2 = w.add(1, &net, "test2");
     let a2 = t2.addr(false);
@@ -535,7 +484,7 @@ fn a_deleted_container_stops_resolving_at_once_and_the_last_local_one_closes_the
 #[test]
 fn dual_stack_answers_aaaa_and_ptr_over_both_families() {
     let mut w = World::new(2);
-    let mut net = Net::new("ds", 4600, "");
+    let mut net = OverlayNet::new("ds", 4600, "");
     net.ipam = json!({"type": "etcd-ipam",
                       "ranges": [[{"subnet": "10.46.0.0/24"}], [{"subnet": "fd46::/64"}]]});
     let t1 = w.add(0, &net, "test1");
@@ -608,7 +557,7 @@ fn other_names_are_forwarded_to_the_upstream_resolver() {
         "dnsmasq did not start in the lab's internet"
     );
 
-    let net = Net::new("fwd", 4700, "10.47.0.0/24");
+    let net = OverlayNet::new("fwd", 4700, "10.47.0.0/24");
     let t1 = w.add(0, &net, "test1");
     let _t2 = w.add(1, &net, "test2");
     let started = Instant::now();
@@ -650,7 +599,7 @@ fn other_names_are_forwarded_to_the_upstream_resolver() {
 #[test]
 fn a_restarted_overlayd_answers_again() {
     let mut w = World::new(2);
-    let net = Net::new("again", 4800, "10.48.0.0/24");
+    let net = OverlayNet::new("again", 4800, "10.48.0.0/24");
     let t1 = w.add(0, &net, "test1");
     let t2 = w.add(1, &net, "test2");
     let a2 = t2.addr(false);
@@ -674,7 +623,7 @@ fn a_restarted_overlayd_answers_again() {
 #[test]
 fn host_access_networks_serve_on_the_bridge() {
     let mut w = World::new(2);
-    let mut net = Net::new("open", 4900, "10.49.0.0/24");
+    let mut net = OverlayNet::new("open", 4900, "10.49.0.0/24");
     net.extra = json!({"hostAccess": true});
     let t1 = w.add(0, &net, "test1");
     let t2 = w.add(1, &net, "test2");
@@ -694,7 +643,7 @@ fn host_access_networks_serve_on_the_bridge() {
 #[test]
 fn no_query_is_dropped_while_records_change() {
     let mut w = World::new(2);
-    let net = Net::new("churn", 5000, "10.50.0.0/22");
+    let net = OverlayNet::new("churn", 5000, "10.50.0.0/22");
     let t1 = w.add(0, &net, "test1");
     let t2 = w.add(1, &net, "test2");
     let a2 = t2.addr(false);
@@ -754,7 +703,7 @@ fn sandbox_inode(node: &str) -> u64 {
 #[test]
 fn a_sandbox_made_anew_under_a_running_server_is_followed() {
     let mut w = World::new(1);
-    let net = Net::new("anew", 5100, "10.51.0.0/24");
+    let net = OverlayNet::new("anew", 5100, "10.51.0.0/24");
     // A record of this node with no container behind it keeps the count above zero.
     let node = w.lab.host(0).name.clone();
     let ghost = common::endpoint(

@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+
 use crate::{free_port, Invocation, Output, TempDir};
 
 pub const UNDERLAY: &str = "192.168.205";
@@ -57,6 +59,66 @@ pub fn try_in_ns(ns: &str, args: &[&str]) -> bool {
     let mut full = vec!["ip", "netns", "exec", ns];
     full.extend_from_slice(args);
     try_sh(&full)
+}
+
+/// The directory of the workspace's binaries built with the running test (its profile's target
+/// directory): the plugins' CNI_PATH. Fails the test, naming what to build, when they are missing.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    for b in ["vxlan-overlay", "etcd-ipam", "overlayd"] {
+        assert!(
+            dir.join(b).exists(),
+            "{b} is not built in {} (cargo test --workspace builds it)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// CNI_PATH for the lab: our binaries first, then Debian's reference plugins.
+pub fn cni_path() -> String {
+    format!("{}:/usr/lib/cni", bin_dir().display())
+}
+
+/// A vxlan-overlay network as the lab's hosts configure it: etcd-ipam (or `ipam` replaced) with a
+/// data directory per host, the lab's etcd, the host's node name; `extra` keys are added on top.
+pub struct OverlayNet {
+    pub name: String,
+    pub vni: u32,
+    pub ipam: Value,
+    pub extra: Value,
+}
+
+impl OverlayNet {
+    pub fn new(name: &str, vni: u32, subnet: &str) -> OverlayNet {
+        OverlayNet {
+            name: name.into(),
+            vni,
+            ipam: json!({"type": "etcd-ipam", "subnet": subnet}),
+            extra: json!({}),
+        }
+    }
+
+    /// The network's configuration on lab host `host`.
+    pub fn config(&self, lab: &Lab, host: usize) -> Value {
+        let h = lab.host(host);
+        let mut ipam = self.ipam.clone();
+        let data = if ipam["type"] == "etcd-ipam" {
+            "etcd-ipam"
+        } else {
+            "host-local"
+        };
+        ipam["dataDir"] = json!(h.dir.join(data));
+        let mut c = json!({"cniVersion": "1.0.0", "name": self.name, "type": "vxlan-overlay",
+                           "vni": self.vni, "node": h.name,
+                           "etcd": {"endpoints": [lab.etcd_endpoint], "timeoutMs": 3000},
+                           "ipam": ipam});
+        for (k, v) in self.extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
 }
 
 pub struct Host {

@@ -2,67 +2,20 @@
 //! plugin binaries as a runtime drives them, with etcd and one overlayd per host inside the lab.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testutils::lab::{in_ns, Lab};
+use testutils::lab::{bin_dir, cni_path, in_ns, Lab, OverlayNet};
 use testutils::{Invocation, Output};
 
-/// The directory of the built binaries (the test's own profile): CNI_PATH for the plugins.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    for b in ["vxlan-overlay", "etcd-ipam", "overlayd"] {
-        assert!(
-            dir.join(b).exists(),
-            "{b} is not built in {} (cargo test --workspace builds it)",
-            dir.display()
-        );
-    }
-    dir
-}
-
-struct Net {
-    name: String,
-    vni: u32,
-    ipam: Value,
-    extra: Value,
-}
-
-impl Net {
-    fn new(name: &str, vni: u32, subnet: &str) -> Net {
-        Net {
-            name: name.into(),
-            vni,
-            ipam: json!({"type": "etcd-ipam", "subnet": subnet}),
-            extra: json!({}),
-        }
-    }
-
-    fn config(&self, lab: &Lab, host: usize) -> Value {
-        let h = lab.host(host);
-        let mut ipam = self.ipam.clone();
-        if ipam["type"] == "etcd-ipam" {
-            ipam["dataDir"] = json!(h.dir.join("etcd-ipam"));
-        } else {
-            ipam["dataDir"] = json!(h.dir.join("host-local"));
-        }
-        let mut c = json!({"cniVersion": "1.0.0", "name": self.name, "type": "vxlan-overlay", "vni": self.vni, "node": h.name,
-                           "etcd": {"endpoints": [lab.etcd_endpoint], "timeoutMs": 3000}, "ipam": ipam});
-        for (k, v) in self.extra.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-        c
-    }
-}
-
-/// Our binaries first, then Debian's reference plugins.
-fn cni_path() -> String {
-    format!("{}:/usr/lib/cni", bin_dir().display())
-}
-
-fn call(lab: &Lab, host: usize, net: &Net, command: &str, container: &str, netns: &str) -> Output {
+fn call(
+    lab: &Lab,
+    host: usize,
+    net: &OverlayNet,
+    command: &str,
+    container: &str,
+    netns: &str,
+) -> Output {
     let inv = Invocation::new(bin_dir().join("vxlan-overlay"), command)
         .attachment(container, netns, "eth0")
         .env("CNI_PATH", &cni_path())
@@ -75,7 +28,7 @@ fn call(lab: &Lab, host: usize, net: &Net, command: &str, container: &str, netns
 }
 
 /// ADD of a new container namespace named `name` on `host`; returns (namespace, address without prefix, result).
-fn add(lab: &mut Lab, host: usize, net: &Net, name: &str) -> (String, String, Value) {
+fn add(lab: &mut Lab, host: usize, net: &OverlayNet, name: &str) -> (String, String, Value) {
     let (ns, path) = lab.container(name);
     let result = call(lab, host, net, "ADD", name, &path).ok();
     let addr = result["ips"][0]["address"]
@@ -88,7 +41,7 @@ fn add(lab: &mut Lab, host: usize, net: &Net, name: &str) -> (String, String, Va
     (ns, addr, result)
 }
 
-fn del(lab: &Lab, host: usize, net: &Net, name: &str) {
+fn del(lab: &Lab, host: usize, net: &OverlayNet, name: &str) {
     let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "DEL")
         .attachment(name, "", "eth0")
         .env("CNI_PATH", &cni_path())
@@ -190,7 +143,7 @@ fn containers_on_two_hosts_ping_each_other_right_after_add() {
     let mut lab = Lab::new(2);
     start_overlayd(&mut lab, 0);
     start_overlayd(&mut lab, 1);
-    let net = Net::new("demo", 4242, "10.0.0.0/24");
+    let net = OverlayNet::new("demo", 4242, "10.0.0.0/24");
     let (c1, a1, r1) = add(&mut lab, 0, &net, "test1");
     let (c2, a2, _) = add(&mut lab, 1, &net, "test2");
     assert_eq!((a1.as_str(), a2.as_str()), ("10.0.0.2", "10.0.0.3"));
@@ -215,7 +168,7 @@ fn containers_on_two_hosts_ping_each_other_right_after_add() {
 #[test]
 fn mtu_is_underlay_less_50_and_check_passes_then_fails() {
     let mut lab = Lab::new(1);
-    let net = Net::new("mtu", 77, "10.7.0.0/24");
+    let net = OverlayNet::new("mtu", 77, "10.7.0.0/24");
     let (c1, _, result) = add(&mut lab, 0, &net, "m1");
     let mtu = in_ns(&c1, &["cat", "/sys/class/net/eth0/mtu"]);
     assert_eq!(mtu.trim(), "1450");
@@ -238,8 +191,8 @@ fn two_networks_on_one_subnet_stay_apart() {
     let mut lab = Lab::new(2);
     start_overlayd(&mut lab, 0);
     start_overlayd(&mut lab, 1);
-    let a = Net::new("neta", 100, "10.10.0.0/24");
-    let mut b = Net::new("netb", 200, "10.10.0.0/24");
+    let a = OverlayNet::new("neta", 100, "10.10.0.0/24");
+    let mut b = OverlayNet::new("netb", 200, "10.10.0.0/24");
     b.ipam["rangeStart"] = json!("10.10.0.100");
     let (a1, _, _) = add(&mut lab, 0, &a, "a1");
     let (_, a2_addr, _) = add(&mut lab, 1, &a, "a2");
@@ -254,8 +207,8 @@ fn two_networks_on_one_subnet_stay_apart() {
 #[test]
 fn host_access_false_keeps_the_host_out_and_true_lets_it_in() {
     let mut lab = Lab::new(1);
-    let closed = Net::new("closed", 300, "10.30.0.0/24");
-    let mut open = Net::new("open", 301, "10.31.0.0/24");
+    let closed = OverlayNet::new("closed", 300, "10.30.0.0/24");
+    let mut open = OverlayNet::new("open", 301, "10.31.0.0/24");
     open.extra = json!({"hostAccess": true});
     let (_, closed_addr, _) = add(&mut lab, 0, &closed, "c1");
     let (_, open_addr, _) = add(&mut lab, 0, &open, "o1");
@@ -281,9 +234,9 @@ fn host_access_networks_are_not_reachable_through_the_host_from_each_other() {
     // The host routes between its interfaces, as with gwbridge-egress or on Kubernetes hosts: in
     // the simulated host's namespace only.
     in_ns(&host, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    let mut a = Net::new("isoa", 410, "10.41.0.0/24");
+    let mut a = OverlayNet::new("isoa", 410, "10.41.0.0/24");
     a.extra = json!({"hostAccess": true});
-    let mut b = Net::new("isob", 420, "10.42.0.0/24");
+    let mut b = OverlayNet::new("isob", 420, "10.42.0.0/24");
     b.extra = json!({"hostAccess": true});
     let (a1, a1_addr, _) = add(&mut lab, 0, &a, "a1");
     let (b1, b1_addr, _) = add(&mut lab, 0, &b, "b1");
@@ -404,7 +357,7 @@ fn host_access_add_is_undone_when_the_isolation_cannot_be_added() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut net = Net::new("isof", 430, "10.43.0.0/24");
+    let mut net = OverlayNet::new("isof", 430, "10.43.0.0/24");
     net.extra = json!({"hostAccess": true});
     let (_, path) = lab.container("f1");
     let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "ADD")
@@ -438,7 +391,7 @@ fn del_leaves_no_link_entry_namespace_or_record() {
     start_overlayd(&mut lab, 0);
     start_overlayd(&mut lab, 1);
     let before: Vec<String> = (0..2).map(|i| links(&lab.host(i).ns)).collect();
-    let net = Net::new("clean", 555, "10.55.0.0/24");
+    let net = OverlayNet::new("clean", 555, "10.55.0.0/24");
     let (c1, _, _) = add(&mut lab, 0, &net, "x1");
     let (_, a2, r2) = add(&mut lab, 1, &net, "x2");
     let mac2 = r2["interfaces"]
@@ -518,7 +471,7 @@ fn adds_and_last_dels_racing_on_one_host_stay_consistent() {
     // Every round: four containers come and go at once, so the network's devices and its lock
     // file are made and removed again and again while others wait on the lock.
     let mut lab = Lab::new(1);
-    let net = Net::new("churn", 778, "10.78.0.0/24");
+    let net = OverlayNet::new("churn", 778, "10.78.0.0/24");
     let paths: Vec<(String, String)> = (0..4).map(|i| lab.container(&format!("k{i}"))).collect();
     for round in 0..6 {
         std::thread::scope(|s| {
@@ -555,7 +508,7 @@ fn adds_and_last_dels_racing_on_one_host_stay_consistent() {
 #[test]
 fn del_works_after_the_namespace_is_gone() {
     let mut lab = Lab::new(1);
-    let net = Net::new("gone", 66, "10.66.0.0/24");
+    let net = OverlayNet::new("gone", 66, "10.66.0.0/24");
     let (c1, _, _) = add(&mut lab, 0, &net, "g1");
     lab.remove_container(&c1);
     let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "DEL")
@@ -572,7 +525,7 @@ fn overlayd_killed_and_restarted_converges() {
     let mut lab = Lab::new(2);
     start_overlayd(&mut lab, 0);
     start_overlayd(&mut lab, 1);
-    let net = Net::new("conv", 88, "10.88.0.0/24");
+    let net = OverlayNet::new("conv", 88, "10.88.0.0/24");
     let (c1, _, _) = add(&mut lab, 0, &net, "k1");
     let node1 = lab.host(0).name.clone();
     lab.kill(&format!("overlayd-{node1}"));
@@ -601,7 +554,7 @@ fn twenty_containers_on_three_hosts_all_reach_each_other() {
     for h in 0..3 {
         start_overlayd(&mut lab, h);
     }
-    let net = Net::new("many", 9000, "10.90.0.0/24");
+    let net = OverlayNet::new("many", 9000, "10.90.0.0/24");
     let mut containers = Vec::new();
     for i in 0..20 {
         containers.push(add(&mut lab, i % 3, &net, &format!("m{i}")));
@@ -620,7 +573,7 @@ fn twenty_containers_on_three_hosts_all_reach_each_other() {
 #[test]
 fn host_local_works_as_the_ipam() {
     let mut lab = Lab::new(1);
-    let mut net = Net::new("hl", 123, "");
+    let mut net = OverlayNet::new("hl", 123, "");
     net.ipam = json!({"type": "host-local", "subnet": "10.123.0.0/24"});
     let (c1, a1, _) = add(&mut lab, 0, &net, "h1");
     let (_, a2, _) = add(&mut lab, 0, &net, "h2");
@@ -640,7 +593,7 @@ fn host_local_works_as_the_ipam() {
 #[test]
 fn parallel_first_adds_on_one_host_build_one_network() {
     let mut lab = Lab::new(1);
-    let net = Net::new("race", 777, "10.77.0.0/24");
+    let net = OverlayNet::new("race", 777, "10.77.0.0/24");
     let paths: Vec<(String, String)> = (0..8).map(|i| lab.container(&format!("r{i}"))).collect();
     let outputs: Vec<Output> = std::thread::scope(|s| {
         let handles: Vec<_> = paths
@@ -671,7 +624,7 @@ fn parallel_first_adds_on_one_host_build_one_network() {
 #[test]
 fn bad_input_changes_nothing() {
     let mut lab = Lab::new(1);
-    let net = Net::new("badin", 99, "10.99.0.0/24");
+    let net = OverlayNet::new("badin", 99, "10.99.0.0/24");
     let (c1, _, _) = add(&mut lab, 0, &net, "ok1");
     let host_links = links(&lab.host(0).ns);
     let keys = etcd_keys(&lab, "/cni-overlay/");
@@ -681,11 +634,11 @@ fn bad_input_changes_nothing() {
     // The interface already exists in the container: 103, and the allocation is not leaked.
     call(&lab, 0, &net, "ADD", "dup", &format!("/run/netns/{c1}")).err(103);
     // A VNI taken on this host by another network.
-    let clash = Net::new("other", 99, "10.98.0.0/24");
+    let clash = OverlayNet::new("other", 99, "10.98.0.0/24");
     let (_, path) = lab.container("cl");
     call(&lab, 0, &clash, "ADD", "cl", &path).err(7);
     // An IPAM type with a path in it.
-    let mut evil = Net::new("badin", 99, "10.99.0.0/24");
+    let mut evil = OverlayNet::new("badin", 99, "10.99.0.0/24");
     evil.ipam["type"] = json!("../../bin/true");
     call(&lab, 0, &evil, "ADD", "ev", &path).err(7);
     assert_eq!(
@@ -703,7 +656,7 @@ fn bad_input_changes_nothing() {
 #[test]
 fn gc_removes_what_is_not_valid_and_keeps_what_is() {
     let mut lab = Lab::new(1);
-    let net = Net::new("gcn", 4000, "10.40.0.0/24");
+    let net = OverlayNet::new("gcn", 4000, "10.40.0.0/24");
     add(&mut lab, 0, &net, "keep");
     add(&mut lab, 0, &net, "stale");
     let mut conf = net.config(&lab, 0);
