@@ -590,23 +590,11 @@ impl Firewall {
     }
 
     fn rule_handle(&self, rule: &Rule) -> NfListObject<'static> {
-        NfListObject::Rule(Rule {
-            family: NfFamily::INet,
-            table: self.table.clone().into(),
-            chain: rule.chain.clone().into_owned().into(),
-            expr: Cow::Owned(Vec::new()),
-            handle: rule.handle,
-            index: None,
-            comment: None,
-        })
+        rule_handle(&self.table, rule)
     }
 
     fn table_object(&self) -> Table<'static> {
-        Table {
-            family: NfFamily::INet,
-            name: self.table.clone().into(),
-            handle: None,
-        }
+        table_object(&self.table)
     }
 
     fn rule(
@@ -848,6 +836,28 @@ fn published_in(snap: &Snapshot) -> Vec<Published> {
             }
         })
         .collect()
+}
+
+/// A rule of `table` by its handle alone: what deleting it needs.
+fn rule_handle(table: &str, rule: &Rule) -> NfListObject<'static> {
+    NfListObject::Rule(Rule {
+        family: NfFamily::INet,
+        table: table.to_string().into(),
+        chain: rule.chain.clone().into_owned().into(),
+        expr: Cow::Owned(Vec::new()),
+        handle: rule.handle,
+        index: None,
+        comment: None,
+    })
+}
+
+/// One of our `inet` tables, by name.
+fn table_object(table: &str) -> Table<'static> {
+    Table {
+        family: NfFamily::INet,
+        name: table.to_string().into(),
+        handle: None,
+    }
 }
 
 fn check_conflicts(existing: &[Published], tag: &str, mappings: &[Mapping]) -> Result<()> {

@@ -180,11 +180,7 @@ impl OverlayIsolation {
     }
 
     fn table_object(&self) -> Table<'static> {
-        Table {
-            family: NfFamily::INet,
-            name: self.table.clone().into(),
-            handle: None,
-        }
+        crate::table_object(&self.table)
     }
 
     fn rule(&self, stmts: Vec<Statement<'static>>, comment: &str) -> NfListObject<'static> {
@@ -200,15 +196,7 @@ impl OverlayIsolation {
     }
 
     fn rule_handle(&self, rule: &Rule) -> NfListObject<'static> {
-        NfListObject::Rule(Rule {
-            family: NfFamily::INet,
-            table: self.table.clone().into(),
-            chain: rule.chain.clone().into_owned().into(),
-            expr: Cow::Owned(Vec::new()),
-            handle: rule.handle,
-            index: None,
-            comment: None,
-        })
+        crate::rule_handle(&self.table, rule)
     }
 }
 
