@@ -402,7 +402,24 @@ impl Firewall {
         let forward_broken = wanted
             .iter()
             .any(|(chain, comment, _)| *chain == FORWARD && !snap.has_comment(comment));
-        let mut added = 0;
+        // Rules of this bridge and subnet that the options no longer want (icc or ipMasq changed
+        // in the network's configuration since the bridge was made) go in the same transaction:
+        // the bridge follows the configuration of its latest ADD.
+        let every = self.bridge_rules(
+            bridge,
+            subnet,
+            BridgeRules {
+                masquerade: true,
+                isolate: true,
+            },
+        );
+        let mut changed = 0;
+        for (_, comment, _) in every {
+            if snap.has_comment(&comment) && !wanted.iter().any(|(_, c, _)| *c == comment) {
+                self.delete_commented(&snap, &comment, &mut batch);
+                changed += 1;
+            }
+        }
         for (chain, comment, stmts) in wanted {
             if chain == FORWARD && forward_broken {
                 self.delete_commented(&snap, &comment, &mut batch);
@@ -410,9 +427,9 @@ impl Firewall {
                 continue;
             }
             batch.add(self.rule(chain, stmts, &comment));
-            added += 1;
+            changed += 1;
         }
-        if added == 0 && snap.exists && snap.base_complete() {
+        if changed == 0 && snap.exists && snap.base_complete() {
             return Ok(());
         }
         self.apply(batch, &format!("add the rules of {subnet} on {bridge}"))

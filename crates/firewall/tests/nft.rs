@@ -117,6 +117,27 @@ fn bridge_nat_is_idempotent_and_leaves_nothing_when_removed() {
                 "bridge gwb1 local".to_string()
             ]
         );
+        // Options changed in the configuration: the bridge follows, its other subnet untouched.
+        let isolated_no_masq = BridgeRules {
+            masquerade: false,
+            isolate: true,
+        };
+        fw.ensure_bridge_rules("gwb0", subnet, isolated_no_masq)
+            .unwrap();
+        let text = ruleset();
+        assert!(!text.contains("masquerade 172.18.0.0/16"), "{text}");
+        assert!(text.contains("icc-drop") && text.contains("masquerade fd00:18::/64"));
+        fw.ensure_bridge_rules("gwb0", subnet, MASQ).unwrap();
+        let text = ruleset();
+        assert!(
+            !text.contains("icc-"),
+            "icc rules left after icc went on:\n{text}"
+        );
+        assert!(text.contains("masquerade 172.18.0.0/16"));
+        assert!(fw
+            .missing_bridge_rules("gwb0", subnet, MASQ)
+            .unwrap()
+            .is_empty());
         assert_eq!(fw.remove_bridge_rules("gwb0").unwrap(), 5);
         assert!(ruleset().trim().is_empty(), "left behind:\n{}", ruleset());
         assert_eq!(fw.remove_bridge_rules("gwb0").unwrap(), 0);
