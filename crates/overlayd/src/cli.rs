@@ -149,8 +149,8 @@ mod tests {
 
     #[test]
     fn defaults_and_comma_separated_endpoints() {
-        let a = parse(&["--etcd", "10.0.0.1:2379,https://e2:2379", "--node", "n1"]).unwrap();
-        assert_eq!(a.etcd, ["10.0.0.1:2379", "https://e2:2379"]);
+        let a = parse(&["--etcd", "10.0.0.1:2379,http://e2:2379", "--node", "n1"]).unwrap();
+        assert_eq!(a.etcd, ["10.0.0.1:2379", "http://e2:2379"]);
         assert_eq!(a.lease_ttl, 10);
         assert_eq!(a.vtep, None);
         let c = a.etcd_config().unwrap();

@@ -3,6 +3,11 @@
 //! etcd-client balances requests over all endpoints and, with one member dead, fails about half
 //! of them (etcd-client#39). So the store talks to one endpoint, and on a transport failure moves
 //! to the next, until the operation's time budget (`timeoutMs`) is spent.
+//!
+//! TLS (rustls, through tonic) and etcd's user/password authentication are per connection, so
+//! a failover connects and authenticates afresh. A certificate refused on either side is that
+//! endpoint's failure (the next one is tried); refused by every endpoint, it is reported at once,
+//! since waiting does not change a certificate. Refused credentials are final.
 
 use std::future::Future;
 use std::time::Duration;
@@ -28,6 +33,10 @@ impl Store {
     /// Validates the configuration; connects lazily on the first request.
     pub fn new(config: EtcdConfig) -> Result<Self, StoreError> {
         config.validate()?;
+        if let Some(files) = &config.tls {
+            // Unreadable or wrong files are the configuration's fault: say so before connecting.
+            tls_options(files)?;
+        }
         let urls = config.urls();
         let keys = Keys::new(&config.prefix);
         Ok(Store {
@@ -47,23 +56,78 @@ impl Store {
         &self.config
     }
 
-    async fn connect(&self, index: usize, budget: Duration) -> Result<Client, etcd_client::Error> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(budget)
-            .with_timeout(budget);
-        if let (Some(user), Some(password)) = (&self.config.username, &self.config.password) {
-            options = options.with_user(user.clone(), password.clone());
+    /// A client of endpoint `index`. Errors are final (configuration, credentials) or the
+    /// endpoint's (a failure another endpoint or a later attempt may not have).
+    async fn connect(&self, index: usize, budget: Duration) -> Result<Client, Failure> {
+        let url = &self.urls[index];
+        let options = |with_user: bool| -> Result<ConnectOptions, Failure> {
+            let mut options = ConnectOptions::new()
+                .with_connect_timeout(budget)
+                .with_timeout(budget);
+            if let (true, Some(user), Some(password)) =
+                (with_user, &self.config.username, &self.config.password)
+            {
+                // A token can expire (etcd's simple tokens after 5 idle minutes, JWTs after their
+                // TTL) and dies with the member that issued it: authenticate again, once.
+                options = options
+                    .with_user(user.clone(), password.clone())
+                    .with_auto_token_refresh(true);
+            }
+            if let Some(files) = &self.config.tls {
+                options = options.with_tls(tls_options(files).map_err(Failure::Final)?);
+            }
+            Ok(options)
+        };
+        let connected = match Client::connect([url.as_str()], Some(options(true)?)).await {
+            // Like etcd's own clientv3: credentials for an etcd without authentication are not an
+            // error (they may be set before an operator turns authentication on).
+            Err(e) if self.config.username.is_some() && is_auth_not_enabled(&e) => {
+                log::debug!("{url}: authentication is not enabled; connecting without it");
+                Client::connect([url.as_str()], Some(options(false)?)).await
+            }
+            other => other,
+        };
+        connected.map_err(|e| match e {
+            // Before any I/O: only building the TLS configuration fails this way (tonic tells no
+            // more than "transport error").
+            etcd_client::Error::TransportError(_) => Failure::Final(self.unusable_tls_files()),
+            e => self.classify(index, &e),
+        })
+    }
+
+    fn unusable_tls_files(&self) -> StoreError {
+        let files = self.config.tls.as_ref();
+        let name = |f: Option<&String>| f.map_or("-", |s| s.as_str()).to_string();
+        StoreError::Config(match files.and_then(|f| f.cert.as_ref()) {
+            Some(cert) => format!(
+                "etcd.tls: the TLS library refused certificate {cert} with key {} (is the key \
+                 the certificate's, and the certificate an X.509 one?)",
+                name(files.and_then(|f| f.key.as_ref()))
+            ),
+            None => format!(
+                "etcd.tls: the TLS library refused CA {}",
+                name(files.and_then(|f| f.ca.as_ref()))
+            ),
+        })
+    }
+
+    /// Sorts an error of endpoint `index` into final or the endpoint's.
+    fn classify(&self, index: usize, e: &etcd_client::Error) -> Failure {
+        let url = &self.urls[index];
+        if let Some(problem) = auth_problem(url, e, &self.config) {
+            return Failure::Final(StoreError::Auth(problem));
         }
-        if let Some(files) = &self.config.tls {
-            options = options.with_tls(
-                tls_options(files).map_err(|e| etcd_client::Error::InvalidArgs(e.to_string()))?,
-            );
+        if !is_transient(e) {
+            return Failure::Final(StoreError::Refused(e.to_string()));
         }
-        Client::connect([self.urls[index].as_str()], Some(options)).await
+        let has_cert = self.config.tls.as_ref().is_some_and(|t| t.cert.is_some());
+        let (reason, tls) = describe(url, e, has_cert);
+        Failure::Endpoint { reason, tls }
     }
 
     /// Runs `op` against a live endpoint, failing over on transport errors, within the time budget.
-    /// Errors that a retry cannot fix (permission, invalid request) are returned at once.
+    /// Errors that a retry cannot fix (credentials, permission, invalid request) are returned at
+    /// once, and so is a certificate refused by every endpoint.
     pub async fn call<T, F, Fut>(&mut self, mut op: F) -> Result<T, StoreError>
     where
         F: FnMut(Client) -> Fut,
@@ -72,7 +136,8 @@ impl Store {
         let budget = self.config.timeout();
         let deadline = Instant::now() + budget;
         let n = self.urls.len();
-        let mut last = String::from("no attempt made");
+        // Each endpoint's last failure, and whether it was a TLS handshake refused.
+        let mut failures: Vec<Option<(String, bool)>> = vec![None; n];
         let mut attempt = 0usize;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -87,54 +152,69 @@ impl Store {
                 Some((_, i)) => *i,
                 None => (self.preferred + attempt) % n,
             };
-            let client = match &self.connected {
-                Some((c, _)) => c.clone(),
+            let failure = match &self.connected {
+                Some((c, _)) => Ok(c.clone()),
                 None => match timeout(share, self.connect(index, share)).await {
                     Ok(Ok(c)) => {
                         self.connected = Some((c.clone(), index));
-                        c
+                        Ok(c)
                     }
-                    Ok(Err(e)) if !is_transient(&e) => {
-                        return Err(StoreError::Refused(e.to_string()))
-                    }
-                    Ok(Err(e)) => {
-                        last = format!("{}: {e}", self.urls[index]);
-                        attempt += 1;
-                        self.pause_after_full_round(attempt, n, deadline).await;
-                        continue;
-                    }
-                    Err(_) => {
-                        last = format!("{}: connect timed out", self.urls[index]);
-                        attempt += 1;
-                        continue;
-                    }
+                    Ok(Err(failure)) => Err(failure),
+                    Err(_) => Err(Failure::Endpoint {
+                        reason: "connect timed out".into(),
+                        tls: false,
+                    }),
                 },
             };
-            match timeout(share, op(client)).await {
-                Ok(Ok(value)) => {
-                    self.preferred = index;
-                    return Ok(value);
-                }
-                Ok(Err(e)) if !is_transient(&e) => return Err(StoreError::Refused(e.to_string())),
-                Ok(Err(e)) => last = format!("{}: {e}", self.urls[index]),
-                Err(_) => {
-                    last = format!(
-                        "{}: no answer within {} ms",
-                        self.urls[index],
-                        share.as_millis()
-                    )
-                }
-            }
-            log::debug!("etcd attempt {attempt} failed: {last}");
+            let failure = match failure {
+                Ok(client) => match timeout(share, op(client)).await {
+                    Ok(Ok(value)) => {
+                        self.preferred = index;
+                        return Ok(value);
+                    }
+                    Ok(Err(e)) => self.classify(index, &e),
+                    Err(_) => Failure::Endpoint {
+                        reason: format!("no answer within {} ms", share.as_millis()),
+                        tls: false,
+                    },
+                },
+                Err(failure) => failure,
+            };
+            let (reason, tls) = match failure {
+                Failure::Final(e) => return Err(e),
+                Failure::Endpoint { reason, tls } => (reason, tls),
+            };
+            log::debug!(
+                "etcd attempt {attempt} failed: {}: {reason}",
+                self.urls[index]
+            );
+            failures[index] = Some((reason, tls));
             self.connected = None;
             attempt += 1;
+            if failures.iter().all(|f| matches!(f, Some((_, true)))) {
+                return Err(StoreError::Handshake(self.reasons(&failures)));
+            }
             self.pause_after_full_round(attempt, n, deadline).await;
         }
         Err(StoreError::Unavailable {
             endpoints: self.urls.join(","),
             timeout_ms: self.config.timeout_ms,
-            last,
+            reasons: if failures.iter().all(Option::is_none) {
+                "no attempt made".into()
+            } else {
+                self.reasons(&failures)
+            },
         })
+    }
+
+    /// `url: reason; url: reason` of the endpoints that failed.
+    fn reasons(&self, failures: &[Option<(String, bool)>]) -> String {
+        self.urls
+            .iter()
+            .zip(failures)
+            .filter_map(|(url, f)| f.as_ref().map(|(reason, _)| format!("{url}: {reason}")))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// After every endpoint failed once, waits a little before the next round instead of spinning.
@@ -245,21 +325,155 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// How one attempt failed.
+enum Failure {
+    /// Retrying cannot help: returned as it is.
+    Final(StoreError),
+    /// This endpoint's trouble: try the next. `tls`: a certificate was refused, by us or by etcd.
+    Endpoint { reason: String, tls: bool },
+}
+
+/// The TLS options, from PEM files read now (so that certificates renewed on disk are used by
+/// the next connection). Files that hold no PEM block of the right kind are refused here, with
+/// their name: the TLS library would only say "transport error" later.
 fn tls_options(files: &crate::config::TlsFiles) -> Result<TlsOptions, StoreError> {
-    let read = |path: &String| {
-        std::fs::read(path).map_err(|source| StoreError::Tls {
+    let read = |what: &str, path: &String, kinds: &[&str]| {
+        let pem = std::fs::read(path).map_err(|source| StoreError::Tls {
             path: path.clone(),
             source,
-        })
+        })?;
+        let text = String::from_utf8_lossy(&pem);
+        if !kinds
+            .iter()
+            .any(|kind| text.contains(&format!("-----BEGIN {kind}-----")))
+        {
+            return Err(StoreError::Config(format!(
+                "etcd.tls.{what} {path} holds no PEM {}",
+                kinds.join(" or ")
+            )));
+        }
+        Ok(pem)
     };
+    const CERT: &[&str] = &["CERTIFICATE"];
+    const KEY: &[&str] = &["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"];
     let mut tls = TlsOptions::new();
     if let Some(ca) = &files.ca {
-        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        tls = tls.ca_certificate(Certificate::from_pem(read("ca", ca, CERT)?));
     }
     if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
-        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        tls = tls.identity(Identity::from_pem(
+            read("cert", cert, CERT)?,
+            read("key", key, KEY)?,
+        ));
     }
     Ok(tls)
+}
+
+/// etcd's answer to a token for an etcd without authentication.
+fn is_auth_not_enabled(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.code() == tonic_code::FailedPrecondition
+            && s.message().contains("authentication is not enabled"))
+}
+
+/// What an operator must fix when etcd refused who we are or what we asked, if that is it.
+fn auth_problem(url: &str, e: &etcd_client::Error, config: &EtcdConfig) -> Option<String> {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return None;
+    };
+    let message = status.message();
+    let who = match &config.username {
+        Some(user) => format!("user {user}"),
+        None => "the user of the client certificate (its CN)".into(),
+    };
+    if message.contains("authentication failed") {
+        Some(format!(
+            "etcd at {url} refused {who}: {message} (check etcd.username and etcd.password)"
+        ))
+    } else if message.contains("user name is empty") || message.contains("user name not found") {
+        Some(format!(
+            "etcd at {url} requires authentication: {message} (set etcd.username and \
+             etcd.password, or use a client certificate whose CN is an etcd user)"
+        ))
+    } else if status.code() == tonic_code::PermissionDenied {
+        Some(format!(
+            "etcd at {url} denied {who}: {message} (its role needs readwrite on the prefix {})",
+            config.prefix
+        ))
+    } else if status.code() == tonic_code::Unauthenticated {
+        Some(format!(
+            "etcd at {url} refused the token of {who}: {message}"
+        ))
+    } else {
+        None
+    }
+}
+
+/// One line on a transport failure, naming its root cause (tonic's own message is often just
+/// "transport error"), with a hint for certificate trouble; and whether it is that.
+fn describe(url: &str, e: &etcd_client::Error, has_cert: bool) -> (String, bool) {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            parts.push(status.message().to_string());
+            std::error::Error::source(status)
+        }
+        e => {
+            parts.push(e.to_string());
+            std::error::Error::source(e)
+        }
+    };
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    let mut reason = String::new();
+    for part in parts {
+        if part.is_empty() || part == "transport error" || reason.contains(&part) {
+            continue;
+        }
+        if !reason.is_empty() {
+            reason.push_str(": ");
+        }
+        reason.push_str(&part);
+    }
+    if reason.is_empty() {
+        reason = e.to_string();
+    }
+    if reason.contains("invalid peer certificate") {
+        let hint = if reason.contains("not valid for name") {
+            "the subjectAltName of etcd's certificate must hold the host of the endpoint URL"
+        } else if reason.contains("UnknownIssuer") || reason.contains("BadSignature") {
+            "etcd.tls.ca must be the CA that signed etcd's certificate"
+        } else {
+            "etcd's certificate is not acceptable"
+        };
+        return (
+            format!("etcd's certificate refused: {reason} ({hint})"),
+            true,
+        );
+    }
+    if let Some(alert) = reason.split("received fatal alert: ").nth(1) {
+        let alert = alert.split([':', ' ', ')']).next().unwrap_or(alert);
+        let about_certificate =
+            alert.contains("Certificate") || alert == "UnknownCA" || alert == "AccessDenied";
+        let line = match (about_certificate, has_cert) {
+            (true, true) => format!(
+                "etcd refused our client certificate (alert {alert}): etcd.tls.cert must be \
+                 signed by etcd's --trusted-ca-file"
+            ),
+            (true, false) => format!(
+                "etcd requires a client certificate (alert {alert}): set etcd.tls.cert and \
+                 etcd.tls.key to one signed by etcd's --trusted-ca-file"
+            ),
+            (false, _) => format!("etcd refused the TLS handshake (alert {alert})"),
+        };
+        return (line, true);
+    }
+    if url.starts_with("http://") && (reason.contains("broken pipe") || reason.contains("reset")) {
+        reason.push_str(" (does etcd expect TLS? then https:// and etcd.tls)");
+    }
+    (reason, false)
 }
 
 /// Failures another endpoint or a later attempt may not have.

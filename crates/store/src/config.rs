@@ -102,6 +102,27 @@ impl EtcdConfig {
                     "etcd.tls.cert and etcd.tls.key go together".into(),
                 ));
             }
+            // No system roots are built in: without the CA no server certificate can be trusted.
+            if tls.ca.is_none() {
+                return Err(StoreError::Config(
+                    "etcd.tls.ca is required with TLS: the CA that signed the etcd servers' \
+                     certificates"
+                        .into(),
+                ));
+            }
+        }
+        for ep in &self.endpoints {
+            if self.tls.is_some() && ep.starts_with("http://") {
+                return Err(StoreError::Config(format!(
+                    "etcd endpoint {ep:?} is http:// but etcd.tls is set: use https://"
+                )));
+            }
+            if self.tls.is_none() && ep.starts_with("https://") {
+                return Err(StoreError::Config(format!(
+                    "etcd endpoint {ep:?} is https:// but etcd.tls is not set: etcd.tls.ca \
+                     must name the CA that signed the etcd servers' certificates"
+                )));
+            }
         }
         Ok(())
     }
@@ -153,6 +174,9 @@ mod tests {
             r#"{"endpoints": ["h:1"], "timeoutMs": 0}"#,
             r#"{"endpoints": ["h:1"], "username": "u"}"#,
             r#"{"endpoints": ["h:1"], "tls": {"cert": "c"}}"#,
+            r#"{"endpoints": ["h:1"], "tls": {"cert": "c", "key": "k"}}"#,
+            r#"{"endpoints": ["http://h:1"], "tls": {"ca": "c"}}"#,
+            r#"{"endpoints": ["https://h:1"]}"#,
             r#"{"endpoints": ["h:1"], "unknown": 1}"#,
             r#"{"endpoints": "h:1"}"#,
         ] {
@@ -164,5 +188,10 @@ mod tests {
     fn tls_means_https() {
         let c = cfg(r#"{"endpoints": ["h:2379"], "tls": {"ca": "/ca.pem"}}"#).unwrap();
         assert_eq!(c.urls(), vec!["https://h:2379"]);
+        let c = cfg(
+            r#"{"endpoints": ["https://h:2379", "[::1]:2379"], "tls": {"ca": "/ca.pem", "cert": "/c.pem", "key": "/k.pem"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.urls(), vec!["https://h:2379", "https://[::1]:2379"]);
     }
 }

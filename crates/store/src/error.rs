@@ -4,12 +4,20 @@ use cni::{codes, CniError};
 pub enum StoreError {
     #[error("invalid etcd configuration: {0}")]
     Config(String),
-    #[error("etcd unreachable at {endpoints} within {timeout_ms} ms: {last}")]
+    /// No endpoint answered within the time budget; `reasons` names each endpoint's last failure.
+    #[error("etcd unreachable at {endpoints} within {timeout_ms} ms: {reasons}")]
     Unavailable {
         endpoints: String,
         timeout_ms: u64,
-        last: String,
+        reasons: String,
     },
+    /// Every endpoint answered, but a certificate was refused on one side or the other: not
+    /// worth retrying within the budget, and not to be mistaken for a dead etcd.
+    #[error("etcd TLS handshake failed: {0}")]
+    Handshake(String),
+    /// etcd refused the credentials, or the user lacks a permission: the configuration's fault.
+    #[error("{0}")]
+    Auth(String),
     #[error("etcd refused the request: {0}")]
     Refused(String),
     #[error("reading {path}: {source}")]
@@ -24,9 +32,12 @@ pub enum StoreError {
 impl From<StoreError> for CniError {
     fn from(e: StoreError) -> Self {
         let code = match e {
-            StoreError::Config(_) | StoreError::Tls { .. } => codes::INVALID_CONFIG,
-            // The runtime retries on 11; an unreachable etcd is transient by nature.
-            StoreError::Unavailable { .. } => codes::TRY_AGAIN_LATER,
+            StoreError::Config(_) | StoreError::Tls { .. } | StoreError::Auth(_) => {
+                codes::INVALID_CONFIG
+            }
+            // The runtime retries on 11: an unreachable etcd is transient by nature, and so may be
+            // a certificate refused during a rotation. DEL must never pass while etcd is unusable.
+            StoreError::Unavailable { .. } | StoreError::Handshake(_) => codes::TRY_AGAIN_LATER,
             StoreError::Refused(_) | StoreError::Corrupt { .. } => codes::IO_FAILURE,
         };
         CniError::new(code, e.to_string())

@@ -1,7 +1,9 @@
 //! Test support shared by the integration tests: a real etcd (Debian's etcd-server) on a free
-//! loopback port with a temporary data directory, and running a plugin binary with environment
-//! and stdin exactly as a runtime does. Nothing here is skipped when missing: a test that needs
-//! etcd fails if there is none.
+//! loopback port with a temporary data directory (plain, or TLS-only with client certificates
+//! from a throwaway CA, and with etcd's user/password authentication turned on with etcdctl as
+//! an operator does), and running a plugin binary with environment and stdin exactly as a
+//! runtime does. Nothing here is skipped when missing: a test that needs etcd (or etcdctl, or
+//! openssl) fails if there is none.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -56,12 +58,91 @@ pub fn free_port() -> u16 {
 pub struct Etcd {
     pub client_port: u16,
     peer_port: u16,
+    /// Plain-HTTP port of /health (and /metrics) when the client port speaks TLS only.
+    metrics_port: Option<u16>,
+    /// Holds the data directory and, with TLS, the PEM files; removed on drop.
+    dir: PathBuf,
     data_dir: PathBuf,
+    pki: Option<Pki>,
+    auth: Option<Auth>,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
+/// The PEM files of an etcd started with [`Etcd::start_tls`], all in the etcd's temporary
+/// directory: a throwaway CA, the server's certificate (SAN IP:127.0.0.1) and a client
+/// certificate it signed, and a second CA with a client certificate of its own (for tests of the
+/// wrong CA and of a client certificate the server does not trust). EC P-256 keys; the client key
+/// is in SEC1 form (`EC PRIVATE KEY`, as cfssl and `openssl ecparam` write it), the others PKCS#8.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub other_ca: PathBuf,
+    pub other_client_cert: PathBuf,
+    pub other_client_key: PathBuf,
+}
+
+/// The common name of the client certificates, and the etcd user [`Etcd::enable_auth`] makes: with
+/// `--client-cert-auth` and auth enabled, etcd takes a request without a token to be this user's.
+pub const ETCD_USER: &str = "cni-overlay";
+/// The role [`Etcd::enable_auth`] gives [`ETCD_USER`]: readwrite on the key prefix `/cni-overlay`.
+pub const ETCD_ROLE: &str = "cni-overlay-rw";
+
+/// etcd's user/password authentication, as [`Etcd::enable_auth`] turned it on.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// [`ETCD_USER`], allowed readwrite on `/cni-overlay` only.
+    pub user: String,
+    pub password: String,
+    pub root_password: String,
+}
+
+/// The etcdctl binary: $ETCDCTL_BIN or Debian's.
+pub fn etcdctl_binary() -> PathBuf {
+    std::env::var_os("ETCDCTL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/etcdctl"))
+}
+
+/// Something different on every call (serials, passwords); not for cryptography.
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    nanos ^ (u64::from(std::process::id()) << 40) ^ COUNT.fetch_add(1, Ordering::SeqCst)
+}
+
 impl Etcd {
+    /// A plain-HTTP etcd without authentication.
     pub fn start() -> Etcd {
+        Etcd::start_with(false, &[])
+    }
+
+    /// An etcd that speaks TLS only (`https://127.0.0.1:<port>`) and requires a client certificate
+    /// signed by its CA (`--client-cert-auth`); see [`Pki`] for the files.
+    pub fn start_tls() -> Etcd {
+        Etcd::start_with(true, &[])
+    }
+
+    /// [`Etcd::start`] or [`Etcd::start_tls`], with more of etcd's flags (kept for restarts).
+    pub fn start_with(tls: bool, extra_args: &[&str]) -> Etcd {
+        let mut etcd = Etcd::new(tls);
+        if tls {
+            etcd.pki = Some(make_pki(&etcd.dir.join("pki")));
+        }
+        etcd.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        etcd.spawn();
+        etcd
+    }
+
+    fn new(tls: bool) -> Etcd {
         let binary = etcd_binary();
         assert!(
             binary.exists(),
@@ -74,26 +155,46 @@ impl Etcd {
         } else {
             std::env::temp_dir()
         };
-        let data_dir = base.join(format!(
+        let dir = base.join(format!(
             "cni-overlay-test-etcd-{}-{}",
             std::process::id(),
             free_port()
         ));
-        let mut etcd = Etcd {
+        std::fs::create_dir_all(&dir).expect("create the etcd's temporary directory");
+        Etcd {
             client_port: free_port(),
             peer_port: free_port(),
-            data_dir,
+            metrics_port: tls.then(free_port),
+            data_dir: dir.join("data"),
+            dir,
+            pki: None,
+            auth: None,
+            extra_args: Vec::new(),
             child: None,
-        };
-        etcd.spawn();
-        etcd
+        }
     }
 
     fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut args = etcd_args("test", &self.data_dir, &self.url(), &peer);
+        if let Some(pki) = &self.pki {
+            for (flag, path) in [
+                ("--cert-file", &pki.server_cert),
+                ("--key-file", &pki.server_key),
+                ("--trusted-ca-file", &pki.ca),
+            ] {
+                args.push(flag.into());
+                args.push(path.display().to_string());
+            }
+            args.push("--client-cert-auth".into());
+        }
+        if let Some(port) = self.metrics_port {
+            args.push("--listen-metrics-urls".into());
+            args.push(format!("http://127.0.0.1:{port}"));
+        }
+        args.extend(self.extra_args.iter().cloned());
         let child = Command::new(etcd_binary())
-            .args(etcd_args("test", &self.data_dir, &client, &peer))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -104,6 +205,7 @@ impl Etcd {
 
     fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let port = self.metrics_port.unwrap_or(self.client_port);
         while Instant::now() < deadline {
             if let Some(status) = self
                 .child
@@ -112,7 +214,7 @@ impl Etcd {
             {
                 panic!("etcd exited during start-up: {status}");
             }
-            if health(self.client_port) {
+            if health(port) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -123,8 +225,108 @@ impl Etcd {
         );
     }
 
+    /// `127.0.0.1:<port>`, without a scheme (the plugins' `etcd.endpoints` add `https://` when
+    /// `tls` is set).
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client URL with its scheme: `https://` for [`Etcd::start_tls`], `http://` otherwise.
+    pub fn url(&self) -> String {
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The PEM files, for an etcd started with [`Etcd::start_tls`].
+    pub fn pki(&self) -> Option<&Pki> {
+        self.pki.as_ref()
+    }
+
+    /// The credentials, once [`Etcd::enable_auth`] ran.
+    pub fn auth(&self) -> Option<&Auth> {
+        self.auth.as_ref()
+    }
+
+    /// `etcd.tls` of a plugin configuration: this etcd's CA and client certificate.
+    pub fn tls_files(&self) -> Option<store::TlsFiles> {
+        self.pki.as_ref().map(|pki| store::TlsFiles {
+            ca: Some(pki.ca.display().to_string()),
+            cert: Some(pki.client_cert.display().to_string()),
+            key: Some(pki.client_key.display().to_string()),
+        })
+    }
+
+    /// What the test itself connects with ([`Etcd::snapshot`], [`Etcd::keys`]): the client
+    /// certificate with TLS, root's credentials with auth.
+    pub fn client_config(&self) -> store::EtcdConfig {
+        let mut config = store::EtcdConfig::new(vec![self.url()]);
+        config.tls = self.tls_files();
+        if let Some(auth) = &self.auth {
+            config.username = Some("root".into());
+            config.password = Some(auth.root_password.clone());
+        }
+        config
+    }
+
+    /// Turns etcd's authentication on, as an operator does with etcdctl: user `root`, a role
+    /// [`ETCD_ROLE`] with readwrite on the prefix `/cni-overlay`, the user [`ETCD_USER`] with that
+    /// role, then `auth enable`. Returns the credentials (also in [`Etcd::auth`]).
+    pub fn enable_auth(&mut self) -> Auth {
+        assert!(self.auth.is_none(), "auth is enabled already");
+        let auth = Auth {
+            user: ETCD_USER.into(),
+            password: format!("pw-{:x}", unique()),
+            root_password: format!("root-{:x}", unique()),
+        };
+        self.etcdctl(&["user", "add", &format!("root:{}", auth.root_password)]);
+        self.etcdctl(&["role", "add", ETCD_ROLE]);
+        self.etcdctl(&[
+            "role",
+            "grant-permission",
+            ETCD_ROLE,
+            "--prefix=true",
+            "readwrite",
+            store::config::DEFAULT_PREFIX,
+        ]);
+        self.etcdctl(&["user", "add", &format!("{}:{}", auth.user, auth.password)]);
+        self.etcdctl(&["user", "grant-role", &auth.user, ETCD_ROLE]);
+        self.etcdctl(&["auth", "enable"]);
+        self.auth = Some(auth.clone());
+        auth
+    }
+
+    /// Runs etcdctl against this etcd with the client certificate (and root's credentials once
+    /// auth is on); panics with its output on failure. Returns stdout.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let binary = etcdctl_binary();
+        assert!(
+            binary.exists(),
+            "etcdctl is required for this test: {} not found (install etcd-client)",
+            binary.display()
+        );
+        let mut command = Command::new(binary);
+        command
+            .env_clear()
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.url()))
+            .arg("--command-timeout=10s");
+        if let Some(pki) = &self.pki {
+            command
+                .arg(format!("--cacert={}", pki.ca.display()))
+                .arg(format!("--cert={}", pki.client_cert.display()))
+                .arg(format!("--key={}", pki.client_key.display()));
+        }
+        if let Some(auth) = &self.auth {
+            command.arg(format!("--user=root:{}", auth.root_password));
+        }
+        let out = command.args(args).output().expect("run etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Stops the process, keeping the data, so that a test can see etcd unreachable.
@@ -148,8 +350,7 @@ impl Etcd {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let mut store =
-                store::Store::new(store::EtcdConfig::new(vec![self.endpoint()])).unwrap();
+            let mut store = store::Store::new(self.client_config()).unwrap();
             let kvs = store.get_prefix(prefix).await.expect("read etcd");
             kvs.into_iter()
                 .map(|kv| {
@@ -171,7 +372,179 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs openssl; panics with its output on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl is required for this test (install openssl): {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The extensions of the certificates: rustls (webpki) refuses a CA certificate as a server's,
+/// and a server certificate without a subjectAltName matching the host of the URL.
+const OPENSSL_CNF: &str = "\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth,clientAuth
+subjectAltName = IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+";
+
+/// A CA (`<name>.pem`, `<name>-key.pem`) in `dir`.
+fn make_ca(dir: &Path, name: &str) {
+    let key = format!("{name}-key.pem");
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &key,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-config",
+            "openssl.cnf",
+            "-extensions",
+            "ca",
+            "-key",
+            &key,
+            "-subj",
+            &format!("/CN=cni-overlay test {name}"),
+            "-days",
+            "2",
+            "-sha256",
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+/// A certificate `<name>.pem` with key `<name>-key.pem`, signed by CA `ca`, with the extensions
+/// of section `section` of the config.
+fn make_leaf(dir: &Path, ca: &str, name: &str, cn: &str, section: &str, sec1_key: bool) {
+    let key = format!("{name}-key.pem");
+    if sec1_key {
+        openssl(
+            dir,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &key,
+            ],
+        );
+    } else {
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                &key,
+            ],
+        );
+    }
+    let csr = format!("{name}.csr");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-config",
+            "openssl.cnf",
+            "-key",
+            &key,
+            "-subj",
+            &format!("/CN={cn}"),
+            "-out",
+            &csr,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}-key.pem"),
+            "-set_serial",
+            &format!("0x{:x}", unique() >> 1),
+            "-days",
+            "2",
+            "-sha256",
+            "-extfile",
+            "openssl.cnf",
+            "-extensions",
+            section,
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+    let _ = std::fs::remove_file(dir.join(csr));
+}
+
+fn make_pki(dir: &Path) -> Pki {
+    std::fs::create_dir_all(dir).expect("create the PKI directory");
+    std::fs::write(dir.join("openssl.cnf"), OPENSSL_CNF).unwrap();
+    make_ca(dir, "ca");
+    make_leaf(dir, "ca", "server", "etcd", "server", false);
+    make_leaf(dir, "ca", "client", ETCD_USER, "client", true);
+    make_ca(dir, "other-ca");
+    make_leaf(dir, "other-ca", "other-client", ETCD_USER, "client", true);
+    Pki {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server-key.pem"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client-key.pem"),
+        other_ca: dir.join("other-ca.pem"),
+        other_client_cert: dir.join("other-client.pem"),
+        other_client_key: dir.join("other-client-key.pem"),
     }
 }
 
