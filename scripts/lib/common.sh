@@ -7,7 +7,7 @@ RELEASE="$ROOT/target/release"
 # Debian packages the suite, its tests, the demo and the benchmarks use.
 PACKAGES=(etcd-server etcd-client protobuf-compiler iproute2 nftables containernetworking-plugins
   iputils-ping iperf3 bind9-dnsutils golang-go golang-github-appc-cni-dev podman containerd runc
-  busybox-static jq procps bc python3 dnsmasq-base dnsperf)
+  busybox-static jq procps bc python3 dnsmasq-base dnsperf openssl)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
