@@ -334,6 +334,15 @@ async fn check(
             return Err(failed(format!("route to {} is missing", route.dst)));
         }
     }
+    // With hostAccess the host routes into the bridge; without its isolation rules, whatever the
+    // host forwards could follow.
+    if cfg.host_access && !network::is_isolated(&cfg.bridge_name())? {
+        return Err(failed(format!(
+            "the isolation rules of {} are missing from table inet {}",
+            cfg.bridge_name(),
+            firewall::overlay_isolation::TABLE
+        )));
+    }
     let mut store = Store::new(cfg.etcd.clone())?;
     let record = peers::get(&mut store, cfg, &req.env.container_id, &req.env.ifname)
         .await?

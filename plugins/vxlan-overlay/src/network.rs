@@ -253,6 +253,11 @@ fn isolate(bridge: &str) -> Result<(), CniError> {
     Ok(firewall::OverlayIsolation::new().add_bridge(bridge)?)
 }
 
+/// Whether `bridge` has its isolation rules, complete and in order (for CHECK).
+pub fn is_isolated(bridge: &str) -> Result<bool, CniError> {
+    Ok(firewall::OverlayIsolation::new().is_isolated(bridge)?)
+}
+
 /// Removes the isolation rules of `bridge`, and the table with the last ones (idempotent).
 fn unisolate(bridge: &str) -> Result<(), CniError> {
     let lock = isolation_lock()?;

@@ -238,8 +238,18 @@ fn host_access_networks_are_not_reachable_through_the_host_from_each_other() {
     a.extra = json!({"hostAccess": true});
     let mut b = OverlayNet::new("isob", 420, "10.42.0.0/24");
     b.extra = json!({"hostAccess": true});
-    let (a1, a1_addr, _) = add(&mut lab, 0, &a, "a1");
+    let (a1, a1_addr, a1_result) = add(&mut lab, 0, &a, "a1");
     let (b1, b1_addr, _) = add(&mut lab, 0, &b, "b1");
+    let mut a1_conf = a.config(&lab, 0);
+    a1_conf["prevResult"] = a1_result;
+    let check_a1 = |lab: &Lab| {
+        let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "CHECK")
+            .attachment("a1", &format!("/run/netns/{a1}"), "eth0")
+            .env("CNI_PATH", &cni_path())
+            .stdin(&a1_conf);
+        lab.run_on(0, &inv)
+    };
+    check_a1(&lab).ok();
     // Each container sends the other network's subnet to its gateway: the host's address on its
     // bridge, which has a route to the other bridge.
     in_ns(
@@ -315,7 +325,16 @@ fn host_access_networks_are_not_reachable_through_the_host_from_each_other() {
         lab.ping_within(&b1, &a1_addr, Duration::from_secs(2)),
         "b1 cannot reach a1 even without the isolation rules: the test proves nothing"
     );
+    let missing = check_a1(&lab).err(107);
+    assert!(
+        missing["msg"]
+            .as_str()
+            .unwrap()
+            .contains("isolation rules of ovbr410"),
+        "{missing}"
+    );
     let (a2, _, _) = add(&mut lab, 0, &a, "a2");
+    check_a1(&lab).ok();
     assert!(!lab.ping(&b1, &a1_addr), "the isolation did not come back");
     // Containers of one network still reach each other over the bridge.
     assert!(lab.ping_within(&a2, &a1_addr, Duration::from_secs(2)));
