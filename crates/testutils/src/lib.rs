@@ -416,21 +416,41 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 ";
 
+/// A P-256 key `key` in `dir`: PKCS#8, or SEC1 (`EC PRIVATE KEY`) when `sec1`.
+fn make_key(dir: &Path, key: &str, sec1: bool) {
+    if sec1 {
+        openssl(
+            dir,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                key,
+            ],
+        );
+    } else {
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                key,
+            ],
+        );
+    }
+}
+
 /// A CA (`<name>.pem`, `<name>-key.pem`) in `dir`.
 fn make_ca(dir: &Path, name: &str) {
     let key = format!("{name}-key.pem");
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            &key,
-        ],
-    );
+    make_key(dir, &key, false);
     openssl(
         dir,
         &[
@@ -458,33 +478,7 @@ fn make_ca(dir: &Path, name: &str) {
 /// of section `section` of the config.
 fn make_leaf(dir: &Path, ca: &str, name: &str, cn: &str, section: &str, sec1_key: bool) {
     let key = format!("{name}-key.pem");
-    if sec1_key {
-        openssl(
-            dir,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                &key,
-            ],
-        );
-    } else {
-        openssl(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                &key,
-            ],
-        );
-    }
+    make_key(dir, &key, sec1_key);
     let csr = format!("{name}.csr");
     openssl(
         dir,

@@ -41,6 +41,17 @@ fn add(lab: &mut Lab, host: usize, net: &OverlayNet, name: &str) -> (String, Str
     (ns, addr, result)
 }
 
+/// CHECK of container `name` (namespace `ns`) on `host` against the result of its ADD.
+fn check(lab: &Lab, host: usize, net: &OverlayNet, name: &str, ns: &str, prev: &Value) -> Output {
+    let mut conf = net.config(lab, host);
+    conf["prevResult"] = prev.clone();
+    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "CHECK")
+        .attachment(name, &format!("/run/netns/{ns}"), "eth0")
+        .env("CNI_PATH", &cni_path())
+        .stdin(&conf);
+    lab.run_on(host, &inv)
+}
+
 fn del(lab: &Lab, host: usize, net: &OverlayNet, name: &str) {
     let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "DEL")
         .attachment(name, "", "eth0")
@@ -172,18 +183,9 @@ fn mtu_is_underlay_less_50_and_check_passes_then_fails() {
     let (c1, _, result) = add(&mut lab, 0, &net, "m1");
     let mtu = in_ns(&c1, &["cat", "/sys/class/net/eth0/mtu"]);
     assert_eq!(mtu.trim(), "1450");
-    let mut conf = net.config(&lab, 0);
-    conf["prevResult"] = result;
-    let check = |lab: &Lab| {
-        let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "CHECK")
-            .attachment("m1", &format!("/run/netns/{c1}"), "eth0")
-            .env("CNI_PATH", &cni_path())
-            .stdin(&conf);
-        lab.run_on(0, &inv)
-    };
-    check(&lab).ok();
+    check(&lab, 0, &net, "m1", &c1, &result).ok();
     in_ns(&c1, &["ip", "link", "set", "eth0", "mtu", "1300"]);
-    check(&lab).err(107);
+    check(&lab, 0, &net, "m1", &c1, &result).err(107);
 }
 
 #[test]
@@ -240,15 +242,7 @@ fn host_access_networks_are_not_reachable_through_the_host_from_each_other() {
     b.extra = json!({"hostAccess": true});
     let (a1, a1_addr, a1_result) = add(&mut lab, 0, &a, "a1");
     let (b1, b1_addr, _) = add(&mut lab, 0, &b, "b1");
-    let mut a1_conf = a.config(&lab, 0);
-    a1_conf["prevResult"] = a1_result;
-    let check_a1 = |lab: &Lab| {
-        let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "CHECK")
-            .attachment("a1", &format!("/run/netns/{a1}"), "eth0")
-            .env("CNI_PATH", &cni_path())
-            .stdin(&a1_conf);
-        lab.run_on(0, &inv)
-    };
+    let check_a1 = |lab: &Lab| check(lab, 0, &a, "a1", &a1, &a1_result);
     check_a1(&lab).ok();
     // Each container sends the other network's subnet to its gateway: the host's address on its
     // bridge, which has a route to the other bridge.
