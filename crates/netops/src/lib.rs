@@ -18,7 +18,7 @@ mod sysctl;
 
 pub use error::Error;
 pub use link::{Link, Netlink};
-pub use lock::{HostLock, LOCK_DIR};
+pub use lock::HostLock;
 pub use mac::{format_mac, host_veth_name, parse_mac};
 pub use netns::{create_named_netns, delete_named_netns, Netns, NETNS_RUN_DIR};
 pub use sysctl::{get_sysctl, set_sysctl};

@@ -18,7 +18,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::{Error, Netns};
 
-pub const LOCK_DIR: &str = "/run/cni-overlay/locks";
+const LOCK_DIR: &str = "/run/cni-overlay/locks";
 
 /// How long to wait for another invocation before giving up with "try again later".
 const WAIT: Duration = Duration::from_secs(60);
@@ -35,11 +35,6 @@ impl HostLock {
     pub fn acquire(name: &str) -> Result<HostLock, Error> {
         let inode = Netns::current()?.inode();
         HostLock::acquire_at(Path::new(LOCK_DIR), &format!("{inode}-{name}"), WAIT)
-    }
-
-    /// The lock file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Removes the lock's file while the lock is still held: for when what it guards is gone from

@@ -50,6 +50,16 @@ fn start(lab: &mut Lab, host: usize) {
     );
 }
 
+/// overlayctl, which must succeed.
+fn overlayctl_ok(lab: &Lab, host: usize, args: &[&str]) {
+    let out = overlayctl(lab, host, args);
+    assert!(
+        out.status.success(),
+        "overlayctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn overlayctl(lab: &Lab, host: usize, args: &[&str]) -> std::process::Output {
     std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", lab.host(host).ns))
@@ -166,20 +176,16 @@ fn files_it_did_not_write_are_left_alone() {
     let other = dir.join("10-other.conflist");
     std::fs::write(&other, "{}").unwrap();
     start(&mut lab, 0);
-    assert!(overlayctl(
+    overlayctl_ok(
         &lab,
         0,
-        &["network", "create", "taken", "--subnet", "10.2.0.0/24"]
-    )
-    .status
-    .success());
-    assert!(overlayctl(
+        &["network", "create", "taken", "--subnet", "10.2.0.0/24"],
+    );
+    overlayctl_ok(
         &lab,
         0,
-        &["network", "create", "free", "--subnet", "10.3.0.0/24"]
-    )
-    .status
-    .success());
+        &["network", "create", "free", "--subnet", "10.3.0.0/24"],
+    );
     wait_for("the other conflist", Duration::from_secs(1), || {
         conflist(&dir, "free").exists()
     });
@@ -188,9 +194,7 @@ fn files_it_did_not_write_are_left_alone() {
         std::fs::read_to_string(&mine).unwrap(),
         "{\"name\": \"taken\", \"plugins\": []}"
     );
-    assert!(overlayctl(&lab, 0, &["network", "rm", "taken"])
-        .status
-        .success());
+    overlayctl_ok(&lab, 0, &["network", "rm", "taken"]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(mine.exists(), "a file overlayd did not write was removed");
     assert!(other.exists());
@@ -201,26 +205,20 @@ fn changes_made_while_overlayd_was_down_converge_after_a_restart() {
     let mut lab = Lab::new(2);
     start(&mut lab, 0);
     start(&mut lab, 1);
-    assert!(overlayctl(
+    overlayctl_ok(
         &lab,
         0,
-        &["network", "create", "old", "--subnet", "10.4.0.0/24"]
-    )
-    .status
-    .success());
+        &["network", "create", "old", "--subnet", "10.4.0.0/24"],
+    );
     let old = conflist(&conf_dir(&lab, 1), "old");
     wait_for("the conflist", Duration::from_secs(1), || old.exists());
     lab.kill("overlayd-1");
-    assert!(overlayctl(&lab, 0, &["network", "rm", "old"])
-        .status
-        .success());
-    assert!(overlayctl(
+    overlayctl_ok(&lab, 0, &["network", "rm", "old"]);
+    overlayctl_ok(
         &lab,
         0,
-        &["network", "create", "new", "--subnet", "10.5.0.0/24"]
-    )
-    .status
-    .success());
+        &["network", "create", "new", "--subnet", "10.5.0.0/24"],
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(old.exists(), "nothing should change while overlayd is down");
     start(&mut lab, 1);
