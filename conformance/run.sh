@@ -240,7 +240,7 @@ for tool in jq etcd etcdctl ip nft nsenter go podman ctr containerd tc; do
   command -v "$tool" >/dev/null || setup_failed "$tool not found (scripts/test.sh installs the Debian packages)"
 done
 for bin in vxlan-overlay etcd-ipam overlayd; do
-  [ -x "$RELEASE/$bin" ] || setup_failed "$RELEASE/$bin missing: cargo build --release --workspace --bins"
+  [ -x "$RELEASE/$bin" ] || setup_failed "$RELEASE/$bin missing: cargo build --profile $PROFILE --workspace --bins"
 done
 
 say "building cnitool against Debian's libcni"

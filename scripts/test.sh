@@ -3,6 +3,9 @@
 # Tests start their own etcd on free loopback ports and build their own network namespaces; nothing
 # is left running or mounted afterwards. Under CI=true a missing prerequisite is a failure.
 set -uo pipefail
+# Every build here uses the `ci` profile (release without LTO, Cargo.toml): one cold build of the
+# dependencies for the binaries, the test binaries and the suites alike.
+export CNI_OVERLAY_PROFILE=${CNI_OVERLAY_PROFILE:-ci}
 source "$(dirname "$0")/lib/common.sh"
 
 need_root
@@ -30,14 +33,14 @@ step() { # name command...: a step that is one check
 }
 
 step "cargo fmt --check" cargo fmt --all -- --check
-step "cargo clippy -D warnings" cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+step "cargo clippy -D warnings" cargo clippy --profile "$PROFILE" --workspace --all-targets --quiet -- -D warnings
 
-say "building (release)"
-cargo build --release --workspace --bins --quiet || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+say "building (profile $PROFILE)"
+cargo build --profile "$PROFILE" --workspace --bins --quiet || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
 say "cargo test (unit and integration tests against a real etcd and real namespaces)"
 log=$(mktemp)
-cargo test --release --workspace --no-fail-fast 2>&1 | tee "$log"
+cargo test --profile "$PROFILE" --workspace --no-fail-fast 2>&1 | tee "$log"
 cargo_status=${PIPESTATUS[0]}
 count_cargo "$log"
 if [ "$cargo_status" != 0 ] && ! grep -q '^test result: FAILED' "$log"; then

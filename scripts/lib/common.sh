@@ -2,28 +2,43 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export PATH="$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
-RELEASE="$ROOT/target/release"
+# The cargo profile whose binaries the scripts run: `release` (LTO, as installed) unless the caller
+# says otherwise; scripts/test.sh uses `ci` (the release profile without LTO: see Cargo.toml).
+PROFILE=${CNI_OVERLAY_PROFILE:-release}
+RELEASE="$ROOT/target/$PROFILE"
 
-# Debian packages the suite, its tests, the demo and the benchmarks use.
-PACKAGES=(etcd-server etcd-client protobuf-compiler iproute2 nftables containernetworking-plugins
-  iputils-ping iperf3 bind9-dnsutils golang-go golang-github-appc-cni-dev podman containerd runc
-  busybox-static jq procps bc python3 dnsmasq-base dnsperf openssl)
+# The Debian packages the build, the tests, the demo and the benchmarks need: one list, one place.
+PACKAGE_LIST="$ROOT/scripts/debian-packages.txt"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 need_root() { [ "$(id -u)" = 0 ] || die "run as root: the suite creates network namespaces and devices"; }
 
+# The packages of scripts/debian-packages.txt (comments and blank lines dropped), one per line.
+listed_packages() { sed 's/#.*//' "$PACKAGE_LIST" | tr -s ' \t' '\n' | grep -v '^$'; }
+
+# Installs what is missing of the list, never a Recommends. Services the packages ship (containerd,
+# redis, etcd, docker) are kept from starting in the machine's own namespaces: a policy-rc.d that
+# refuses every start, present only during the install.
 install_packages() {
-  local missing=()
-  for p in "${PACKAGES[@]}"; do
+  local missing=() p
+  while read -r p; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
+  done < <(listed_packages)
   [ ${#missing[@]} -eq 0 ] && return 0
   say "installing Debian packages: ${missing[*]}"
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || die "apt-get install ${missing[*]} failed"
+  local policy=/usr/sbin/policy-rc.d placed=false
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# cni-overlay: no service starts during the install\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    placed=true
+  fi
+  local ok=true
+  apt-get update -qq >/dev/null || ok=false
+  $ok && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || ok=false; }
+  if $placed; then rm -f "$policy"; fi
+  $ok || die "apt-get install ${missing[*]} failed"
 }
 
 need_cargo() {
@@ -32,8 +47,8 @@ need_cargo() {
 
 build_release() {
   need_cargo
-  say "building (release)"
-  (cd "$ROOT" && cargo build --release --workspace --bins --quiet) || die "build failed"
+  say "building (profile $PROFILE)"
+  (cd "$ROOT" && cargo build --profile "$PROFILE" --workspace --bins --quiet) || die "build failed"
 }
 
 # A private etcd on free loopback ports, data in a temporary directory (tmpfs unless ETCD_DATA_BASE says
