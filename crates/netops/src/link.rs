@@ -242,7 +242,15 @@ impl Netlink {
 
     /// Creates a bridge, or returns the existing one of that name; brought up either way.
     /// A non-bridge link of that name is [`Error::Exists`]. `mtu` None leaves the kernel default.
-    pub async fn ensure_bridge(&self, name: &str, mtu: Option<u32>) -> Result<Link, Error> {
+    /// `mac` is set in the message that creates the bridge, so the bridge never exists without it
+    /// and keeps it for life (without one, the kernel gives a bridge the lowest MAC of its ports,
+    /// changing it as they come and go). An existing bridge keeps the MAC it has.
+    pub async fn ensure_bridge(
+        &self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<Link, Error> {
         if !valid_ifname(name) {
             return Err(Error::invalid(
                 "create bridge",
@@ -253,6 +261,9 @@ impl Netlink {
         let mut builder = LinkBridge::new(name).up();
         if let Some(mtu) = mtu {
             builder = builder.mtu(mtu);
+        }
+        if let Some(mac) = mac {
+            builder = builder.address(mac.to_vec());
         }
         match self.handle.link().add(builder.build()).execute().await {
             Ok(()) => {}

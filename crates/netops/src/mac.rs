@@ -64,6 +64,16 @@ pub fn host_veth_name(prefix: &str, container_id: &str, ifname: &str) -> String 
     format!("{}{}", &prefix[..cut], &digits[..NAME_HASH_DIGITS])
 }
 
+/// A stable, locally administered unicast MAC derived from `parts`: a device created with it keeps
+/// it for life (the kernel leaves a bridge's address alone once it was set), and whoever knows the
+/// parts can tell the device is the one they made.
+pub fn derived_mac(parts: &[&str]) -> [u8; 6] {
+    let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+    let h = fnv1a64(&bytes).to_be_bytes();
+    // Bit 0 of the first byte clear: unicast; bit 1 set: locally administered.
+    [(h[0] & 0xfc) | 0x02, h[1], h[2], h[3], h[4], h[5]]
+}
+
 /// The kernel's dev_valid_name(): 1-15 bytes, not "." or "..", no '/', ':' or whitespace.
 pub(crate) fn valid_ifname(name: &str) -> bool {
     !name.is_empty()
@@ -122,6 +132,17 @@ mod tests {
         assert!(long.starts_with("very"));
         let multibyte = host_veth_name("ééé", "x", "eth0");
         assert!(multibyte.len() <= 15);
+    }
+
+    #[test]
+    fn derived_macs_are_stable_local_unicast() {
+        let a = derived_mac(&["demo", "4096", "node1"]);
+        assert_eq!(a, derived_mac(&["demo", "4096", "node1"]));
+        assert_eq!(a[0] & 0x03, 0x02, "locally administered unicast");
+        assert_ne!(a, derived_mac(&["demo", "4096", "node2"]));
+        assert_ne!(derived_mac(&["ab", "c"]), derived_mac(&["a", "bc"]));
+        // Pinned: a bridge made by one release must be recognised by the next.
+        assert_eq!(format_mac(&derived_mac(&["x"])), "ae:63:f5:4c:86:02");
     }
 
     #[test]

@@ -13,11 +13,11 @@ async fn ensure_bridge_is_idempotent_and_refuses_other_kinds() {
     let t = TestNs::new("br");
     let nl = Netlink::in_netns(&t.ns).await.unwrap();
 
-    let first = nl.ensure_bridge("br0", Some(1400)).await.unwrap();
+    let first = nl.ensure_bridge("br0", Some(1400), None).await.unwrap();
     assert_eq!(first.kind, "bridge");
     assert!(first.up);
     assert_eq!(first.mtu, 1400);
-    let second = nl.ensure_bridge("br0", Some(1400)).await.unwrap();
+    let second = nl.ensure_bridge("br0", Some(1400), None).await.unwrap();
     assert_eq!(first.index, second.index);
     assert!(t
         .exec(&["ip", "-d", "link", "show", "br0"])
@@ -25,12 +25,12 @@ async fn ensure_bridge_is_idempotent_and_refuses_other_kinds() {
 
     // A bridge brought down by someone else comes back up.
     t.exec(&["ip", "link", "set", "br0", "down"]);
-    assert!(nl.ensure_bridge("br0", None).await.unwrap().up);
+    assert!(nl.ensure_bridge("br0", None, None).await.unwrap().up);
 
     t.exec(&[
         "ip", "link", "add", "notbr", "type", "veth", "peer", "name", "notbrp",
     ]);
-    match nl.ensure_bridge("notbr", None).await {
+    match nl.ensure_bridge("notbr", None, None).await {
         Err(err @ Error::Exists { .. }) => {
             let cni: cni::CniError = err.into();
             assert_eq!(cni.code, codes::INTERFACE_EXISTS);
@@ -39,7 +39,8 @@ async fn ensure_bridge_is_idempotent_and_refuses_other_kinds() {
         other => panic!("expected Exists, got {other:?}"),
     }
     assert!(matches!(
-        nl.ensure_bridge("name-too-long-for-linux", None).await,
+        nl.ensure_bridge("name-too-long-for-linux", None, None)
+            .await,
         Err(Error::Invalid { .. })
     ));
 
@@ -200,11 +201,45 @@ async fn create_veth_puts_the_peer_in_the_other_namespace() {
 }
 
 #[tokio::test]
+async fn a_bridge_made_with_a_mac_keeps_it_as_ports_come_and_go() {
+    let host = TestNs::new("bm");
+    let c1 = TestNs::new("bmc");
+    let nl = Netlink::in_netns(&host.ns).await.unwrap();
+    let mac = netops::derived_mac(&["a bridge"]);
+    let br = nl.ensure_bridge("br0", None, Some(mac)).await.unwrap();
+    assert_eq!(br.mac, Some(mac));
+    // A port with a lower MAC joins: without the MAC set at creation the kernel takes the port's.
+    let (h, _) = nl
+        .create_veth("ovport0", "eth0", &c1.ns, 1500, None)
+        .await
+        .unwrap();
+    host.exec(&[
+        "ip",
+        "link",
+        "set",
+        "ovport0",
+        "address",
+        "02:00:00:00:00:01",
+    ]);
+    nl.set_master(h.index, br.index).await.unwrap();
+    nl.set_up(h.index).await.unwrap();
+    assert_eq!(nl.link("br0").await.unwrap().unwrap().mac, Some(mac));
+    nl.delete_link("ovport0").await.unwrap();
+    assert_eq!(nl.link("br0").await.unwrap().unwrap().mac, Some(mac));
+    // An existing bridge keeps its own MAC.
+    let again = nl
+        .ensure_bridge("br0", None, Some(netops::derived_mac(&["other"])))
+        .await
+        .unwrap();
+    assert_eq!(again.mac, Some(mac));
+}
+
+#[tokio::test]
 async fn ports_masters_aliases_and_isolation() {
     let host = TestNs::new("ph");
     let c1 = TestNs::new("pc");
     let nl = Netlink::in_netns(&host.ns).await.unwrap();
-    let br = nl.ensure_bridge("br0", None).await.unwrap();
+    let br = nl.ensure_bridge("br0", None, None).await.unwrap();
     let (h, _) = nl
         .create_veth("ovport0", "eth0", &c1.ns, 1500, None)
         .await

@@ -52,7 +52,7 @@ async fn ping_across_a_bridge_and_port_isolation() {
     let c2 = TestNs::new("p2");
     let hnl = Netlink::in_netns(&host.ns).await.unwrap();
 
-    let br = hnl.ensure_bridge("br0", Some(1450)).await.unwrap();
+    let br = hnl.ensure_bridge("br0", Some(1450), None).await.unwrap();
     hnl.add_address(br.index, net("10.9.0.1/24")).await.unwrap();
     let p1 = attach(
         &hnl,
@@ -150,7 +150,7 @@ async fn ping_across_a_vxlan_overlay_with_static_fdb_and_neighbours() {
             .unwrap()
             .expect("underlay");
         assert_eq!(underlay.index, ul);
-        let br = nl.ensure_bridge("ovbr0", Some(1450)).await.unwrap();
+        let br = nl.ensure_bridge("ovbr0", Some(1450), None).await.unwrap();
         let vx = nl
             .ensure_vxlan("vx4097", 4097, 4789, ip(vtep), underlay.index, 1450)
             .await

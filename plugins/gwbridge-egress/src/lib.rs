@@ -381,7 +381,18 @@ async fn attach(
         Some(mtu) => mtu,
         None => default_mtu(&host).await?,
     };
-    let bridge = host.ensure_bridge(&cfg.bridge, Some(mtu)).await?;
+    // A MAC of its own from birth: the containers' ARP entries for the gateway stay right as
+    // ports come and go (the kernel would otherwise give the bridge its lowest port's MAC).
+    let bridge = host
+        .ensure_bridge(
+            &cfg.bridge,
+            Some(mtu),
+            Some(netops::derived_mac(&[
+                "gwbridge-egress bridge",
+                &cfg.bridge,
+            ])),
+        )
+        .await?;
     let present = host.addresses(bridge.index).await?;
     for gw in &gateways {
         if !present.contains(gw) {

@@ -218,6 +218,19 @@ impl OverlayConfig {
     pub fn bridge_alias(&self) -> String {
         format!("cni-overlay:{}", self.network)
     }
+
+    /// The bridge's MAC, set in the very message that creates it: the kernel sets an alias only in
+    /// a second message, so the MAC is what tells our bridge (also one caught between the two, by
+    /// a concurrent ADD or after a killed one) from a stranger's. Also the MAC the result reports:
+    /// the bridge keeps it for life instead of taking its ports' as they come and go.
+    pub fn bridge_mac(&self) -> [u8; 6] {
+        netops::derived_mac(&[
+            "cni-overlay bridge",
+            &self.network,
+            &self.vni.to_string(),
+            &self.node,
+        ])
+    }
 }
 
 /// The DNS domain of a network, shared with overlayd's DNS server.

@@ -103,20 +103,43 @@ pub struct Devices {
     pub vxlan: Link,
 }
 
+/// Whose a bridge named `ovbr<vni>` is.
+enum Owner {
+    /// This network's, complete.
+    Us,
+    /// This network's, made but not yet named (its alias is set by a second netlink message): a
+    /// concurrent first ADD is between the two, or one was killed there. Completed under the lock.
+    UsUnnamed,
+    /// Another network's, or not ours at all.
+    Other(String),
+}
+
+fn owner(bridge: &Link, cfg: &OverlayConfig) -> Owner {
+    match bridge.alias.as_deref() {
+        Some(alias) if alias == cfg.bridge_alias() => Owner::Us,
+        None if bridge.mac == Some(cfg.bridge_mac()) => Owner::UsUnnamed,
+        Some(alias) => Owner::Other(alias.to_string()),
+        None => Owner::Other("something else".into()),
+    }
+}
+
+fn vni_taken(cfg: &OverlayConfig, bridge: &Link, by: &str) -> CniError {
+    CniError::invalid_config(format!(
+        "vni {} is already used on this host by {by} (bridge {})",
+        cfg.vni, bridge.name
+    ))
+}
+
 /// This network's bridge on this host, if it exists. A bridge of that name that belongs to another
 /// network means the VNI is taken here: refused (code 7). ADD calls this before allocating
-/// anything, so a refused ADD leaves nothing behind.
+/// anything, so a refused ADD leaves nothing behind; a bridge of ours still being made passes.
 pub async fn existing_bridge(nl: &Netlink, cfg: &OverlayConfig) -> Result<Option<Link>, CniError> {
     match nl.link(&cfg.bridge_name()).await? {
-        Some(existing) if existing.alias.as_deref() != Some(cfg.bridge_alias().as_str()) => {
-            Err(CniError::invalid_config(format!(
-                "vni {} is already used on this host by {} (bridge {})",
-                cfg.vni,
-                existing.alias.as_deref().unwrap_or("something else"),
-                existing.name
-            )))
-        }
-        other => Ok(other),
+        Some(bridge) => match owner(&bridge, cfg) {
+            Owner::Us | Owner::UsUnnamed => Ok(Some(bridge)),
+            Owner::Other(by) => Err(vni_taken(cfg, &bridge, &by)),
+        },
+        None => Ok(None),
     }
 }
 
@@ -128,14 +151,22 @@ pub async fn ensure(
     mtu: u32,
     gateways: &[IpNetwork],
 ) -> Result<Devices, CniError> {
-    let bridge = match existing_bridge(nl, cfg).await? {
-        Some(existing) => existing,
-        None => {
-            let bridge = nl.ensure_bridge(&cfg.bridge_name(), Some(mtu)).await?;
-            nl.set_alias(bridge.index, &cfg.bridge_alias()).await?;
-            bridge
-        }
+    let unnamed = match nl.link(&cfg.bridge_name()).await? {
+        None => true,
+        Some(bridge) => match owner(&bridge, cfg) {
+            Owner::Us => false,
+            Owner::UsUnnamed => true,
+            Owner::Other(by) => return Err(vni_taken(cfg, &bridge, &by)),
+        },
     };
+    // Made here, its MAC in the message that creates it; or found, and up again if someone took
+    // it down.
+    let bridge = nl
+        .ensure_bridge(&cfg.bridge_name(), Some(mtu), Some(cfg.bridge_mac()))
+        .await?;
+    if unnamed {
+        nl.set_alias(bridge.index, &cfg.bridge_alias()).await?;
+    }
     let vxlan = nl
         .ensure_vxlan(
             &cfg.vxlan_name(),
@@ -229,7 +260,7 @@ pub async fn remove_if_unused(
             return Ok(false);
         }
         // Refuse to delete a bridge of that name that is not ours.
-        if bridge.alias.as_deref() != Some(cfg.bridge_alias().as_str()) {
+        if let Owner::Other(_) = owner(&bridge, cfg) {
             return Ok(false);
         }
         nl.delete_link(&cfg.vxlan_name()).await?;

@@ -519,6 +519,79 @@ fn adds_and_last_dels_racing_on_one_host_stay_consistent() {
 }
 
 #[test]
+fn an_add_finding_the_bridge_half_made_completes_it_and_a_strangers_is_refused() {
+    // A first ADD makes ovbr<vni> and names it (its alias) in two netlink messages, under the
+    // network's lock; a concurrent ADD looking in between, or any ADD after one killed in between,
+    // sees the bridge without its alias. That is this exact state, made deterministically.
+    let mut lab = Lab::new(1);
+    let host_ns = lab.host(0).ns.clone();
+    let net = OverlayNet::new("half", 779, "10.79.0.0/24");
+    let conf = net.config(&lab, 0);
+    let cfg = vxlan_overlay::config::OverlayConfig::from_netconf(
+        &cni::NetConf::parse(conf.to_string().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let mac = netops::format_mac(&cfg.bridge_mac());
+    in_ns(
+        &host_ns,
+        &[
+            "ip", "link", "add", "ovbr779", "address", &mac, "type", "bridge",
+        ],
+    );
+    let (ns, _, result) = add(&mut lab, 0, &net, "h1");
+    let shown = in_ns(&host_ns, &["ip", "-d", "link", "show", "ovbr779"]);
+    assert!(shown.contains("alias cni-overlay:half"), "{shown}");
+    assert_eq!(result["interfaces"][0]["mac"], json!(mac));
+    assert!(lab.ping_within(&ns, "10.79.0.1", Duration::from_secs(2)));
+    del(&lab, 0, &net, "h1");
+    assert!(!links(&host_ns).contains("ovbr779"));
+
+    // A bridge of that name without the alias and without our MAC is a stranger's: the VNI is
+    // taken (7), and nothing changes.
+    in_ns(
+        &host_ns,
+        &[
+            "ip",
+            "link",
+            "add",
+            "ovbr779",
+            "address",
+            "02:00:00:00:07:79",
+            "type",
+            "bridge",
+        ],
+    );
+    let host_links = links(&host_ns);
+    let keys = etcd_keys(&lab, "/cni-overlay/");
+    let (_, path) = lab.container("h2");
+    let refused = call(&lab, 0, &net, "ADD", "h2", &path).err(7);
+    assert!(
+        refused["msg"]
+            .as_str()
+            .unwrap()
+            .contains("vni 779 is already used"),
+        "{refused}"
+    );
+    del(&lab, 0, &net, "h2");
+    assert_eq!(links(&host_ns), host_links);
+    assert_eq!(etcd_keys(&lab, "/cni-overlay/"), keys);
+}
+
+#[test]
+fn the_bridge_keeps_the_mac_the_result_reports() {
+    let mut lab = Lab::new(1);
+    let net = OverlayNet::new("bmac", 780, "10.80.0.0/24");
+    let (_, _, first) = add(&mut lab, 0, &net, "m1");
+    let (_, _, second) = add(&mut lab, 0, &net, "m2");
+    let shown = in_ns(&lab.host(0).ns, &["cat", "/sys/class/net/ovbr780/address"]);
+    assert_eq!(first["interfaces"][0]["name"], json!("ovbr780"));
+    assert_eq!(first["interfaces"][0]["mac"], json!(shown.trim()));
+    assert_eq!(second["interfaces"][0]["mac"], json!(shown.trim()));
+    del(&lab, 0, &net, "m1");
+    del(&lab, 0, &net, "m2");
+}
+
+#[test]
 fn del_works_after_the_namespace_is_gone() {
     let mut lab = Lab::new(1);
     let net = OverlayNet::new("gone", 66, "10.66.0.0/24");
