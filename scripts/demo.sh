@@ -8,7 +8,9 @@
 #   4. overlayctl network inspect demo lists both
 #   5. test1 pings test2 by address and by name, across hosts
 #   6. a container reaches a simulated internet (203.0.113.0/24) through the gwbridge
-#   7. a key-value service on node1 used by name from node2 (the seed's redis and flask app)
+#   7. the seed's application: Redis (Debian's redis-server) in a container named redis on node1; a Flask
+#      app on node2 counting its visits in it by that name (INCR hits), published with -p 8080:5000;
+#      curl from the simulated internet to node2 (192.168.205.11:8080) twice, the count going up by one
 # Exits non-zero if any step fails. Removes everything it created unless --keep.
 #   scripts/demo.sh [--keep]
 set -euo pipefail
@@ -27,6 +29,7 @@ WORK=$(mktemp -d /tmp/cni-overlay-demo.XXXXXX)
 BIN="$WORK/bin"
 export RP_PODMAN_BASE="$WORK/podman" RP_PODMAN_RUNROOT_BASE="/tmp/cod$$"
 source "$ROOT/scripts/lib/podman-host.sh"
+source "$ROOT/scripts/lib/app-images.sh"
 
 # State our plugins keep on the host by default; removed at the end only if this run created it.
 CREATED_STATE=()
@@ -51,12 +54,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# show PROMPT WORD...: the command as typed (a word with spaces or shell characters in single quotes).
 # The prompt goes to stderr, so that a command's stdout stays its own.
-show() { printf '\033[36m%s$\033[0m %s\n' "$1" "${*:2}" >&2; }
+show() {
+  local w line=""
+  for w in "${@:2}"; do
+    [[ $w =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]] || w="'${w//\'/\'\\\'\'}'"
+    line+="${line:+ }$w"
+  done
+  printf '\033[36m%s$\033[0m %s\n' "$1" "$line" >&2
+}
 # on N CMD...: runs a command on node N, echoing it as a user would type it there.
-on() { local h=$1; shift; show "node$h" "$*"; lab_run "$h" "$@"; }
-pod() { local h=$1; shift; show "node$h" "podman $*"; podman_on "$(lab_host_ns "$h")" "$@"; }
-ctl() { local h=$1; shift; show "node$h" "overlayctl $*"; lab_run "$h" "$BIN/overlayctl" --etcd "$LAB_ETCD" "$@"; }
+on() { local h=$1; shift; show "node$h" "$@"; lab_run "$h" "$@"; }
+pod() { local h=$1; shift; show "node$h" podman "$@"; podman_on "$(lab_host_ns "$h")" "$@"; }
+ctl() { local h=$1; shift; show "node$h" overlayctl "$@"; lab_run "$h" "$BIN/overlayctl" --etcd "$LAB_ETCD" "$@"; }
 fail() { printf '\033[31mstep failed: %s\033[0m\n' "$*" >&2; exit 1; }
 # The verified outcome of a step (scripts/tests/60-demo.sh asserts these lines).
 passed() { printf 'passed: %s\n' "$*"; }
@@ -135,22 +146,51 @@ pod 1 exec test1 ip -4 -o addr show
 pod 1 exec test1 ping -c 2 "$LAB_INTERNET" || fail "test1 cannot reach the internet"
 passed "test1 reached the internet"
 
-say "7. a key-value service on node1 (the seed's redis), used by name from node2 (the seed's app)"
-KV='mkdir -p /www/cgi-bin /data
-cat > /www/cgi-bin/kv <<EOF
-#!/bin/sh
-echo "Content-Type: text/plain"; echo
-key=\${QUERY_STRING%%=*}; value=\${QUERY_STRING#*=}
-if [ "\$key" != "\$QUERY_STRING" ]; then echo "\$value" > /data/\$key; echo OK; else cat /data/\$QUERY_STRING; fi
-EOF
-chmod +x /www/cgi-bin/kv; exec httpd -f -p 6379 -h /www'
-pod 1 run -d --name redis --network demo localhost/busybox sh -c "$KV" >/dev/null
-sleep 1
-pod 2 run --rm --name app --network demo localhost/busybox wget -qO- "http://redis:6379/cgi-bin/kv?greeting=hello-from-node2" \
-  || fail "the app on node2 could not write to redis by name"
-value=$(pod 1 exec redis wget -qO- "http://127.0.0.1:6379/cgi-bin/kv?greeting")
-echo "read on node1: $value"
-[ "$value" = hello-from-node2 ] || fail "node1 read '$value'"
-passed "a value written by name from node2 was read on node1"
+say "7. the seed's application: redis on node1; on node2 a Flask app counting its visits in redis, published on port 8080"
+# No registry is reachable: the images are made of the files of Debian's packages (scripts/lib/app-images.sh),
+# each tarball built once and imported on the host that runs it.
+started=$SECONDS
+app_images_build "$WORK/images" || fail "the application's images could not be built"
+echo "built from Debian's packages in $((SECONDS - started)) s: redis.tar $(du -m "$WORK/images/redis.tar" | cut -f1) MB," \
+  "flask.tar $(du -m "$WORK/images/flask.tar" | cut -f1) MB"
+pod 1 import -q --change 'CMD ["redis-server", "--protected-mode", "no", "--save", ""]' \
+  "$WORK/images/redis.tar" localhost/redis >/dev/null
+pod 1 run -d --name redis --network demo localhost/redis >/dev/null
+pong=""
+for _ in $(seq 50); do
+  pong=$(podman_on "$(lab_host_ns 1)" exec redis redis-cli ping 2>/dev/null) && [ "$pong" = PONG ] && break
+  sleep 0.2
+done
+pod 1 exec redis redis-cli ping
+[ "$pong" = PONG ] || fail "redis on node1 does not answer"
+passed "redis runs on node1"
+pod 2 import -q --change 'CMD ["python3", "/app/app.py"]' --change 'WORKDIR /app' \
+  "$WORK/images/flask.tar" localhost/flask >/dev/null
+pod 2 run -d --name web --network demo -p 8080:5000 localhost/flask >/dev/null
+# The app's own Redis client, in the app's container, by the name redis.
+answer=$(pod 2 exec web python3 -c 'import redis; print("redis answers:", redis.Redis(host="redis").ping())') \
+  || fail "the app on node2 cannot reach redis by name"
+echo "$answer"
+[ "$answer" = "redis answers: True" ] || fail "the app on node2 cannot reach redis by name"
+passed "the app on node2 reached redis by name"
+# Flask logs "Running on" once it listens.
+for _ in $(seq 100); do
+  grep -q 'Running on' <<<"$(podman_on "$(lab_host_ns 2)" logs web 2>&1)" && break
+  sleep 0.1
+done
+# curl from the simulated internet, to node2's underlay address and its published port.
+visit() {
+  show internet curl "http://$(lab_host_addr 2):8080/"
+  nsenter --net="/run/netns/$LAB_PREFIX-inet" -- curl -sS --max-time 10 "http://$(lab_host_addr 2):8080/"
+}
+seen() { sed -nE 's/^Hello from [^!]+! I have been seen ([0-9]+) times\.$/\1/p' <<<"$1"; }
+first=$(visit) || fail "no answer from node2's port 8080"
+echo "$first"
+second=$(visit) || fail "no second answer from node2's port 8080"
+echo "$second"
+n1=$(seen "$first"); n2=$(seen "$second")
+[ -n "$n1" ] && [ -n "$n2" ] || fail "the app did not answer with its count"
+[ "$n2" = $((n1 + 1)) ] || fail "the count went from $n1 to $n2, not up by one"
+passed "two curls from the internet through node2's port 8080 counted $n1 then $n2"
 
 say "demo complete: every step passed"
