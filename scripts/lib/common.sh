@@ -51,6 +51,11 @@ build_release() {
   (cd "$ROOT" && cargo build --profile "$PROFILE" --workspace --bins --quiet) || die "build failed"
 }
 
+# The lab of simulated hosts (crates/testutils/src/bin/lab.rs: the Rust tests' lab), for the demo, the
+# benchmarks and the conformance suite: `lab up ...`, `lab run HOST -- CMD`, `lab down`; its state is in
+# $LAB_DIR (set it first). Built with the other binaries.
+lab() { "$RELEASE/lab" "$@"; }
+
 # A private etcd on free loopback ports, data in a temporary directory (tmpfs unless ETCD_DATA_BASE says
 # otherwise). Sets ETCD_ENDPOINT and ETCD_PID; etcd_stop removes everything.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
