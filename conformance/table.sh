@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Prints the conformance summary (conformance/run.sh with CONFORMANCE_SUMMARY=FILE) as the README's
-# markdown table: one row per runtime and spec version, one column per verb; a cell is "pass" when
-# every check of it passed, "FAIL" when one failed, "n/a" when nothing applied.
+# Prints the conformance summaries as the README's markdown table: one row per runtime and spec version,
+# one column per verb; a cell is "pass" when every check of it passed, "FAIL" when one failed, "n/a"
+# when nothing applied. The summaries are TSVs written with CONFORMANCE_SUMMARY=FILE by
+# conformance/run.sh (the runtimes) and by `cargo test -p testutils --test conformance` (the plugins run
+# directly: VERSION, GC, STATUS, bad input); give both.
 #
-# usage: conformance/table.sh SUMMARY.tsv
+# usage: conformance/table.sh SUMMARY.tsv...
 set -euo pipefail
-[ $# -eq 1 ] && [ -r "$1" ] || { echo "usage: $0 SUMMARY.tsv" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: $0 SUMMARY.tsv..." >&2; exit 2; }
+for f in "$@"; do [ -r "$f" ] || { echo "$0: cannot read $f" >&2; exit 2; }; done
 awk -F'\t' '
-  NR == 1 && $1 == "runtime" { next }
+  FNR == 1 && $1 == "runtime" { next }
   NF < 5 { next }
   {
     row = $1 "\t" $2
@@ -60,4 +63,4 @@ awk -F'\t' '
       }
       print line
     }
-  }' "$1"
+  }' "$@"

@@ -12,12 +12,11 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
 # Everything a benchmark made is removed on exit, whatever happens (RETURN traps would see the
-# function's locals gone).
+# function's locals gone). Each benchmark runs on a lab of its own (LAB_DIR), etcd included.
 BENCH_TMP=$(mktemp -d)
-LAB_LOADED=false
+LAB_DIR=""
 cleanup() {
-  etcd_stop
-  if $LAB_LOADED; then lab_down; fi
+  if [ -n "$LAB_DIR" ]; then lab down; fi
   rm -rf "$BENCH_TMP"
 }
 trap cleanup EXIT
@@ -25,20 +24,26 @@ trap cleanup EXIT
 bench_ipam() {
   local tmp=$BENCH_TMP
   local count=${COUNT:-200} par=${PARALLEL:-32}
-  run() { "$RELEASE/plugin-bench" --plugin "$1" --config "$2" --count "$count" --parallel "$3" --id-prefix "$4"; }
+  # Run on the lab's one host, whose etcd has its data in the lab's directory.
+  run() { lab run 1 -- "$RELEASE/plugin-bench" --plugin "$1" --config "$2" --count "$count" --parallel "$3" --id-prefix "$4"; }
   secs() { jq -r .seconds <<<"$1"; }
   failures() { jq -r .failures <<<"$1"; }
   ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 
+  local base etcd
   for storage in tmpfs disk; do
-    if [ "$storage" = tmpfs ]; then ETCD_DATA_BASE=/dev/shm; else ETCD_DATA_BASE=/var/tmp; fi
-    ETCD_DATA_BASE=$ETCD_DATA_BASE etcd_start
-    say "ipam: etcd data on $storage ($ETCD_DATA_BASE), $count ADDs each"
+    if [ "$storage" = tmpfs ]; then base=/dev/shm; else base=/var/tmp; fi
+    export LAB_DIR
+    LAB_DIR=$(mktemp -d "$base/cni-overlay-bench.XXXXXX")
+    lab up --prefix "bi$$" --hosts 1 >/dev/null
+    etcd=$(lab etcd-endpoints)
+    etcd=${etcd#http://}
+    say "ipam: etcd data on $storage ($LAB_DIR), $count ADDs each"
     for mode in sequential parallel; do
       local p=1; [ "$mode" = parallel ] && p=$par
       local net="b-$storage-$mode"
       printf '{"cniVersion":"1.0.0","name":"%s","type":"bench","ipam":{"type":"etcd-ipam","subnet":"10.20.0.0/16","node":"bench","dataDir":"%s/ipam-data","etcd":{"endpoints":["%s"]}}}' \
-        "$net" "$tmp" "$ETCD_ENDPOINT" >"$tmp/etcd-ipam.json"
+        "$net" "$tmp" "$etcd" >"$tmp/etcd-ipam.json"
       printf '{"cniVersion":"1.0.0","name":"%s","type":"bench","ipam":{"type":"host-local","subnet":"10.20.0.0/16","dataDir":"%s/host-local-%s"}}' \
         "$net" "$tmp" "$net" >"$tmp/host-local.json"
       local ours peer
@@ -50,9 +55,9 @@ bench_ipam() {
     done
     if [ "$storage" = tmpfs ]; then
       # Cost must not grow with the addresses in use: an empty /16 against one with 50,000 taken.
-      printf '{"cniVersion":"1.0.0","name":"empty16","type":"bench","ipam":{"type":"etcd-ipam","subnet":"10.30.0.0/16","node":"bench","dataDir":"%s/ipam-data","etcd":{"endpoints":["%s"]}}}' "$tmp" "$ETCD_ENDPOINT" >"$tmp/empty.json"
+      printf '{"cniVersion":"1.0.0","name":"empty16","type":"bench","ipam":{"type":"etcd-ipam","subnet":"10.30.0.0/16","node":"bench","dataDir":"%s/ipam-data","etcd":{"endpoints":["%s"]}}}' "$tmp" "$etcd" >"$tmp/empty.json"
       sed 's/"empty16"/"full16"/' "$tmp/empty.json" >"$tmp/full.json"
-      "$RELEASE/etcd-fill" --endpoint "$ETCD_ENDPOINT" --network full16 --first 10.30.0.2 --count 50000
+      lab run 1 -- "$RELEASE/etcd-fill" --endpoint "$etcd" --network full16 --first 10.30.0.2 --count 50000
       local empty full
       empty=$(run "$RELEASE/etcd-ipam" "$tmp/empty.json" 1 "empty")
       full=$(run "$RELEASE/etcd-ipam" "$tmp/full.json" 1 "full")
@@ -61,34 +66,33 @@ bench_ipam() {
         ipam tmpfs used-pool "$(secs "$full")" "$(secs "$empty")" "$(ratio "$(secs "$full")" "$(secs "$empty")")" \
         "$(jq -r .p99_ms <<<"$full")" "$(jq -r .p99_ms <<<"$empty")"
     fi
-    etcd_stop
+    lab down
+    LAB_DIR=""
   done
 }
 
 bench_overlay() {
-  source "$ROOT/scripts/lib/lab.sh"
-  LAB_LOADED=true
-  LAB_PREFIX="bo$$"
   local tmp=$BENCH_TMP/overlay
   mkdir -p "$tmp"
-  lab_up 2
-  lab_etcd_cluster "$tmp" 1
-  local h
-  for h in 1 2; do lab_bg "$h" "$tmp/overlayd-$h.log" "$RELEASE/overlayd" --etcd "$LAB_ETCD" --node "node$h" --no-conflists; done
+  export LAB_DIR=$tmp/lab
+  lab up --prefix "bo$$" --hosts 2 >/dev/null
+  local h etcd
+  etcd=$(lab etcd-endpoints)
+  for h in 1 2; do lab bg "$h" --log "$tmp/overlayd-$h.log" -- "$RELEASE/overlayd" --etcd "$etcd" --node "node$h" --no-conflists >/dev/null; done
   conf() {
     printf '{"cniVersion":"1.0.0","name":"bench","type":"vxlan-overlay","vni":4000,"node":"node%s","etcd":{"endpoints":["%s"]},"ipam":{"type":"etcd-ipam","subnet":"10.40.0.0/16","dataDir":"%s/ipam-%s"}}' \
-      "$1" "${LAB_ETCD%%,*}" "$tmp" "$1"
+      "$1" "${etcd%%,*}" "$tmp" "$1"
   }
-  add() { # HOST NAME [IP]: prints the container's address
-    local path; path=$(lab_container "$2")
-    conf "$1" | lab_run "$1" env CNI_COMMAND=ADD CNI_CONTAINERID="$2" CNI_NETNS="$path" CNI_IFNAME=eth0 \
+  add() { # HOST NAME [IP]: a new container NAME; prints its address
+    local path; path=$(lab container "$2")
+    conf "$1" | lab run "$1" -- env CNI_COMMAND=ADD CNI_CONTAINERID="$2" CNI_NETNS="$path" CNI_IFNAME=eth0 \
       CNI_PATH="$RELEASE" CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=$2${3:+;IP=$3}" "$RELEASE/vxlan-overlay" 2>>"$tmp/plugins.log" \
       | jq -r '.ips[0].address' | cut -d/ -f1
   }
   local a1 a2
   a1=$(add 1 c1); a2=$(add 2 c2)
   [ -n "$a1" ] && [ -n "$a2" ] || die "ADD failed: $(tail -3 "$tmp/plugins.log")"
-  lab_in c1 ping -c 3 -W 1 "$a2" >/dev/null || die "c1 cannot reach c2 across hosts"
+  lab run c1 -- ping -c 3 -W 1 "$a2" >/dev/null || die "c1 cannot reach c2 across hosts"
 
   # Throughput. A real underlay is a NIC whose rate is the limit; the overlay's share of it is what its
   # headers leave (1398 payload bytes per 1514-byte frame against 1448: 0.966). The lab's veths have no
@@ -96,17 +100,14 @@ bench_overlay() {
   # the same two cores. Both are printed; the target is for the link-bound figure. Runs alternate between
   # the two paths so that load from elsewhere falls on both.
   local rate=${UNDERLAY_RATE:-10gbit} secs=${IPERF_SECONDS:-5} rounds=${IPERF_ROUNDS:-3}
-  # Started directly (not through a function) so that $! is iperf3 itself and lab_down stops it.
-  ip netns exec "$LAB_PREFIX-c-c2" iperf3 -s --logfile "$tmp/iperf-c2.log" &
-  LAB_PIDS+=($!)
-  ip netns exec "$(lab_host_ns 2)" iperf3 -s --logfile "$tmp/iperf-h2.log" &
-  LAB_PIDS+=($!)
+  lab bg c2 --log "$tmp/iperf-c2.log" -- iperf3 -s >/dev/null
+  lab bg 2 --log "$tmp/iperf-h2.log" -- iperf3 -s >/dev/null
   sleep 0.5
   throughput() { # LABEL NOTE
     local r overlay_sum=0 host_sum=0 o h
     for r in $(seq 1 "$rounds"); do
-      o=$(lab_in c1 iperf3 -c "$a2" -t "$secs" -J | jq '.end.sum_received.bits_per_second')
-      h=$(ip netns exec "$(lab_host_ns 1)" iperf3 -c "$(lab_host_addr 2)" -t "$secs" -J | jq '.end.sum_received.bits_per_second')
+      o=$(lab run c1 -- iperf3 -c "$a2" -t "$secs" -J | jq '.end.sum_received.bits_per_second')
+      h=$(lab run 1 -- iperf3 -c "$(lab addr 2)" -t "$secs" -J | jq '.end.sum_received.bits_per_second')
       overlay_sum=$(python3 -c "print($overlay_sum + $o)"); host_sum=$(python3 -c "print($host_sum + $h)")
     done
     python3 -c "print(f'overlay    throughput  {\"$1\":<30} overlay {$overlay_sum/$rounds/1e9:6.2f} Gbit/s  host {$host_sum/$rounds/1e9:6.2f} Gbit/s  ratio {$overlay_sum/$host_sum:.2f}$2')"
@@ -114,15 +115,15 @@ bench_overlay() {
   say "overlay: iperf3 TCP container to container (node1 -> node2) against host to host, $rounds x $secs s each"
   local port
   for port in p1 p2; do # the switch's ports toward the hosts: each host's link, both directions
-    ip netns exec "$LAB_PREFIX-sw" tc qdisc replace dev "$port" root tbf rate "$rate" burst 1mb latency 2ms
+    lab run switch -- tc qdisc replace dev "$port" root tbf rate "$rate" burst 1mb latency 2ms
   done
   throughput "link-bound, underlay $rate" " (target >= 0.90, headers allow 0.97)"
-  for port in p1 p2; do ip netns exec "$LAB_PREFIX-sw" tc qdisc del dev "$port" root; done
+  for port in p1 p2; do lab run switch -- tc qdisc del dev "$port" root; done
   throughput "cpu-bound, unshaped veths" " (no target: CPU per byte)"
 
   local overlay_rtt host_rtt
-  overlay_rtt=$(lab_in c1 ping -q -c 100 -i 0.01 "$a2" | awk -F/ '/rtt/ {print $5}')
-  host_rtt=$(ip netns exec "$(lab_host_ns 1)" ping -q -c 100 -i 0.01 "$(lab_host_addr 2)" | awk -F/ '/rtt/ {print $5}')
+  overlay_rtt=$(lab run c1 -- ping -q -c 100 -i 0.01 "$a2" | awk -F/ '/rtt/ {print $5}')
+  host_rtt=$(lab run 1 -- ping -q -c 100 -i 0.01 "$(lab addr 2)" | awk -F/ '/rtt/ {print $5}')
   printf '%-10s ping rtt    overlay %.3f ms  host %.3f ms  overhead %.3f ms\n' overlay "$overlay_rtt" "$host_rtt" \
     "$(python3 -c "print($overlay_rtt-$host_rtt)")"
 
@@ -133,7 +134,7 @@ bench_overlay() {
     # the reply needs node1's overlayd to have learnt the new container from etcd's watch.
     [ -n "$(add 2 "t$i")" ] || die "trial $i: ADD failed"
     t_add=$(date +%s.%N)
-    lab_in "t$i" ping -D -n -i 0.002 -c 1 -w 5 "$a1" >"$tmp/ping-$i.log" 2>&1 || die "trial $i: no reply within 5 s"
+    lab run "t$i" -- ping -D -n -i 0.002 -c 1 -w 5 "$a1" >"$tmp/ping-$i.log" 2>&1 || die "trial $i: no reply within 5 s"
     reply=$(grep -m1 -oE '^\[[0-9.]+\] [0-9]+ bytes from' "$tmp/ping-$i.log" | tr -d '[' | cut -d']' -f1)
     samples+=("$(python3 -c "print(max(0.0, ($reply - $t_add) * 1000))")")
   done
@@ -142,43 +143,42 @@ import sys
 v = [float(x) for x in sys.stdin]
 p = lambda q: v[min(len(v) - 1, int(round(q * len(v) + 0.5)) - 1)]
 print(f'overlay    convergence p50 {p(0.5):.1f} ms  p99 {p(0.99):.1f} ms  max {v[-1]:.1f} ms over {len(v)} trials (target p99 <= 100 ms)')"
-  lab_down  # before the next benchmark builds its own lab
+  lab down  # before the next benchmark builds its own lab
+  LAB_DIR=""
 }
 
 # scripts/bench.sh dns: on a lab of two simulated hosts, overlayd's per-network DNS. Queries per second
 # and p99 latency from a container (dnsperf, names of both hosts) against its gateway, and the time from
 # ADD returning on node2 until node1's server answers the new name (p99 over 50 trials; target <= 100 ms).
 bench_dns() {
-  source "$ROOT/scripts/lib/lab.sh"
-  LAB_LOADED=true
-  LAB_PREFIX="bd$$"
   local tmp=$BENCH_TMP/dns gw=10.41.0.1
   mkdir -p "$tmp"
-  lab_up 2
-  lab_etcd_cluster "$tmp" 1
-  local h
+  export LAB_DIR=$tmp/lab
+  lab up --prefix "bd$$" --hosts 2 >/dev/null
+  local h etcd
+  etcd=$(lab etcd-endpoints)
   for h in 1 2; do
-    lab_bg "$h" "$tmp/overlayd-$h.log" "$RELEASE/overlayd" --etcd "$LAB_ETCD" --node "node$h" --dns-upstream "$LAB_INTERNET" --no-conflists
+    lab bg "$h" --log "$tmp/overlayd-$h.log" -- "$RELEASE/overlayd" --etcd "$etcd" --node "node$h" \
+      --dns-upstream "$(lab addr internet)" --no-conflists >/dev/null
   done
   dns_conf() {
     printf '{"cniVersion":"1.0.0","name":"dnsbench","type":"vxlan-overlay","vni":4100,"node":"node%s","etcd":{"endpoints":["%s"]},"ipam":{"type":"etcd-ipam","subnet":"10.41.0.0/16","dataDir":"%s/ipam-%s"}}' \
-      "$1" "${LAB_ETCD%%,*}" "$tmp" "$1"
+      "$1" "${etcd%%,*}" "$tmp" "$1"
   }
-  # dns_add HOST NAME: ADD of container NAME, prints its address. It runs in $(...), a subshell: the
-  # caller makes the namespace first (lab_container), so that lab_down knows it and removes it.
+  # dns_add HOST NAME: ADD of container NAME (made with lab container), prints its address.
   dns_add() {
-    local path="/run/netns/$LAB_PREFIX-c-$2"
-    dns_conf "$1" | lab_run "$1" env CNI_COMMAND=ADD CNI_CONTAINERID="$2" CNI_NETNS="$path" CNI_IFNAME=eth0 \
+    local path="/run/netns/$(lab ns "$2")"
+    dns_conf "$1" | lab run "$1" -- env CNI_COMMAND=ADD CNI_CONTAINERID="$2" CNI_NETNS="$path" CNI_IFNAME=eth0 \
       CNI_PATH="$RELEASE" CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=$2" "$RELEASE/vxlan-overlay" 2>>"$tmp/plugins.log" \
       | jq -r '.ips[0].address' | cut -d/ -f1
   }
   local a1 a2
-  lab_container c1 >/dev/null; lab_container c2 >/dev/null
+  lab container c1 >/dev/null; lab container c2 >/dev/null
   a1=$(dns_add 1 c1); a2=$(dns_add 2 c2)
   [ -n "$a1" ] && [ -n "$a2" ] || die "ADD failed: $(tail -3 "$tmp/plugins.log")"
   local try
   for try in $(seq 20); do
-    [ "$(lab_in c1 dig +short +time=1 +tries=1 @"$gw" c2)" = "$a2" ] && break
+    [ "$(lab run c1 -- dig +short +time=1 +tries=1 @"$gw" c2)" = "$a2" ] && break
     [ "$try" = 20 ] && die "c1 cannot resolve c2: $(tail -5 "$tmp/overlayd-1.log")"
     sleep 0.1
   done
@@ -191,7 +191,7 @@ bench_dns() {
   for run in saturated paced; do
     limit=()
     [ "$run" = paced ] && limit=(-Q "${DNS_PACED_QPS:-5000}")
-    lab_in c1 dnsperf -s "$gw" -d "$tmp/queries" -l "${DNS_SECONDS:-5}" -c 8 -q 64 -t 2 -v "${limit[@]}" \
+    lab run c1 -- dnsperf -s "$gw" -d "$tmp/queries" -l "${DNS_SECONDS:-5}" -c 8 -q 64 -t 2 -v "${limit[@]}" \
       >"$tmp/dnsperf-$run.out" 2>&1 || die "dnsperf failed: $(tail -5 "$tmp/dnsperf-$run.out")"
     python3 - "$tmp/dnsperf-$run.out" "$run" <<'PY'
 import re, sys
@@ -232,10 +232,10 @@ while time.time() < deadline:
 PY
   local trials=${TRIALS:-50} i t_start t_add seen samples=() early=0
   for i in $(seq 1 "$trials"); do
-    lab_in c1 python3 "$tmp/poll.py" "t$i.dnsbench.overlay" "$gw" >"$tmp/poll-$i.out" 2>&1 &
+    "$RELEASE/lab" run c1 -- python3 "$tmp/poll.py" "t$i.dnsbench.overlay" "$gw" >"$tmp/poll-$i.out" 2>&1 &
     local poller=$!
     for _ in $(seq 500); do grep -q ready "$tmp/poll-$i.out" 2>/dev/null && break; sleep 0.01; done
-    lab_container "t$i" >/dev/null
+    lab container "t$i" >/dev/null
     t_start=$(date +%s.%N)
     [ -n "$(dns_add 2 "t$i")" ] || die "trial $i: ADD failed"
     t_add=$(date +%s.%N)
@@ -254,7 +254,8 @@ s = sorted(float(r[1]) for r in rows)
 p = lambda v, q: v[min(len(v) - 1, int(round(q * len(v) + 0.5)) - 1)]
 print(f'dns        add-to-resolve p50 {p(v, 0.5):.1f} ms p99 {p(v, 0.99):.1f} ms over {len(v)} trials (target p99 <= 100 ms)')
 print(f'dns        ({$early} of {len(v)} answered before ADD returned; from ADD start: p50 {p(s, 0.5):.1f} ms p99 {p(s, 0.99):.1f} ms)')"
-  lab_down  # before the next benchmark builds its own lab
+  lab down  # before the next benchmark builds its own lab
+  LAB_DIR=""
 }
 
 main() {

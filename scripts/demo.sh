@@ -15,7 +15,6 @@
 #   scripts/demo.sh [--keep]
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
-source "$ROOT/scripts/lib/lab.sh"
 
 KEEP=false
 [ "${1:-}" = --keep ] && KEEP=true
@@ -24,8 +23,8 @@ need_root
 install_packages
 build_release
 
-LAB_PREFIX="demo$$"
 WORK=$(mktemp -d /tmp/cni-overlay-demo.XXXXXX)
+export LAB_DIR="$WORK/lab"
 BIN="$WORK/bin"
 export RP_PODMAN_BASE="$WORK/podman" RP_PODMAN_RUNROOT_BASE="/tmp/cod$$"
 source "$ROOT/scripts/lib/podman-host.sh"
@@ -42,12 +41,12 @@ HOSTS_UP=()
 cleanup() {
   local status=$?
   if $KEEP; then
-    say "kept (--keep): hosts $(lab_host_ns 1) and $(lab_host_ns 2), files in $WORK"
+    say "kept (--keep): hosts $(lab ns 1) and $(lab ns 2), files in $WORK; LAB_DIR=$LAB_DIR $RELEASE/lab down removes the lab"
     return
   fi
   say "cleaning up"
-  for h in "${HOSTS_UP[@]}"; do podman_host_teardown "$(lab_host_ns "$h")" >/dev/null 2>&1 || true; done
-  lab_down
+  for h in "${HOSTS_UP[@]}"; do podman_host_teardown "$(lab ns "$h")" >/dev/null 2>&1 || true; done
+  lab down
   rm -rf "$WORK" "$RP_PODMAN_RUNROOT_BASE"
   for d in "${CREATED_STATE[@]}"; do rm -rf "$d"; done
   exit $status
@@ -65,47 +64,47 @@ show() {
   printf '\033[36m%s$\033[0m %s\n' "$1" "$line" >&2
 }
 # on N CMD...: runs a command on node N, echoing it as a user would type it there.
-on() { local h=$1; shift; show "node$h" "$@"; lab_run "$h" "$@"; }
-pod() { local h=$1; shift; show "node$h" podman "$@"; podman_on "$(lab_host_ns "$h")" "$@"; }
-ctl() { local h=$1; shift; show "node$h" overlayctl "$@"; lab_run "$h" "$BIN/overlayctl" --etcd "$LAB_ETCD" "$@"; }
+on() { local h=$1; shift; show "node$h" "$@"; lab run "$h" -- "$@"; }
+pod() { local h=$1; shift; show "node$h" podman "$@"; podman_on "$(lab ns "$h")" "$@"; }
+ctl() { local h=$1; shift; show "node$h" overlayctl "$@"; lab run "$h" -- "$BIN/overlayctl" --etcd "$LAB_ETCD" "$@"; }
 fail() { printf '\033[31mstep failed: %s\033[0m\n' "$*" >&2; exit 1; }
 # The verified outcome of a step (scripts/tests/60-demo.sh asserts these lines).
 passed() { printf 'passed: %s\n' "$*"; }
-ip_of() { podman_on "$(lab_host_ns "$1")" inspect "$2" --format '{{(index .NetworkSettings.Networks "demo").IPAddress}}'; }
+ip_of() { podman_on "$(lab ns "$1")" inspect "$2" --format '{{(index .NetworkSettings.Networks "demo").IPAddress}}'; }
 
 mkdir -p "$BIN"
 cp "$RELEASE"/{vxlan-overlay,etcd-ipam,gwbridge-egress,overlayd,overlayctl} "$BIN/"
 
 say "1. two hosts on one underlay, an etcd cluster with a member on each, overlayd on each"
-lab_up 2
-lab_etcd_cluster "$WORK" 1 2
+lab up --prefix "demo$$" --hosts 2 --etcd-members 1,2 >/dev/null
+LAB_ETCD=$(lab etcd-endpoints)
 on 1 etcdctl --endpoints "$LAB_ETCD" member list -w table
-[ "$(lab_run 2 etcdctl --endpoints "$LAB_ETCD" member list | grep -c started)" = 2 ] || fail "the etcd cluster does not have two members"
+[ "$(lab run 2 -- etcdctl --endpoints "$LAB_ETCD" member list | grep -c started)" = 2 ] || fail "the etcd cluster does not have two members"
 passed "etcd cluster of node1 and node2"
 for h in 1 2; do
-  podman_host_setup "$(lab_host_ns "$h")" "$BIN:/usr/lib/cni" >/dev/null
+  podman_host_setup "$(lab ns "$h")" "$BIN:/usr/lib/cni" >/dev/null
   HOSTS_UP+=("$h")
-  lab_bg "$h" "$WORK/overlayd-node$h.log" "$BIN/overlayd" --etcd "$LAB_ETCD" --node "node$h" \
-    --cni-conf-dir "$RP_PODMAN_BASE/$(lab_host_ns "$h")/net.d"
+  lab bg "$h" --log "$WORK/overlayd-node$h.log" -- "$BIN/overlayd" --etcd "$LAB_ETCD" --node "node$h" \
+    --cni-conf-dir "$RP_PODMAN_BASE/$(lab ns "$h")/net.d" >/dev/null
 done
 for _ in $(seq 50); do
-  [ "$(lab_run 1 etcdctl --endpoints "$LAB_ETCD" get --prefix --keys-only /cni-overlay/nodes/ | grep -c node)" = 2 ] && break
+  [ "$(lab run 1 -- etcdctl --endpoints "$LAB_ETCD" get --prefix --keys-only /cni-overlay/nodes/ | grep -c node)" = 2 ] && break
   sleep 0.1
 done
 
 say "2. a network created on node1 shows up on node2"
 ctl 1 network create demo --subnet 10.0.0.0/24
 for _ in $(seq 50); do
-  [ -f "$RP_PODMAN_BASE/$(lab_host_ns 2)/net.d/60-cni-overlay-demo.conflist" ] && break
+  [ -f "$RP_PODMAN_BASE/$(lab ns 2)/net.d/60-cni-overlay-demo.conflist" ] && break
   sleep 0.1
 done
-[ -f "$RP_PODMAN_BASE/$(lab_host_ns 2)/net.d/60-cni-overlay-demo.conflist" ] || fail "overlayd on node2 wrote no conflist for demo"
+[ -f "$RP_PODMAN_BASE/$(lab ns 2)/net.d/60-cni-overlay-demo.conflist" ] || fail "overlayd on node2 wrote no conflist for demo"
 ctl 2 network ls
-lab_run 2 "$BIN/overlayctl" --etcd "$LAB_ETCD" network ls -o json | jq -e '.[] | select(.name == "demo")' >/dev/null || fail "node2 does not list demo"
+lab run 2 -- "$BIN/overlayctl" --etcd "$LAB_ETCD" network ls -o json | jq -e '.[] | select(.name == "demo")' >/dev/null || fail "node2 does not list demo"
 pod 2 network ls
 passed "demo is listed on node2"
 ctl 2 node ls
-[ "$(lab_run 2 "$BIN/overlayctl" --etcd "$LAB_ETCD" node ls -o json | jq '[.[] | select(.alive)] | length')" = 2 ] || fail "not both nodes are alive"
+[ "$(lab run 2 -- "$BIN/overlayctl" --etcd "$LAB_ETCD" node ls -o json | jq '[.[] | select(.alive)] | length')" = 2 ] || fail "not both nodes are alive"
 passed "both nodes are alive"
 
 say "3. test1 on node1; the name test1 again on node2 is refused; test2 on node2"
@@ -129,7 +128,7 @@ passed "test2 on node2 got $test2"
 
 say "4. the network across both hosts"
 ctl 1 network inspect demo
-lab_run 1 "$BIN/overlayctl" --etcd "$LAB_ETCD" network inspect demo -o json | jq -e '.endpoints | length == 2' >/dev/null \
+lab run 1 -- "$BIN/overlayctl" --etcd "$LAB_ETCD" network inspect demo -o json | jq -e '.endpoints | length == 2' >/dev/null \
   || fail "inspect does not list both containers"
 passed "inspect lists test1 on node1 and test2 on node2"
 
@@ -141,9 +140,10 @@ passed "test1 pinged test2 by name"
 pod 2 exec test2 ping -c 2 test1 || fail "test2 cannot ping test1 by name"
 passed "test2 pinged test1 by name"
 
-say "6. the way out: test1 reaches the simulated internet ($LAB_INTERNET) through the gwbridge"
+internet=$(lab addr internet)
+say "6. the way out: test1 reaches the simulated internet ($internet) through the gwbridge"
 pod 1 exec test1 ip -4 -o addr show
-pod 1 exec test1 ping -c 2 "$LAB_INTERNET" || fail "test1 cannot reach the internet"
+pod 1 exec test1 ping -c 2 "$internet" || fail "test1 cannot reach the internet"
 passed "test1 reached the internet"
 
 say "7. the seed's application: redis on node1; on node2 a Flask app counting its visits in redis, published on port 8080"
@@ -158,7 +158,7 @@ pod 1 import -q --change 'CMD ["redis-server", "--protected-mode", "no", "--save
 pod 1 run -d --name redis --network demo localhost/redis >/dev/null
 pong=""
 for _ in $(seq 50); do
-  pong=$(podman_on "$(lab_host_ns 1)" exec redis redis-cli ping 2>/dev/null) && [ "$pong" = PONG ] && break
+  pong=$(podman_on "$(lab ns 1)" exec redis redis-cli ping 2>/dev/null) && [ "$pong" = PONG ] && break
   sleep 0.2
 done
 pod 1 exec redis redis-cli ping
@@ -175,13 +175,13 @@ echo "$answer"
 passed "the app on node2 reached redis by name"
 # Flask logs "Running on" once it listens.
 for _ in $(seq 100); do
-  grep -q 'Running on' <<<"$(podman_on "$(lab_host_ns 2)" logs web 2>&1)" && break
+  grep -q 'Running on' <<<"$(podman_on "$(lab ns 2)" logs web 2>&1)" && break
   sleep 0.1
 done
 # curl from the simulated internet, to node2's underlay address and its published port.
 visit() {
-  show internet curl "http://$(lab_host_addr 2):8080/"
-  nsenter --net="/run/netns/$LAB_PREFIX-inet" -- curl -sS --max-time 10 "http://$(lab_host_addr 2):8080/"
+  show internet curl "http://$(lab addr 2):8080/"
+  lab run internet -- curl -sS --max-time 10 "http://$(lab addr 2):8080/"
 }
 seen() { sed -nE 's/^Hello from [^!]+! I have been seen ([0-9]+) times\.$/\1/p' <<<"$1"; }
 first=$(visit) || fail "no answer from node2's port 8080"

@@ -1,4 +1,4 @@
-# Shared by scripts/*.sh: logging, packages, building, a private etcd. Source it; do not run it.
+# Shared by scripts/*.sh and conformance/: logging, packages, building, the lab. Source it; do not run it.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export PATH="$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
@@ -51,35 +51,7 @@ build_release() {
   (cd "$ROOT" && cargo build --profile "$PROFILE" --workspace --bins --quiet) || die "build failed"
 }
 
-# A private etcd on free loopback ports, data in a temporary directory (tmpfs unless ETCD_DATA_BASE says
-# otherwise). Sets ETCD_ENDPOINT and ETCD_PID; etcd_stop removes everything.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-
-etcd_start() {
-  local base=${ETCD_DATA_BASE:-/dev/shm}
-  ETCD_DATA=$(mktemp -d "$base/cni-overlay-etcd.XXXXXX")
-  local cport pport
-  cport=$(free_port); pport=$(free_port)
-  ETCD_ENDPOINT="127.0.0.1:$cport"
-  etcd --name local --data-dir "$ETCD_DATA" \
-    --listen-client-urls "http://$ETCD_ENDPOINT" --advertise-client-urls "http://$ETCD_ENDPOINT" \
-    --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
-    --initial-cluster "local=http://127.0.0.1:$pport" --log-level error --logger zap >"$ETCD_DATA.log" 2>&1 &
-  ETCD_PID=$!
-  for _ in $(seq 100); do
-    ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ENDPOINT" endpoint health >/dev/null 2>&1 && return 0
-    kill -0 "$ETCD_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  cat "$ETCD_DATA.log" >&2
-  die "etcd did not start"
-}
-
-etcd_stop() {
-  if [ -n "${ETCD_PID:-}" ]; then
-    kill "$ETCD_PID" 2>/dev/null || true
-    wait "$ETCD_PID" 2>/dev/null || true
-  fi
-  if [ -n "${ETCD_DATA:-}" ]; then rm -rf "$ETCD_DATA" "$ETCD_DATA.log"; fi
-  ETCD_PID=""; ETCD_DATA=""
-}
+# The lab of simulated hosts (crates/testutils/src/bin/lab.rs: the Rust tests' lab), for the demo, the
+# benchmarks and the conformance suite: `lab up ...`, `lab run HOST -- CMD`, `lab down`; its state is in
+# $LAB_DIR (set it first). Built with the other binaries.
+lab() { "$RELEASE/lab" "$@"; }

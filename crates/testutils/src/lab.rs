@@ -1,26 +1,39 @@
-//! A lab of simulated hosts built from network namespaces, for black-box tests of the plugins.
+//! A lab of simulated hosts built from network namespaces: the one lab of the Rust tests, the
+//! demo, the benchmarks and the conformance suite (the last three through the `lab` binary).
 //!
 //! ```text
 //!   <p>-inet  (the simulated internet: 203.0.113.1/24 on lo; the hosts' router, 192.168.205.1)
 //!      |
-//!   <p>-sw    (the underlay switch: bridge br0)
+//!   <p>-sw    (the underlay switch: bridge br0, port pN toward host N)
 //!    |    |
 //!   <p>-h1   <p>-h2 ...   (hosts: eth0 192.168.205.10, .11, ...; default route via .1)
 //! ```
-//! Containers are further namespaces (`<p>-c-<name>`). etcd runs inside host 1 on its underlay address.
-//! Everything is removed on drop, by exact name.
+//! Containers are further namespaces (`<p>-c-<name>`). etcd runs on chosen hosts, one member each,
+//! on the host's underlay address (ports 2379 and 2380), one cluster.
+//!
+//! Everything is removed on drop, by exact name and PID: processes, the plugins' gateway sandboxes
+//! (`ovl-<vni>-<node>`) of this lab's nodes, the plugins' lock files of its host namespaces, the
+//! namespaces and the lab's directory. A *kept* lab ([`Lab::keep`]) outlives its process instead:
+//! it is described in `<dir>/lab.json`, [`Lab::load`] reads it back and [`Lab::down`] removes it.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::{free_port, Invocation, Output, TempDir};
+use crate::{free_port, Invocation, Output};
 
 pub const UNDERLAY: &str = "192.168.205";
 pub const INTERNET_ADDR: &str = "203.0.113.1";
+/// The lab's etcd members listen on these ports of their host's underlay address.
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+pub const ETCD_PEER_PORT: u16 = 2380;
+/// The file describing a kept lab, in its directory.
+pub const STATE_FILE: &str = "lab.json";
 
 static LABS: AtomicUsize = AtomicUsize::new(0);
 
@@ -121,33 +134,112 @@ impl OverlayNet {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Host {
+    /// The node name (`--node` of overlayd, `node` of the plugins).
     pub name: String,
     /// The host's network namespace.
     pub ns: String,
     pub addr: String,
-    /// Per-host directory (plugin data, conflists, caches).
+    /// Per-host directory (plugin data, conflists, caches, the etcd member's data).
     pub dir: PathBuf,
 }
 
+/// How to build a lab; [`Lab::new`] takes the defaults.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    pub hosts: usize,
+    /// Names the namespaces `<prefix>-sw`, `<prefix>-inet`, `<prefix>-hN`, `<prefix>-c-NAME`.
+    /// Default: unique per process and lab.
+    pub prefix: Option<String>,
+    /// Node names are `<node_prefix>N`. Default `<prefix>-node`: unique, because the plugins name
+    /// per-node namespaces after the node in the /run/netns that every lab shares.
+    pub node_prefix: Option<String>,
+    /// The hosts (0-based) that run a member of the lab's etcd cluster; none when empty.
+    pub etcd_members: Vec<usize>,
+    /// The lab's directory (new or empty), removed with the lab. Default: a new one in $TMPDIR.
+    pub dir: Option<PathBuf>,
+    /// Only the plugins' sandboxes `ovl-<vni>-<node>` with a VNI in this range are removed at the
+    /// end (a lab whose node names are not unique must not take another's). Default: every VNI.
+    pub sandbox_vnis: Option<(u32, u32)>,
+}
+
+impl LabConfig {
+    pub fn new(hosts: usize) -> LabConfig {
+        LabConfig {
+            hosts,
+            prefix: None,
+            node_prefix: None,
+            etcd_members: vec![0],
+            dir: None,
+            sandbox_vnis: None,
+        }
+    }
+}
+
+/// A process the lab started, known by PID and start time (so that a PID reused by another
+/// process is never signalled); `child` only while the lab's own process holds it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Process {
+    tag: String,
+    pid: u32,
+    start: u64,
+    #[serde(skip)]
+    child: Option<Child>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Lab {
     pub prefix: String,
     pub hosts: Vec<Host>,
     pub internet: String,
     switch: String,
     namespaces: Vec<String>,
-    processes: Vec<(String, Child)>,
+    processes: Vec<Process>,
+    /// The first etcd member's client endpoint (`192.168.205.10:2379`), as the plugins take it.
     pub etcd_endpoint: String,
-    _dir: TempDir,
+    /// Every member's, in the order of [`LabConfig::etcd_members`].
+    pub etcd_endpoints: Vec<String>,
+    etcd_members: Vec<usize>,
+    sandbox_vnis: Option<(u32, u32)>,
+    dir: PathBuf,
+    /// Kept past this process (written to the state file): dropping it removes nothing.
+    #[serde(skip)]
+    kept: bool,
 }
 
 impl Lab {
     /// `n` hosts, the switch, the internet, and an etcd in host 1.
     pub fn new(n: usize) -> Lab {
+        Lab::with(LabConfig::new(n))
+    }
+
+    pub fn with(config: LabConfig) -> Lab {
         assert!(nix_is_root(), "the lab needs root (network namespaces)");
         let id = LABS.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("l{}x{id}", std::process::id() % 100_000);
-        let dir = TempDir::new(&format!("lab-{prefix}"));
+        let prefix = config
+            .prefix
+            .unwrap_or_else(|| format!("l{}x{id}", std::process::id() % 100_000));
+        let node_prefix = config
+            .node_prefix
+            .unwrap_or_else(|| format!("{prefix}-node"));
+        let dir = config.dir.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "cni-overlay-lab-{prefix}-{}-{}",
+                std::process::id(),
+                free_port()
+            ))
+        });
+        // The lab removes its directory at the end: it must hold nothing else.
+        assert!(
+            std::fs::read_dir(&dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true),
+            "{} is not empty (a lab's directory must be new or empty)",
+            dir.display()
+        );
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("create the lab directory {}: {e}", dir.display()));
         let mut lab = Lab {
             internet: format!("{prefix}-inet"),
             switch: format!("{prefix}-sw"),
@@ -156,7 +248,11 @@ impl Lab {
             namespaces: Vec::new(),
             processes: Vec::new(),
             etcd_endpoint: String::new(),
-            _dir: dir,
+            etcd_endpoints: Vec::new(),
+            etcd_members: Vec::new(),
+            sandbox_vnis: config.sandbox_vnis,
+            dir,
+            kept: false,
         };
         let switch = lab.switch.clone();
         lab.add_ns(&switch);
@@ -179,10 +275,8 @@ impl Lab {
         );
         in_ns(&internet, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
 
-        for i in 0..n {
-            // Unique per lab: labs of parallel tests share /run/netns, where plugins name
-            // per-node namespaces after the node.
-            let name = format!("{prefix}-node{}", i + 1);
+        for i in 0..config.hosts {
+            let name = format!("{node_prefix}{}", i + 1);
             let ns = format!("{prefix}-h{}", i + 1);
             lab.add_ns(&ns);
             let addr = format!("{UNDERLAY}.{}", 10 + i);
@@ -198,7 +292,7 @@ impl Lab {
                     &format!("{UNDERLAY}.1"),
                 ],
             );
-            let dir = lab._dir.path().join(&name);
+            let dir = lab.dir.join(&name);
             std::fs::create_dir_all(&dir).unwrap();
             lab.hosts.push(Host {
                 name,
@@ -207,7 +301,9 @@ impl Lab {
                 dir,
             });
         }
-        lab.start_etcd();
+        if !config.etcd_members.is_empty() {
+            lab.start_etcd(&config.etcd_members);
+        }
         lab
     }
 
@@ -249,43 +345,55 @@ impl Lab {
         in_ns(ns, &["ip", "link", "set", "eth0", "up"]);
     }
 
-    fn start_etcd(&mut self) {
-        let host = &self.hosts[0];
-        let (cport, pport) = (free_port(), free_port());
-        let client = format!("http://{}:{cport}", host.addr);
-        let peer = format!("http://{}:{pport}", host.addr);
-        let data = host.dir.join("etcd");
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &host.ns,
+    /// One etcd cluster with a member on each of `members`, each named after its node, with its
+    /// data and log in the host's directory. Waits until every member is healthy.
+    fn start_etcd(&mut self, members: &[usize]) {
+        let peer = |h: &Host| format!("http://{}:{ETCD_PEER_PORT}", h.addr);
+        let cluster = members
+            .iter()
+            .map(|&i| format!("{}={}", self.hosts[i].name, peer(&self.hosts[i])))
+            .collect::<Vec<_>>()
+            .join(",");
+        for &i in members {
+            let h = self.hosts[i].clone();
+            let client = format!("http://{}:{ETCD_CLIENT_PORT}", h.addr);
+            let args =
+                crate::etcd_member_args(&h.name, &h.dir.join("etcd"), &client, &peer(&h), &cluster);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.spawn_logged(
+                "etcd",
+                &h.ns,
                 crate::etcd_binary().to_str().unwrap(),
-            ])
-            .args(crate::etcd_args("lab", &data, &client, &peer))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd in the lab");
-        self.processes.push(("etcd".into(), child));
-        self.etcd_endpoint = format!("{}:{cport}", host.addr);
+                &args,
+                &h.dir.join("etcd.log"),
+            );
+            self.etcd_endpoints
+                .push(format!("{}:{ETCD_CLIENT_PORT}", h.addr));
+        }
+        self.etcd_members = members.to_vec();
+        self.etcd_endpoint = self.etcd_endpoints[0].clone();
+        let endpoints = self.etcd_endpoints.join(",");
+        let ns = self.hosts[members[0]].ns.clone();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if try_in_ns(
-                &self.hosts[0].ns,
-                &[
-                    "etcdctl",
-                    "--endpoints",
-                    &self.etcd_endpoint,
-                    "endpoint",
-                    "health",
-                ],
+                &ns,
+                &["etcdctl", "--endpoints", &endpoints, "endpoint", "health"],
             ) {
                 return;
             }
+            if let Some(dead) = self.processes.iter_mut().find_map(|p| {
+                let exited = p.child.as_mut()?.try_wait().ok().flatten()?;
+                Some(format!("pid {} {exited}", p.pid))
+            }) {
+                panic!(
+                    "etcd exited during start-up ({dead}); see etcd.log in {}",
+                    self.dir.display()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("etcd did not start in the lab");
+        panic!("etcd did not start in the lab ({endpoints})");
     }
 
     /// Starts a long-running process inside `ns`; it is killed on drop (or by [`Lab::kill`]).
@@ -305,17 +413,58 @@ impl Lab {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("start {program} in {ns}: {e}"));
-        self.processes.push((tag.to_string(), child));
+        self.record(tag, child);
+    }
+
+    /// Starts a service inside `ns` with stdout and stderr appended to `log` and stdin closed, in
+    /// the host's mount namespace (`nsenter --net`, not `ip netns exec`): it holds none of the
+    /// caller's pipes and may outlive it, in a kept lab. Returns its PID.
+    pub fn spawn_logged(
+        &mut self,
+        tag: &str,
+        ns: &str,
+        program: &str,
+        args: &[&str],
+        log: &Path,
+    ) -> u32 {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program} in {ns}: {e}"));
+        self.record(tag, child)
+    }
+
+    fn record(&mut self, tag: &str, child: Child) -> u32 {
+        // nsenter and `ip netns exec` exec the program: the PID is the program's.
+        let pid = child.id();
+        self.processes.push(Process {
+            tag: tag.to_string(),
+            pid,
+            start: start_time(pid).unwrap_or(0),
+            child: Some(child),
+        });
+        pid
     }
 
     /// Stops the processes started with `tag` (SIGTERM, then SIGKILL after 3 s).
     pub fn kill(&mut self, tag: &str) {
         let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.processes)
             .into_iter()
-            .partition(|(t, _)| t == tag);
+            .partition(|p| p.tag == tag);
         self.processes = rest;
-        for (_, mut child) in mine {
-            stop_child(&mut child);
+        for mut p in mine {
+            p.stop();
         }
     }
 
@@ -338,6 +487,37 @@ impl Lab {
         &self.hosts[i]
     }
 
+    /// The lab's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The namespace a name stands for: a host (its number from 1, or its node name), `internet`,
+    /// `switch`, a container (the name given to [`Lab::container`]) or one of the lab's
+    /// namespaces by its own name.
+    pub fn namespace_of(&self, target: &str) -> Option<String> {
+        if let Ok(n) = target.parse::<usize>() {
+            return n
+                .checked_sub(1)
+                .and_then(|i| self.hosts.get(i))
+                .map(|h| h.ns.clone());
+        }
+        if let Some(h) = self.hosts.iter().find(|h| h.name == target) {
+            return Some(h.ns.clone());
+        }
+        match target {
+            "internet" => return Some(self.internet.clone()),
+            "switch" => return Some(self.switch.clone()),
+            _ => {}
+        }
+        let container = format!("{}-c-{target}", self.prefix);
+        let found = [container.as_str(), target]
+            .into_iter()
+            .find(|ns| self.namespaces.iter().any(|n| n == ns))
+            .map(str::to_string);
+        found
+    }
+
     /// Runs a plugin invocation inside host `i`'s namespace, as the runtime on that host would.
     pub fn run_on(&self, i: usize, invocation: &Invocation) -> Output {
         invocation.run_in_netns(&self.hosts[i].ns)
@@ -352,6 +532,25 @@ impl Lab {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The plugins' gateway sandboxes of this lab's nodes (`ovl-<vni>-<node>`), within the VNIs
+    /// of [`LabConfig::sandbox_vnis`].
+    pub fn sandboxes(&self) -> Vec<String> {
+        Lab::namespaces_starting_with("ovl-")
+            .into_iter()
+            .filter(|ns| {
+                self.hosts.iter().any(|h| {
+                    ns.strip_prefix("ovl-")
+                        .and_then(|r| r.strip_suffix(&format!("-{}", h.name)))
+                        .and_then(|vni| vni.parse::<u32>().ok())
+                        .is_some_and(|vni| {
+                            self.sandbox_vnis
+                                .is_none_or(|(first, last)| (first..=last).contains(&vni))
+                        })
+                })
+            })
+            .collect()
     }
 
     pub fn ping(&self, from_ns: &str, to: &str) -> bool {
@@ -370,30 +569,263 @@ impl Lab {
             }
         }
     }
-}
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for (_, child) in self.processes.iter_mut() {
-            stop_child(child);
+    /// Host `host`'s state and etcd's, for "exactly as it was": see [`Snapshot`]. `container`
+    /// adds a container namespace's links, addresses and routes.
+    pub fn snapshot(&self, host: usize, container: Option<&str>) -> Snapshot {
+        let mut snapshot = self.host_snapshot(host, container);
+        if !self.etcd_members.is_empty() {
+            snapshot.0.push(("etcd", self.etcd_dump("/cni-overlay")));
+        }
+        snapshot
+    }
+
+    /// [`Lab::snapshot`] without etcd (for when it is stopped).
+    pub fn host_snapshot(&self, host: usize, container: Option<&str>) -> Snapshot {
+        let ns = &self.hosts[host].ns;
+        // An IPv6 address is "tentative" for a moment after its link comes up: not a change.
+        let addrs = |ns: &str| in_ns(ns, &["ip", "-o", "addr", "show"]).replace(" tentative", "");
+        let mut parts = vec![
+            ("link", in_ns(ns, &["ip", "-o", "link", "show"])),
+            ("addr", addrs(ns)),
+            ("route", in_ns(ns, &["ip", "route", "show"])),
+            ("route6", in_ns(ns, &["ip", "-6", "route", "show"])),
+            ("nft", in_ns(ns, &["nft", "-s", "list", "ruleset"])),
+        ];
+        let mut namespaces: Vec<String> =
+            Lab::namespaces_starting_with(&format!("{}-", self.prefix));
+        namespaces.extend(self.sandboxes());
+        namespaces.sort();
+        parts.push(("netns", namespaces.join("\n")));
+        if let Some(c) = container {
+            parts.push(("container link", in_ns(c, &["ip", "-o", "link", "show"])));
+            parts.push(("container addr", addrs(c)));
+            parts.push(("container route", in_ns(c, &["ip", "route", "show"])));
+        }
+        Snapshot(parts)
+    }
+
+    /// Runs etcdctl against the lab's etcd (from the first member's host); its stdout.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let member = *self.etcd_members.first().expect("the lab has no etcd");
+        let endpoints = self.etcd_endpoints.join(",");
+        let mut full = vec!["etcdctl", "--endpoints", &endpoints];
+        full.extend_from_slice(args);
+        in_ns(&self.hosts[member].ns, &full)
+    }
+
+    /// The keys under `prefix`.
+    pub fn etcd_keys(&self, prefix: &str) -> Vec<String> {
+        self.etcdctl(&["get", "--prefix", "--keys-only", prefix])
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every key under `prefix`, one line each: key, value, create and mod revisions (from
+    /// etcdctl's `fields` output, whose strings are quoted: one line per field, newlines escaped).
+    pub fn etcd_dump(&self, prefix: &str) -> String {
+        let fields = self.etcdctl(&["get", "--prefix", prefix, "-w", "fields"]);
+        let mut out = String::new();
+        for line in fields.lines() {
+            let Some((name, value)) = line.split_once(" : ") else {
+                continue;
+            };
+            match name {
+                "\"Key\"" => out.push_str(&format!("\n{value}")),
+                "\"CreateRevision\"" | "\"ModRevision\"" | "\"Value\"" => {
+                    out.push_str(&format!(" {value}"))
+                }
+                _ => {}
+            }
+        }
+        out.trim_start().to_string()
+    }
+
+    /// [`Lab::snapshot`] once the host is quiet: two consecutive ones agree (a bridge's carrier,
+    /// for one, settles a moment after its first port comes up). At most about 3 s.
+    pub fn settled_snapshot(&self, host: usize, container: Option<&str>) -> Snapshot {
+        self.settled(|| self.snapshot(host, container))
+    }
+
+    /// [`Lab::host_snapshot`] once the host is quiet.
+    pub fn settled_host_snapshot(&self, host: usize, container: Option<&str>) -> Snapshot {
+        self.settled(|| self.host_snapshot(host, container))
+    }
+
+    fn settled(&self, take: impl Fn() -> Snapshot) -> Snapshot {
+        let mut last = take();
+        for _ in 0..6 {
+            let next = take();
+            if next == last {
+                break;
+            }
+            last = next;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        last
+    }
+
+    /// Keeps the lab past this process: writes `<dir>/lab.json`, which [`Lab::load`] reads back.
+    /// Its processes run on; nothing is removed until [`Lab::down`].
+    pub fn keep(&mut self) {
+        self.kept = true;
+        self.save();
+    }
+
+    /// Writes the state file (atomically: a new file renamed over the old one).
+    pub fn save(&self) {
+        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_string_pretty(self).unwrap() + "\n")
+            .unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+        std::fs::rename(&tmp, self.dir.join(STATE_FILE)).unwrap();
+    }
+
+    /// The kept lab described in `dir`, if any. Dropping it removes nothing.
+    pub fn load(dir: &Path) -> Option<Lab> {
+        let text = std::fs::read_to_string(dir.join(STATE_FILE)).ok()?;
+        let mut lab: Lab = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(STATE_FILE).display()));
+        lab.kept = true;
+        Some(lab)
+    }
+
+    /// Holds `<dir>/lab.lock` while it lives: changes of a kept lab (load, change, save) by
+    /// concurrent processes are made one at a time.
+    pub fn lock(dir: &Path) -> File {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lab.lock"))
+            .unwrap_or_else(|e| panic!("open the lab's lock in {}: {e}", dir.display()));
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+        file
+    }
+
+    /// Removes everything now (what dropping a lab that is not kept does).
+    pub fn down(mut self) {
+        self.teardown();
+        self.kept = true;
+    }
+
+    fn teardown(&mut self) {
+        for mut p in self.processes.drain(..).rev() {
+            p.stop();
         }
         // Lock files the plugins keyed by this lab's host namespaces (their inodes).
         for host in &self.hosts {
             remove_lock_files(&host.ns);
         }
-        // Namespaces the plugins made for this lab's nodes (vxlan-overlay's gateway sandboxes,
-        // named ovl-<vni>-<node>), when a test ended without deleting every container.
-        for host in &self.hosts {
-            for ns in Lab::namespaces_starting_with("ovl-")
-                .into_iter()
-                .filter(|n| n.ends_with(&format!("-{}", host.name)))
-            {
+        // Namespaces the plugins made for this lab's nodes (vxlan-overlay's gateway sandboxes),
+        // when the lab ended without deleting every container.
+        let sandboxes = self.sandboxes();
+        // Containers a test or script removed itself are gone already.
+        for ns in sandboxes.into_iter().chain(self.namespaces.drain(..).rev()) {
+            if Path::new("/run/netns").join(&ns).exists() {
                 let _ = Command::new("ip").args(["netns", "del", &ns]).status();
             }
         }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.teardown();
         }
+    }
+}
+
+/// What "the host and etcd exactly as they were" compares, in named parts: the host's links,
+/// addresses, routes (IPv4 and IPv6) and nftables ruleset; the lab's network namespaces and its
+/// nodes' gateway sandboxes; a container's links, addresses and routes; every key under
+/// `/cni-overlay` with its value and create and mod revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot(pub Vec<(&'static str, String)>);
+
+impl Snapshot {
+    /// The lines that differ (`-` before, `+` after, with their part), at most `max`.
+    pub fn diff(&self, after: &Snapshot, max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for ((part, before), (_, now)) in self.0.iter().zip(&after.0) {
+            let lines = |s: &str| s.lines().map(str::to_string).collect::<Vec<_>>();
+            let (b, a) = (lines(before), lines(now));
+            out.extend(
+                b.iter()
+                    .filter(|l| !a.contains(l))
+                    .map(|l| format!("- {part}: {l}")),
+            );
+            out.extend(
+                a.iter()
+                    .filter(|l| !b.contains(l))
+                    .map(|l| format!("+ {part}: {l}")),
+            );
+        }
+        out.truncate(max);
+        out
+    }
+}
+
+impl Process {
+    /// SIGTERM, then SIGKILL after 3 s, if it is still the process the lab started.
+    fn stop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+        }
+        if !self.alive() {
+            return;
+        }
+        signal(self.pid, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if !self.alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        signal(self.pid, libc::SIGKILL);
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.wait();
+        }
+    }
+
+    /// Running (not a zombie), and the same process: its start time is the one recorded.
+    fn alive(&mut self) -> bool {
+        if let Some(child) = self.child.as_mut() {
+            return matches!(child.try_wait(), Ok(None));
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return false;
+        };
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        fields.first() != Some(&"Z")
+            && fields.get(19).and_then(|s| s.parse().ok()) == Some(self.start)
+    }
+}
+
+/// A process's start time (field 22 of /proc/PID/stat, in clock ticks since boot).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on a PID this lab started, checked against its start time by the caller.
+    unsafe {
+        libc::kill(pid as i32, signal);
     }
 }
 
@@ -414,26 +846,7 @@ fn remove_lock_files(ns: &str) {
     }
 }
 
-fn stop_child(child: &mut Child) {
-    let pid = child.id() as i32;
-    unsafe_kill(pid, 15);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn unsafe_kill(pid: i32, signal: i32) {
-    let _ = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status();
-}
-
 fn nix_is_root() -> bool {
-    sh(&["id", "-u"]).trim() == "0"
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }

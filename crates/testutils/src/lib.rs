@@ -23,8 +23,27 @@ pub fn etcd_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"))
 }
 
-/// The arguments of a single-member etcd: one place for both the loopback etcd and the lab's.
+/// The arguments of a single-member etcd: [`etcd_member_args`] of a cluster of one.
 pub fn etcd_args(name: &str, data_dir: &Path, client_url: &str, peer_url: &str) -> Vec<String> {
+    etcd_member_args(
+        name,
+        data_dir,
+        client_url,
+        peer_url,
+        &format!("{name}={peer_url}"),
+    )
+}
+
+/// The arguments of one member of a new etcd cluster, `cluster` being every member's
+/// `name=peer_url`, comma-separated: the one way etcd is started, for the loopback etcd of the
+/// tests and for the lab's members (the demo's, the benchmarks', the conformance suite's).
+pub fn etcd_member_args(
+    name: &str,
+    data_dir: &Path,
+    client_url: &str,
+    peer_url: &str,
+    cluster: &str,
+) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--name".into(),
         name.into(),
@@ -36,7 +55,7 @@ pub fn etcd_args(name: &str, data_dir: &Path, client_url: &str, peer_url: &str) 
         ("--advertise-client-urls", client_url),
         ("--listen-peer-urls", peer_url),
         ("--initial-advertise-peer-urls", peer_url),
-        ("--initial-cluster", &format!("{name}={peer_url}")),
+        ("--initial-cluster", cluster),
         ("--log-level", "error"),
         ("--logger", "zap"),
     ] {

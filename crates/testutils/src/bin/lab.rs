@@ -1,0 +1,213 @@
+//! The lab of simulated hosts (testutils::lab, the Rust tests' own) for scripts: the demo, the
+//! benchmarks and the conformance suite. `up` builds it and leaves it running, described in
+//! `<dir>/lab.json`; the other commands read that; `down` removes everything it made.
+//!
+//! ```text
+//! lab [--dir D] up --hosts N [--prefix P] [--node-prefix S] [--etcd-members 1,2 | --no-etcd]
+//!                     [--sandbox-vnis FIRST-LAST]
+//! lab [--dir D] down
+//! lab [--dir D] etcd-endpoints          the members' client URLs, comma-separated
+//! lab [--dir D] ns TARGET | addr TARGET the namespace / underlay address of a target
+//! lab [--dir D] container NAME          a container namespace; prints its path
+//! lab [--dir D] run TARGET -- CMD...    runs CMD in TARGET's network namespace
+//! lab [--dir D] bg TARGET --log FILE [--tag T] -- CMD...
+//!                                       a service in TARGET, stopped by `down`; prints its PID
+//! ```
+//! D defaults to $LAB_DIR. TARGET: a host (its number from 1 or its node name), `internet`,
+//! `switch`, or a container made with `lab container`. Node names default to node1, node2, ...;
+//! etcd runs on host 1 unless told otherwise. Commands run through `nsenter --net`, in the
+//! machine's mount namespace (not `ip netns exec`, whose private one would hide mounts).
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use testutils::lab::{Lab, LabConfig, INTERNET_ADDR, STATE_FILE};
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut dir = std::env::var_os("LAB_DIR").map(PathBuf::from);
+    if args.first().map(String::as_str) == Some("--dir") {
+        args.remove(0);
+        dir = Some(PathBuf::from(take(&mut args, "--dir")));
+    }
+    let dir = dir.unwrap_or_else(|| usage("no lab directory: --dir D or LAB_DIR"));
+    let command = if args.is_empty() {
+        usage("no command")
+    } else {
+        args.remove(0)
+    };
+    match command.as_str() {
+        "up" => up(dir, args),
+        "down" => {
+            let _lock = std::fs::metadata(&dir).is_ok().then(|| Lab::lock(&dir));
+            if let Some(lab) = Lab::load(&dir) {
+                lab.down();
+            }
+        }
+        "etcd-endpoints" => {
+            let lab = load(&dir);
+            let urls: Vec<String> = lab
+                .etcd_endpoints
+                .iter()
+                .map(|e| format!("http://{e}"))
+                .collect();
+            println!("{}", urls.join(","));
+        }
+        "ns" => println!("{}", namespace(&load(&dir), &one(args, "ns TARGET"))),
+        "addr" => {
+            let (lab, target) = (load(&dir), one(args, "addr TARGET"));
+            let addr = match lab.namespace_of(&target) {
+                Some(ns) if ns == lab.internet => INTERNET_ADDR.to_string(),
+                Some(ns) => match lab.hosts.iter().find(|h| h.ns == ns) {
+                    Some(h) => h.addr.clone(),
+                    None => fail(&format!("{target} is not a host")),
+                },
+                None => fail(&format!("no {target} in the lab")),
+            };
+            println!("{addr}");
+        }
+        "container" => {
+            let name = one(args, "container NAME");
+            let _lock = Lab::lock(&dir);
+            let mut lab = load(&dir);
+            let (_, path) = lab.container(&name);
+            lab.save();
+            println!("{path}");
+        }
+        "run" => {
+            let target = take(&mut args, "run TARGET -- CMD...");
+            let ns = namespace(&load(&dir), &target);
+            let err = nsenter(&ns, command_after_dashes(args)).exec();
+            fail(&format!("nsenter: {err}"));
+        }
+        "bg" => {
+            let target = take(&mut args, "bg TARGET --log FILE -- CMD...");
+            let (mut log, mut tag) = (None, None);
+            while args.first().is_some_and(|a| a != "--") {
+                match args.remove(0).as_str() {
+                    "--log" => log = Some(PathBuf::from(take(&mut args, "--log FILE"))),
+                    "--tag" => tag = Some(take(&mut args, "--tag T")),
+                    other => usage(&format!("bg: unknown option {other}")),
+                }
+            }
+            let log = log.unwrap_or_else(|| usage("bg needs --log FILE"));
+            let command = command_after_dashes(args);
+            let _lock = Lab::lock(&dir);
+            let mut lab = load(&dir);
+            let ns = namespace(&lab, &target);
+            let tag = tag.unwrap_or_else(|| command[0].clone());
+            let rest: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+            let pid = lab.spawn_logged(&tag, &ns, &command[0], &rest, &log);
+            lab.save();
+            println!("{pid}");
+        }
+        other => usage(&format!("unknown command {other}")),
+    }
+}
+
+fn up(dir: PathBuf, mut args: Vec<String>) {
+    let mut config = LabConfig::new(0);
+    config.node_prefix = Some("node".into());
+    config.dir = Some(dir);
+    let mut hosts = None;
+    while !args.is_empty() {
+        let flag = args.remove(0);
+        match flag.as_str() {
+            "--hosts" => hosts = Some(number(&take(&mut args, "--hosts N"))),
+            "--prefix" => config.prefix = Some(take(&mut args, "--prefix P")),
+            "--node-prefix" => config.node_prefix = Some(take(&mut args, "--node-prefix S")),
+            "--etcd-members" => {
+                config.etcd_members = take(&mut args, "--etcd-members 1,2")
+                    .split(',')
+                    .map(|h| {
+                        number(h)
+                            .checked_sub(1)
+                            .unwrap_or_else(|| usage("hosts count from 1"))
+                    })
+                    .collect()
+            }
+            "--no-etcd" => config.etcd_members.clear(),
+            "--sandbox-vnis" => {
+                let range = take(&mut args, "--sandbox-vnis FIRST-LAST");
+                let (first, last) = range
+                    .split_once('-')
+                    .unwrap_or_else(|| usage("--sandbox-vnis FIRST-LAST"));
+                config.sandbox_vnis = Some((number(first) as u32, number(last) as u32));
+            }
+            other => usage(&format!("up: unknown option {other}")),
+        }
+    }
+    config.hosts = hosts.unwrap_or_else(|| usage("up needs --hosts N"));
+    if let Some(&h) = config.etcd_members.iter().find(|&&h| h >= config.hosts) {
+        usage(&format!("--etcd-members: there is no host {}", h + 1));
+    }
+    let mut lab = Lab::with(config);
+    lab.keep();
+    print!(
+        "{}",
+        std::fs::read_to_string(lab.dir().join(STATE_FILE)).unwrap()
+    );
+}
+
+fn load(dir: &std::path::Path) -> Lab {
+    Lab::load(dir).unwrap_or_else(|| fail(&format!("no lab in {} (lab up)", dir.display())))
+}
+
+fn namespace(lab: &Lab, target: &str) -> String {
+    lab.namespace_of(target)
+        .unwrap_or_else(|| fail(&format!("no {target} in the lab")))
+}
+
+fn nsenter(ns: &str, command: Vec<String>) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .args(command);
+    c
+}
+
+fn command_after_dashes(mut args: Vec<String>) -> Vec<String> {
+    if args.first().map(String::as_str) == Some("--") {
+        args.remove(0);
+    }
+    if args.is_empty() {
+        usage("no command to run (-- CMD...)");
+    }
+    args
+}
+
+fn take(args: &mut Vec<String>, what: &str) -> String {
+    if args.is_empty() {
+        usage(&format!("{what}: missing value"));
+    }
+    args.remove(0)
+}
+
+fn one(args: Vec<String>, what: &str) -> String {
+    match <[String; 1]>::try_from(args) {
+        Ok([value]) => value,
+        Err(_) => usage(what),
+    }
+}
+
+fn number(s: &str) -> usize {
+    s.parse()
+        .unwrap_or_else(|_| usage(&format!("{s} is not a number")))
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("lab: {msg}");
+    eprintln!(
+        "usage: lab [--dir D] up --hosts N [--prefix P] [--node-prefix S] [--etcd-members 1,2 | --no-etcd] [--sandbox-vnis A-B]\n\
+         \x20      lab [--dir D] down | etcd-endpoints | ns TARGET | addr TARGET | container NAME\n\
+         \x20      lab [--dir D] run TARGET -- CMD... | bg TARGET --log FILE [--tag T] -- CMD...\n\
+         (D: $LAB_DIR; TARGET: host number or node name, internet, switch, a container)"
+    );
+    std::process::exit(2);
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("lab: {msg}");
+    std::process::exit(1);
+}
