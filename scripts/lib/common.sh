@@ -13,7 +13,8 @@ PACKAGE_LIST="$ROOT/scripts/debian-packages.txt"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-need_root() { [ "$(id -u)" = 0 ] || die "run as root: the suite creates network namespaces and devices"; }
+# need_root [WHY]: exits unless run as root, saying why root is needed.
+need_root() { [ "$(id -u)" = 0 ] || die "run as root: ${1:-the suite creates network namespaces and devices}"; }
 
 # The packages of scripts/debian-packages.txt (comments and blank lines dropped), one per line.
 listed_packages() { sed 's/#.*//' "$PACKAGE_LIST" | tr -s ' \t' '\n' | grep -v '^$'; }
