@@ -384,7 +384,7 @@ impl Drop for Lab {
         // Namespaces the plugins made for this lab's nodes (vxlan-overlay's gateway sandboxes,
         // named ovl-<vni>-<node>), when a test ended without deleting every container.
         for host in &self.hosts {
-            for ns in Lab::namespaces_starting_with("ovl-")
+            for ns in Lab::namespaces_starting_with(model::names::SANDBOX_PREFIX)
                 .into_iter()
                 .filter(|n| n.ends_with(&format!("-{}", host.name)))
             {

@@ -3,7 +3,6 @@
 
 pub mod allocator;
 pub mod config;
-pub mod pool;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -26,7 +25,7 @@ impl Plugin for EtcdIpam {
             name: name.as_deref(),
         };
         let allocation = block_on(allocator::add(&cfg, &attachment, &requested))??;
-        allocator::to_result(&allocation, &cfg)
+        Ok(allocator::to_result(&allocation, &cfg))
     }
 
     /// Releases everything of (network, container id, ifname); success when nothing is held. With
@@ -59,13 +58,7 @@ impl Plugin for EtcdIpam {
         };
         let expected: HashSet<IpAddr> = prev.ips.iter().map(|ip| ip.address.ip()).collect();
         for ip in &allocation.ips {
-            let addr: IpAddr = ip
-                .address
-                .split('/')
-                .next()
-                .and_then(|a| a.parse().ok())
-                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-            if !expected.contains(&addr) {
+            if !expected.contains(&ip.address.ip()) {
                 return Err(CniError::new(
                     codes::CHECK_FAILED,
                     format!("allocated address {} is not in prevResult", ip.address),
@@ -76,12 +69,7 @@ impl Plugin for EtcdIpam {
         for ip in &prev.ips {
             let addr = ip.address.ip();
             let ours = cfg.pools.iter().any(|p| p.range_of(addr).is_some());
-            if ours
-                && !allocation
-                    .ips
-                    .iter()
-                    .any(|a| a.address.split('/').next() == Some(&addr.to_string()))
-            {
+            if ours && !allocation.ips.iter().any(|a| a.address.ip() == addr) {
                 return Err(CniError::new(
                     codes::CHECK_FAILED,
                     format!("prevResult address {addr} is not allocated to this container"),

@@ -9,8 +9,9 @@ pub mod peers;
 use std::collections::HashSet;
 
 use cni::{codes, CniError, CniResult, Command, Interface, Plugin, Request};
+use model::records::Endpoint;
+use model::{names, Mac};
 use netops::{Netlink, Netns};
-use store::records::Endpoint;
 use store::{block_on, Store};
 
 use crate::config::OverlayConfig;
@@ -84,6 +85,11 @@ impl Plugin for VxlanOverlay {
     }
 }
 
+/// A MAC as the result and CHECK write it; empty when the kernel gave none.
+fn mac_text(mac: Option<[u8; 6]>) -> String {
+    mac.map(|m| Mac::from(m).to_string()).unwrap_or_default()
+}
+
 async fn add(cfg: &OverlayConfig, req: &Request, container: &Netns) -> Result<CniResult, CniError> {
     let host = Netlink::current().await?;
     let inside = Netlink::in_netns(container).await?;
@@ -135,7 +141,7 @@ async fn attach(
         )));
     }
     let mtu = underlay.container_mtu(cfg);
-    let host_name = netops::host_veth_name("ov", &req.env.container_id, &req.env.ifname);
+    let host_name = names::host_veth(&req.env.container_id, &req.env.ifname);
     let (devices, host_end, peer) = {
         let _lock = network::lock(cfg)?;
         let devices = network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?;
@@ -145,7 +151,7 @@ async fn attach(
         // The alias names the attachment, so that GC can tell which veth belongs to whom.
         host.set_alias(
             host_end.index,
-            &format!("{}/{}", req.env.container_id, req.env.ifname),
+            &names::attachment_alias(&req.env.container_id, &req.env.ifname),
         )
         .await?;
         host.set_master(host_end.index, devices.bridge.index)
@@ -168,7 +174,12 @@ async fn attach(
         inside.add_route(route.dst, gw, peer.index).await?;
     }
 
-    let mac = peer.mac.map(|m| netops::format_mac(&m)).unwrap_or_default();
+    let mac = peer.mac.map(Mac::from).ok_or_else(|| {
+        CniError::new(
+            codes::KERNEL,
+            format!("interface {} has no MAC address", req.env.ifname),
+        )
+    })?;
     let record = Endpoint {
         network: cfg.network.clone(),
         container_id: req.env.container_id.clone(),
@@ -181,10 +192,10 @@ async fn attach(
             .get(&cfg.network)
             .cloned()
             .unwrap_or_default(),
-        ips: ipam.ips.iter().map(|ip| ip.address.to_string()).collect(),
-        mac: mac.clone(),
+        ips: ipam.ips.iter().map(|ip| ip.address).collect(),
+        mac,
         node: cfg.node.clone(),
-        vtep: underlay.vtep.to_string(),
+        vtep: underlay.vtep,
         vni: cfg.vni,
     };
     let mut store = Store::new(cfg.etcd.clone())?;
@@ -198,25 +209,18 @@ async fn attach(
     };
     result.push_interface(Interface {
         name: devices.bridge.name.clone(),
-        mac: devices
-            .bridge
-            .mac
-            .map(|m| netops::format_mac(&m))
-            .unwrap_or_default(),
+        mac: mac_text(devices.bridge.mac),
         ..Default::default()
     });
     result.push_interface(Interface {
         name: host_end.name.clone(),
-        mac: host_end
-            .mac
-            .map(|m| netops::format_mac(&m))
-            .unwrap_or_default(),
+        mac: mac_text(host_end.mac),
         mtu: Some(mtu),
         ..Default::default()
     });
     let index = result.push_interface(Interface {
         name: req.env.ifname.clone(),
-        mac,
+        mac: mac.to_string(),
         mtu: Some(mtu),
         sandbox: req.env.netns.clone(),
         ..Default::default()
@@ -256,12 +260,8 @@ async fn del(cfg: &OverlayConfig, req: &Request) -> Result<(), CniError> {
     {
         let lock = network::lock(cfg)?;
         // Deleting the host end removes the container end with it, namespace or not.
-        host.delete_link(&netops::host_veth_name(
-            "ov",
-            &req.env.container_id,
-            &req.env.ifname,
-        ))
-        .await?;
+        host.delete_link(&names::host_veth(&req.env.container_id, &req.env.ifname))
+            .await?;
         network::remove_if_unused(&host, cfg, &lock).await?;
     }
     let mut store = Store::new(cfg.etcd.clone())?;
@@ -291,7 +291,7 @@ async fn check(
         .link(&req.env.ifname)
         .await?
         .ok_or_else(|| failed(format!("interface {} is missing", req.env.ifname)))?;
-    let mac = link.mac.map(|m| netops::format_mac(&m)).unwrap_or_default();
+    let mac = mac_text(link.mac);
     if !expected.mac.is_empty() && !expected.mac.eq_ignore_ascii_case(&mac) {
         return Err(failed(format!(
             "interface {} has MAC {mac}, prevResult says {}",
@@ -352,7 +352,7 @@ async fn check(
                 req.env.container_id, req.env.ifname
             ))
         })?;
-    if !record.mac.eq_ignore_ascii_case(&mac) {
+    if link.mac.map(Mac::from) != Some(record.mac) {
         return Err(failed(format!(
             "endpoint record has MAC {}, the interface {mac}",
             record.mac
@@ -377,8 +377,10 @@ async fn gc(cfg: &OverlayConfig, valid: &HashSet<(String, String)>) -> Result<()
     let lock = network::lock(cfg)?;
     if let Some(bridge) = host.link(&cfg.bridge_name()).await? {
         for port in host.links_with_master(bridge.index).await? {
-            let Some((container_id, ifname)) =
-                port.alias.as_deref().and_then(|a| a.split_once('/'))
+            let Some((container_id, ifname)) = port
+                .alias
+                .as_deref()
+                .and_then(names::parse_attachment_alias)
             else {
                 continue;
             };
