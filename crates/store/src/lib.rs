@@ -21,24 +21,9 @@ pub mod error;
 pub mod keys;
 
 pub use client::Store;
-pub use config::{EtcdConfig, TlsFiles};
+pub use config::{EtcdConfig, PluginSettings, TlsFiles};
 pub use error::StoreError;
 pub use keys::Keys;
 
 /// Re-exported so that callers build transactions with the same types the store runs.
 pub use etcd_client;
-
-/// Runs one plugin request on a one-shot, single-threaded runtime: a plugin process lives for one
-/// request, so a multi-threaded runtime would only cost start-up time.
-pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, cni::CniError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            cni::CniError::new(
-                cni::codes::IO_FAILURE,
-                format!("starting the async runtime: {e}"),
-            )
-        })?;
-    Ok(runtime.block_on(future))
-}

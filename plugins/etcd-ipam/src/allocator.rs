@@ -38,11 +38,11 @@ pub struct Attachment<'a> {
 }
 
 pub async fn add(
+    store: &mut Store,
     cfg: &IpamConfig,
     att: &Attachment<'_>,
     requested: &[IpAddr],
 ) -> Result<Allocation, CniError> {
-    let mut store = Store::new(cfg.etcd.clone())?;
     let keys = store.keys().clone();
     let net = cfg.network.as_str();
     let holder = Holder {
@@ -192,7 +192,7 @@ pub async fn add(
                         None => Pick::EndOfPool,
                     };
                 } else {
-                    pick = scan(&mut store, &keys, net, pool, pick).await?;
+                    pick = scan(store, &keys, net, pool, pick).await?;
                 }
             }
             candidates[i] = match pick {
@@ -303,12 +303,7 @@ fn requested_per_pool(
 }
 
 /// Releases everything of one attachment. Ok(false) when nothing was held.
-pub async fn release(cfg: &IpamConfig, container_id: &str, ifname: &str) -> Result<bool, CniError> {
-    let mut store = Store::new(cfg.etcd.clone())?;
-    release_with(&mut store, &cfg.network, container_id, ifname).await
-}
-
-async fn release_with(
+pub async fn release(
     store: &mut Store,
     net: &str,
     container_id: &str,
@@ -360,11 +355,11 @@ async fn release_with(
 }
 
 pub async fn get(
+    store: &mut Store,
     cfg: &IpamConfig,
     container_id: &str,
     ifname: &str,
 ) -> Result<Option<Allocation>, CniError> {
-    let mut store = Store::new(cfg.etcd.clone())?;
     let resp = store
         .get(store.keys().owner(&cfg.network, container_id, ifname), None)
         .await?;
@@ -376,8 +371,11 @@ pub async fn get(
 
 /// Releases this node's allocations whose attachment is not in `valid`. Other nodes' are never
 /// touched: their runtime knows nothing of ours. Continues past errors and reports the first.
-pub async fn gc(cfg: &IpamConfig, valid: &HashSet<(String, String)>) -> Result<usize, CniError> {
-    let mut store = Store::new(cfg.etcd.clone())?;
+pub async fn gc(
+    store: &mut Store,
+    cfg: &IpamConfig,
+    valid: &HashSet<(String, String)>,
+) -> Result<usize, CniError> {
     let owners = store.get_prefix(&store.keys().owners(&cfg.network)).await?;
     let mut released = 0;
     let mut first_error = None;
@@ -394,8 +392,8 @@ pub async fn gc(cfg: &IpamConfig, valid: &HashSet<(String, String)>) -> Result<u
         {
             continue;
         }
-        match release_with(
-            &mut store,
+        match release(
+            store,
             &cfg.network,
             &allocation.container_id,
             &allocation.ifname,
@@ -416,8 +414,10 @@ pub async fn gc(cfg: &IpamConfig, valid: &HashSet<(String, String)>) -> Result<u
 }
 
 /// Used addresses per range set, counted by etcd (count-only reads, one transaction).
-pub async fn usage(cfg: &IpamConfig) -> Result<Vec<(u128, u128)>, store::StoreError> {
-    let mut store = Store::new(cfg.etcd.clone())?;
+pub async fn usage(
+    store: &mut Store,
+    cfg: &IpamConfig,
+) -> Result<Vec<(u128, u128)>, store::StoreError> {
     let keys = store.keys().clone();
     let mut reads = Vec::new();
     for pool in &cfg.pools {

@@ -1,6 +1,7 @@
-//! etcd-ipam's configuration: host-local's fields (so the two can be swapped), plus `etcd`, `node`,
-//! `exclude`. `etcd` and `node` may also sit in the enclosing plugin's object, since delegation hands
-//! over the whole configuration; the ipam section's win.
+//! etcd-ipam's configuration: host-local's fields (so the two can be swapped), plus `exclude`,
+//! `dataDir`, and `etcd` and `node` (read by the store's one rule, [`store::PluginSettings`]).
+//! Parsing is pure: a configuration that leaves its ranges to the network's record is completed
+//! with the record the plugin call reads through its one etcd connection.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -10,8 +11,7 @@ use ipnetwork::IpNetwork;
 use model::addressing::{pools, Addressing, Pool, RangeSpec};
 use model::records::Network;
 use serde::Deserialize;
-use serde_json::Value;
-use store::EtcdConfig;
+use store::{EtcdConfig, PluginSettings};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/etcd-ipam";
 
@@ -32,8 +32,7 @@ pub struct IpamConfig {
 #[derive(Debug, Clone)]
 pub struct Conf {
     pub network: String,
-    pub etcd: EtcdConfig,
-    pub node: String,
+    pub settings: PluginSettings,
     /// None: the configuration gives neither `ranges` nor `subnet`; they come from the record.
     ranges: Option<Vec<Vec<RangeSpec>>>,
     exclude: Vec<IpNetwork>,
@@ -55,22 +54,9 @@ struct Section {
     #[serde(default)]
     dns: Option<Dns>,
     #[serde(default)]
-    etcd: Option<EtcdConfig>,
-    #[serde(default)]
-    node: Option<String>,
-    #[serde(default)]
     exclude: Vec<String>,
     #[serde(default)]
     data_dir: Option<String>,
-}
-
-/// The fields etcd-ipam reads from the enclosing plugin object.
-#[derive(Deserialize, Default)]
-struct Enclosing {
-    #[serde(default)]
-    etcd: Option<EtcdConfig>,
-    #[serde(default)]
-    node: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -126,19 +112,7 @@ impl Conf {
             .ok_or_else(|| CniError::invalid_config("an ipam section is required"))?;
         let section: Section = serde_json::from_value(section_value)
             .map_err(|e| CniError::decode(format!("invalid ipam section: {e}")))?;
-        let enclosing: Enclosing = serde_json::from_value(strip_ipam(&conf.raw))
-            .map_err(|e| CniError::decode(format!("invalid etcd or node field: {e}")))?;
-        let etcd = section.etcd.or(enclosing.etcd).ok_or_else(|| {
-            CniError::invalid_config(
-                "etcd.endpoints is required (in the ipam section or the plugin object)",
-            )
-        })?;
-        etcd.validate().map_err(CniError::from)?;
-        let node = match section.node.or(enclosing.node) {
-            Some(node) => node,
-            None => hostname()?,
-        };
-        model::types::check_node_name(&node)?;
+        let settings = PluginSettings::from_netconf(conf)?;
 
         let exclude = section
             .exclude
@@ -192,8 +166,7 @@ impl Conf {
 
         Ok(Conf {
             network: conf.name.clone(),
-            etcd,
-            node,
+            settings,
             ranges,
             exclude,
             routes,
@@ -233,53 +206,18 @@ impl Conf {
             pools: pools(&sets, &self.exclude)?,
             routes: self.routes,
             dns: self.dns,
-            etcd: self.etcd,
-            node: self.node,
+            etcd: self.settings.etcd,
+            node: self.settings.node,
             data_dir: self.data_dir,
         })
     }
 }
 
 impl IpamConfig {
-    /// A configuration that gives its ranges itself.
+    /// A configuration that gives its ranges itself (tests; the plugin goes through [`Conf`]).
     pub fn from_netconf(conf: &NetConf) -> Result<Self, CniError> {
         Conf::parse(conf)?.complete(None)
     }
-}
-
-/// Reads the configuration; a network made with overlayctl may leave out `ranges` (and `subnet`):
-/// they then come from the network's record in etcd (one extra round trip).
-pub fn load(conf: &NetConf) -> Result<IpamConfig, CniError> {
-    let conf = Conf::parse(conf)?;
-    let record = match conf.needs_record() {
-        true => store::block_on(async {
-            store::Store::new(conf.etcd.clone())?
-                .network(&conf.network)
-                .await
-        })??,
-        false => None,
-    };
-    conf.complete(record.as_ref())
-}
-
-/// The plugin object without its ipam section, so that only `etcd` and `node` are read from it.
-fn strip_ipam(raw: &Value) -> Value {
-    let mut out = serde_json::Map::new();
-    for key in ["etcd", "node"] {
-        if let Some(v) = raw.get(key) {
-            out.insert(key.into(), v.clone());
-        }
-    }
-    Value::Object(out)
-}
-
-fn hostname() -> Result<String, CniError> {
-    nix::unistd::gethostname()
-        .map_err(|e| {
-            CniError::invalid_config(format!("node not set and the hostname cannot be read: {e}"))
-        })?
-        .into_string()
-        .map_err(|_| CniError::invalid_config("node not set and the hostname is not UTF-8"))
 }
 
 #[cfg(test)]
@@ -311,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn etcd_and_node_from_the_enclosing_object_and_ipam_wins() {
+    fn etcd_and_node_from_the_enclosing_object_and_both_must_agree() {
         let c = conf(
             json!({"type": "etcd-ipam", "subnet": "10.0.0.0/24"}),
             json!({"etcd": {"endpoints": ["a:1"]}, "node": "outer"}),
@@ -321,15 +259,13 @@ mod tests {
             (c.etcd.endpoints[0].as_str(), c.node.as_str()),
             ("a:1", "outer")
         );
-        let c = conf(
+        let e = conf(
             json!({"type": "etcd-ipam", "subnet": "10.0.0.0/24", "etcd": {"endpoints": ["b:1"]}, "node": "inner"}),
             json!({"etcd": {"endpoints": ["a:1"]}, "node": "outer"}),
         )
-        .unwrap();
-        assert_eq!(
-            (c.etcd.endpoints[0].as_str(), c.node.as_str()),
-            ("b:1", "inner")
-        );
+        .unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("(a:1) and the ipam section (b:1)"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod ipam;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use cni::skel::block_on;
 use cni::{codes, CniError, CniResult, Interface, IpConfig, Plugin, Request, Route};
 use firewall::{BridgeRules, Firewall, Mapping, Protocol};
 use ipnetwork::IpNetwork;
@@ -722,20 +723,6 @@ async fn gc(req: &Request, cfg: &Config) -> Result<(), CniError> {
         lock.remove_file();
     }
     Ok(())
-}
-
-/// A one-shot runtime: the plugin lives for one request.
-fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, CniError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            CniError::new(
-                codes::IO_FAILURE,
-                format!("starting the async runtime: {e}"),
-            )
-        })?;
-    Ok(runtime.block_on(future))
 }
 
 /// An interface's MAC as results and CHECK write it.

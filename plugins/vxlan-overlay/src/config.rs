@@ -1,4 +1,6 @@
-//! vxlan-overlay's configuration (the plugin object of a conflist).
+//! vxlan-overlay's configuration (the plugin object of a conflist). Parsing is pure: a
+//! conflist that leaves the VNI to the network's record is completed with the record the plugin
+//! call reads through its one etcd connection.
 
 use std::net::IpAddr;
 
@@ -7,7 +9,7 @@ use model::records::Network;
 use model::types::DEFAULT_VXLAN_PORT;
 use model::{names, Mac, Mtu, Vni};
 use serde::Deserialize;
-use store::EtcdConfig;
+use store::{EtcdConfig, PluginSettings};
 
 #[derive(Debug, Clone)]
 pub struct OverlayConfig {
@@ -38,8 +40,7 @@ pub enum VtepChoice {
 #[derive(Debug, Clone)]
 pub struct Conf {
     pub network: String,
-    pub etcd: EtcdConfig,
-    pub node: String,
+    pub settings: PluginSettings,
     vni: Option<Vni>,
     mtu: Option<Mtu>,
     /// Whether `mtu` was given at all (0 is given: the underlay's, not the record's).
@@ -62,10 +63,6 @@ struct Fields {
     port: Option<u16>,
     #[serde(default)]
     vtep: Option<VtepFields>,
-    #[serde(default)]
-    node: Option<String>,
-    #[serde(default)]
-    etcd: Option<EtcdConfig>,
     #[serde(default)]
     host_access: Option<bool>,
     #[serde(default = "yes")]
@@ -121,42 +118,11 @@ impl Conf {
                 ))
             }
         };
-        // etcd may be given once for the whole plugin, or only in the ipam section (etcd-ipam's).
-        let etcd = match fields.etcd {
-            Some(e) => e,
-            None => conf
-                .ipam
-                .as_ref()
-                .and_then(|i| i.get("etcd"))
-                .map(|e| {
-                    serde_json::from_value(e.clone())
-                        .map_err(|e| CniError::decode(format!("ipam.etcd: {e}")))
-                })
-                .transpose()?
-                .ok_or_else(|| CniError::invalid_config("etcd.endpoints is required"))?,
-        };
-        etcd.validate().map_err(CniError::from)?;
-        let node = match fields.node.or_else(|| {
-            conf.ipam
-                .as_ref()?
-                .get("node")?
-                .as_str()
-                .map(str::to_string)
-        }) {
-            Some(n) => n,
-            None => nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .ok_or_else(|| {
-                    CniError::invalid_config("node is not set and the hostname cannot be read")
-                })?,
-        };
-        model::types::check_node_name(&node)?;
+        let settings = PluginSettings::from_netconf(conf)?;
         let ipam_type = conf.ipam_type()?.to_string();
         Ok(Conf {
             network: conf.name.clone(),
-            etcd,
-            node,
+            settings,
             vni,
             mtu,
             mtu_given: fields.mtu.is_some(),
@@ -201,8 +167,8 @@ impl Conf {
             mtu,
             port: self.port,
             vtep: self.vtep,
-            node: self.node,
-            etcd: self.etcd,
+            node: self.settings.node,
+            etcd: self.settings.etcd,
             host_access,
             embedded_dns: self.embedded_dns,
             ipam_type: self.ipam_type,
@@ -211,23 +177,7 @@ impl Conf {
 }
 
 impl OverlayConfig {
-    /// Reads the configuration; a conflist may leave out `vni` for a network made with
-    /// overlayctl: it then comes from the network's record in etcd (with `mtu` and `hostAccess`
-    /// when those are left out too), at the cost of one round trip.
-    pub fn load(conf: &NetConf) -> Result<Self, CniError> {
-        let conf = Conf::parse(conf)?;
-        let record = match conf.needs_record() {
-            true => store::block_on(async {
-                store::Store::new(conf.etcd.clone())?
-                    .network(&conf.network)
-                    .await
-            })??,
-            false => None,
-        };
-        conf.complete(record.as_ref())
-    }
-
-    /// A configuration that gives its VNI itself.
+    /// A configuration that gives its VNI itself (tests; the plugin goes through [`Conf`]).
     pub fn from_netconf(conf: &NetConf) -> Result<Self, CniError> {
         Conf::parse(conf)?.complete(None)
     }
@@ -301,6 +251,9 @@ mod tests {
             (c.node.as_str(), c.etcd.endpoints[0].as_str()),
             ("inner", "e:1")
         );
+        let e = parse(json!({"ipam": {"type": "etcd-ipam", "node": "inner"}})).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("(n1) and the ipam section (inner)"), "{e}");
     }
 
     #[test]

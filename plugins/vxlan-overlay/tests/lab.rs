@@ -1,10 +1,14 @@
 //! vxlan-overlay on a lab of simulated hosts (network namespaces on an underlay), driven through the
 //! plugin binaries as a runtime drives them, with etcd and one overlayd per host inside the lab.
 
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use model::{names, Vni};
+use netops::Netns;
 use serde_json::{json, Value};
 use testutils::lab::{bin_dir, cni_path, in_ns, Lab, OverlayNet};
 use testutils::{Invocation, Output};
@@ -787,4 +791,88 @@ fn gc_removes_what_is_not_valid_and_keeps_what_is() {
             && !host_links.contains(&names::host_veth("stale", "eth0")),
         "{host_links}"
     );
+}
+
+/// A TCP relay inside lab host `host` in front of the lab's etcd, counting the connections
+/// made through it: how many etcd connections (and logins, with authentication) a plugin call
+/// costs. Its sockets are made inside the host's namespace; it serves until the test ends.
+fn counting_relay(lab: &Lab, host: usize) -> (String, Arc<AtomicUsize>) {
+    let ns = Netns::open(format!("/run/netns/{}", lab.host(host).ns)).unwrap();
+    let bind = format!("{}:0", lab.host(host).addr);
+    let listener = ns.run(move || TcpListener::bind(bind)).unwrap().unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (target, count) = (lab.etcd_endpoint.clone(), Arc::new(AtomicUsize::new(0)));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let target = target.clone();
+            let Ok(Ok(upstream)) = ns.run(move || TcpStream::connect(target)) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                (upstream, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+            }
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn a_plugin_call_makes_one_etcd_connection_also_when_its_config_is_the_networks_record() {
+    let mut lab = Lab::new(2);
+    let (node, ns) = (lab.host(1).name.clone(), lab.host(1).ns.clone());
+    let overlayctl = bin_dir().join("overlayctl");
+    assert!(
+        overlayctl.exists(),
+        "overlayctl is not built (cargo build --workspace --bins)"
+    );
+    in_ns(
+        &lab.host(0).ns,
+        &[
+            overlayctl.to_str().unwrap(),
+            "--etcd",
+            &lab.etcd_endpoint,
+            "network",
+            "create",
+            "rec",
+            "--subnet",
+            "10.88.0.0/24",
+            "--vni",
+            "888",
+        ],
+    );
+    let (relay, connections) = counting_relay(&lab, 1);
+    // No VNI and no ranges: both plugins take them from the network's record.
+    let conf = json!({"cniVersion": "1.0.0", "name": "rec", "type": "vxlan-overlay", "node": node,
+                      "etcd": {"endpoints": [relay], "timeoutMs": 3000},
+                      "ipam": {"type": "etcd-ipam", "dataDir": lab.host(1).dir.join("etcd-ipam")}});
+    let (_, path) = lab.container("r1");
+    let run = |command: &str, netns: &str| {
+        let inv = Invocation::new(bin_dir().join("vxlan-overlay"), command)
+            .attachment("r1", netns, "eth0")
+            .env("CNI_PATH", &cni_path())
+            .stdin(&conf);
+        lab.run_on(1, &inv)
+    };
+
+    let result = run("ADD", &path).ok();
+    assert_eq!(result["ips"][0]["address"], json!("10.88.0.2/24"));
+    assert_eq!(result["interfaces"][0]["name"], json!(br(888)));
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        2,
+        "one ADD: one etcd connection for vxlan-overlay and one for etcd-ipam"
+    );
+    run("DEL", "").ok();
+    assert_eq!(connections.load(Ordering::SeqCst), 4, "one DEL: two more");
+    assert!(!links(&ns).contains(&br(888)));
+    assert!(etcd_keys(&lab, "/cni-overlay/ipam/rec/owners/").is_empty());
 }
