@@ -153,11 +153,14 @@ pub fn validate_container_id(id: &str) -> Result<(), CniError> {
     }
 }
 
+/// The longest interface name Linux takes (IFNAMSIZ - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+
 /// As libcni's `ValidateInterfaceName`: at most 15 bytes, not `.`/`..`, no `/`, `:` or whitespace.
 pub fn validate_ifname(name: &str) -> Result<(), CniError> {
     let problem = if name.is_empty() {
         "interface name is empty"
-    } else if name.len() > 15 {
+    } else if name.len() > MAX_IFNAME_LEN {
         "interface name is longer than 15 characters"
     } else if name == "." || name == ".." {
         "interface name is . or .."

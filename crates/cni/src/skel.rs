@@ -32,6 +32,23 @@ pub trait Plugin {
     }
 }
 
+/// Runs a plugin's async work on a one-shot, single-threaded runtime: a plugin process lives for
+/// one request, so a multi-threaded runtime would only cost start-up time. Every plugin of the
+/// suite goes through here, once per request (feature `runtime`).
+#[cfg(feature = "runtime")]
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, CniError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            CniError::new(
+                codes::IO_FAILURE,
+                format!("starting the async runtime: {e}"),
+            )
+        })?;
+    Ok(runtime.block_on(future))
+}
+
 /// What the process prints and how it exits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {

@@ -19,6 +19,5 @@ mod sysctl;
 pub use error::Error;
 pub use link::{Link, Netlink};
 pub use lock::HostLock;
-pub use mac::{derived_mac, format_mac, host_veth_name, parse_mac};
-pub use netns::{create_named_netns, delete_named_netns, Netns, NETNS_RUN_DIR};
+pub use netns::{create_named_netns, delete_named_netns, named_netns_path, Netns, NETNS_RUN_DIR};
 pub use sysctl::{get_sysctl, set_sysctl};

@@ -148,7 +148,12 @@ fn check_netns_name(op: &'static str, name: &str) -> Result<PathBuf, Error> {
     {
         return Err(Error::invalid(op, name, "not a valid namespace name"));
     }
-    Ok(Path::new(NETNS_RUN_DIR).join(name))
+    Ok(named_netns_path(name))
+}
+
+/// Where the named namespace `name` is (what `ip netns` calls `name`).
+pub fn named_netns_path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
 }
 
 /// Makes /run/netns exist and be a shared mount point, as iproute2 does, so that unmounting a

@@ -5,8 +5,8 @@ mod common;
 use std::net::IpAddr;
 
 use cni::codes;
-use common::TestNs;
-use netops::{format_mac, Error, Netlink};
+use common::{mac_text, TestNs};
+use netops::{Error, Netlink};
 
 #[tokio::test]
 async fn ensure_bridge_is_idempotent_and_refuses_other_kinds() {
@@ -161,7 +161,7 @@ async fn create_veth_puts_the_peer_in_the_other_namespace() {
 
     let inside = container.exec(&["ip", "-o", "link", "show", "eth0"]);
     assert!(inside.contains("mtu 1400"), "{inside}");
-    assert!(inside.contains(&format_mac(&mac)), "{inside}");
+    assert!(inside.contains(&mac_text(&mac)), "{inside}");
     assert!(
         !host.exec_status(&["ip", "link", "show", "eth0"]).0,
         "peer also visible on the host side"
@@ -205,7 +205,7 @@ async fn a_bridge_made_with_a_mac_keeps_it_as_ports_come_and_go() {
     let host = TestNs::new("bm");
     let c1 = TestNs::new("bmc");
     let nl = Netlink::in_netns(&host.ns).await.unwrap();
-    let mac = netops::derived_mac(&["a bridge"]);
+    let mac = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
     let br = nl.ensure_bridge("br0", None, Some(mac)).await.unwrap();
     assert_eq!(br.mac, Some(mac));
     // A port with a lower MAC joins: without the MAC set at creation the kernel takes the port's.
@@ -228,7 +228,7 @@ async fn a_bridge_made_with_a_mac_keeps_it_as_ports_come_and_go() {
     assert_eq!(nl.link("br0").await.unwrap().unwrap().mac, Some(mac));
     // An existing bridge keeps its own MAC.
     let again = nl
-        .ensure_bridge("br0", None, Some(netops::derived_mac(&["other"])))
+        .ensure_bridge("br0", None, Some([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]))
         .await
         .unwrap();
     assert_eq!(again.mac, Some(mac));

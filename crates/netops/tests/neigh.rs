@@ -4,8 +4,8 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::TestNs;
-use netops::{format_mac, Link, Netlink};
+use common::{mac_text, TestNs};
+use netops::{Link, Netlink};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -35,10 +35,7 @@ async fn fdb_entries_round_trip() {
     );
     let shown = t.exec(&["bridge", "fdb", "show", "dev", "vx100"]);
     assert!(
-        shown.contains(&format!(
-            "{} dst 192.0.2.2 self permanent",
-            format_mac(&mac)
-        )),
+        shown.contains(&format!("{} dst 192.0.2.2 self permanent", mac_text(&mac))),
         "{shown}"
     );
 
@@ -72,7 +69,7 @@ async fn fdb_entries_round_trip() {
         vec![(zero, ip("192.0.2.4"))]
     );
     let shown = t.exec(&["bridge", "fdb", "show", "dev", "vx100"]);
-    assert!(!shown.contains(&format_mac(&mac)), "{shown}");
+    assert!(!shown.contains(&mac_text(&mac)), "{shown}");
 
     // An IPv6 underlay: the VXLAN needs an IPv6 local address (an IPv4 VXLAN refuses IPv6
     // destinations with EAFNOSUPPORT), and the kernel clamps its MTU to underlay - 70.
@@ -122,7 +119,7 @@ async fn neighbour_entries_round_trip() {
     assert_eq!(entries.len(), 2, "{entries:?}");
     let shown = t.exec(&["ip", "neigh", "show", "dev", "vx100"]);
     assert!(
-        shown.contains(&format!("10.5.0.7 lladdr {} PERMANENT", format_mac(&mac))),
+        shown.contains(&format!("10.5.0.7 lladdr {} PERMANENT", mac_text(&mac))),
         "{shown}"
     );
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use common::TestNs;
 use ipnetwork::IpNetwork;
-use netops::{host_veth_name, Link, Netlink};
+use netops::{Link, Netlink};
 
 fn net(s: &str) -> IpNetwork {
     s.parse().unwrap()
@@ -31,7 +31,7 @@ async fn attach(
     gw: &str,
     mac: [u8; 6],
 ) -> Link {
-    let host_name = host_veth_name("ov", id, "eth0");
+    let host_name = format!("veth-{id}");
     let (h, eth0) = hnl
         .create_veth(&host_name, "eth0", &c.ns, 1450, Some(mac))
         .await
@@ -150,7 +150,7 @@ async fn ping_across_a_vxlan_overlay_with_static_fdb_and_neighbours() {
             .unwrap()
             .expect("underlay");
         assert_eq!(underlay.index, ul);
-        let br = nl.ensure_bridge("ovbr0", Some(1450), None).await.unwrap();
+        let br = nl.ensure_bridge("br0", Some(1450), None).await.unwrap();
         let vx = nl
             .ensure_vxlan("vx4097", 4097, 4789, ip(vtep), underlay.index, 1450)
             .await

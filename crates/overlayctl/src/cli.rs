@@ -4,6 +4,7 @@
 //! a bad one gets the same one-line error and exit status 1 whatever is wrong with it.
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use model::types::{FIRST_AUTO_VNI, MAX_MTU, MAX_VNI, MIN_MTU};
 use store::{EtcdConfig, TlsFiles};
 
 use crate::output::Format;
@@ -187,12 +188,16 @@ pub struct CreateArgs {
     #[arg(long, value_name = "CIDR")]
     pub ip_range: Option<String>,
 
-    /// VXLAN network identifier, 1-16777215 (default: the lowest free one from 4096 up).
-    #[arg(long, value_name = "N")]
+    // VXLAN network identifier (help text from the model's limits).
+    #[arg(long, value_name = "N", help = format!(
+        "VXLAN network identifier, 1-{MAX_VNI} (default: the lowest free one from {FIRST_AUTO_VNI} up)"
+    ))]
     pub vni: Option<String>,
 
-    /// MTU of the containers' interfaces, 576-65535 (default: the plugin's, from the VTEP).
-    #[arg(long, value_name = "N")]
+    // MTU of the containers' interfaces (help text from the model's limits).
+    #[arg(long, value_name = "N", help = format!(
+        "MTU of the containers' interfaces, {MIN_MTU}-{MAX_MTU} (default: the plugin's, from the VTEP)"
+    ))]
     pub mtu: Option<String>,
 
     /// No route out of the overlay: containers reach each other only.

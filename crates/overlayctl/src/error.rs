@@ -41,3 +41,14 @@ pub enum Error {
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] io::Error),
 }
+
+/// The model's rules broken by a command line's values are [`Error::Invalid`]; a record that
+/// does not decode is the store's corrupt record (`corrupt record at KEY: ...`).
+impl From<model::Error> for Error {
+    fn from(e: model::Error) -> Self {
+        match e {
+            model::Error::Invalid(reason) => Error::Invalid(reason),
+            corrupt => Error::Store(corrupt.into()),
+        }
+    }
+}

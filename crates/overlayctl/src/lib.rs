@@ -2,7 +2,6 @@
 //! It talks to etcd only, never to a host: everything it shows is what the plugins and overlayd
 //! recorded there.
 
-pub mod addressing;
 pub mod cli;
 pub mod commands;
 pub mod error;

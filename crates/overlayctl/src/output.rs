@@ -102,11 +102,15 @@ pub fn yes_no(b: bool) -> String {
 }
 
 /// A list as one cell: comma-separated, `-` when empty, so that every cell has a word in it.
-pub fn joined(items: &[String]) -> String {
+pub fn joined<T: ToString>(items: &[T]) -> String {
     if items.is_empty() {
         "-".to_string()
     } else {
-        items.join(",")
+        items
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

@@ -57,8 +57,8 @@ fn create_list_and_inspect_round_trip_in_table_and_json() {
     let stored: serde_json::Value =
         serde_json::from_str(&snapshot[&keys().network("dual")].0).unwrap();
     assert_eq!(stored, created);
-    assert_eq!(snapshot[&keys().vni(4097)].0, "dual");
-    assert_eq!(snapshot[&keys().vni(4096)].0, "demo");
+    assert_eq!(snapshot[&keys().vni(vni(4097))].0, "dual");
+    assert_eq!(snapshot[&keys().vni(vni(4096))].0, "demo");
 
     let table = ctl(&etcd, &["network", "ls"]).ok().to_string();
     let header = table.lines().next().unwrap();
@@ -251,7 +251,10 @@ fn twenty_concurrent_creates_get_twenty_distinct_vnis() {
     for (key, (owner, _)) in vni_keys {
         let record: serde_json::Value =
             serde_json::from_str(&snapshot[&keys().network(owner)].0).unwrap();
-        assert_eq!(keys().vni(record["vni"].as_u64().unwrap() as u32), *key);
+        assert_eq!(
+            keys().vni(vni(record["vni"].as_u64().unwrap() as u32)),
+            *key
+        );
     }
 }
 
@@ -417,13 +420,13 @@ fn inspect_shows_the_containers_of_every_host_and_rm_waits_for_them() {
     let left = etcd.keys(PREFIX);
     for gone in [
         keys().network("demo"),
-        keys().vni(4096),
+        keys().vni(vni(4096)),
         keys().cursor("demo", 0),
     ] {
         assert!(!left.contains(&gone), "{gone} left behind: {left:?}");
     }
     assert!(left.contains(&keys().network("other")));
-    assert!(left.contains(&keys().vni(4097)));
+    assert!(left.contains(&keys().vni(vni(4097))));
 
     assert_eq!(
         ctl(&etcd, &["network", "rm", "demo"]).fails(),

@@ -77,7 +77,9 @@ fn ipam_usage_counts_the_address_keys_within_each_range() {
     )
     .ok();
     put_addresses(&etcd, "demo", &["10.0.0.2", "10.0.0.3", "10.0.0.254"]);
-    // One inside the range, one in the subnet but outside the range (not counted), one v6.
+    // One inside the range, one in the subnet but outside the range (not counted), one v6. The
+    // range is what etcd-ipam hands out: 10.1.0.129-10.1.0.254, the ip-range without its own
+    // network and broadcast addresses.
     put_addresses(&etcd, "ranged", &["10.1.0.130", "10.1.0.5", "fd00::2"]);
 
     let table = ctl(&etcd, &["ipam", "usage"]).ok().to_string();
@@ -94,7 +96,7 @@ fn ipam_usage_counts_the_address_keys_within_each_range() {
         rows(&table),
         vec![
             vec!["demo", "10.0.0.0/24", "-", "3", "250", "253"],
-            vec!["ranged", "10.1.0.0/24", "10.1.0.128/25", "1", "126", "127"],
+            vec!["ranged", "10.1.0.0/24", "10.1.0.128/25", "1", "125", "126"],
             vec!["ranged", "fd00::/120", "-", "1", "253", "254"],
         ]
     );

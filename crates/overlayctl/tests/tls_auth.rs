@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use model::records::{self, Node};
 use serde_json::json;
-use store::records::{self, Node};
 use testutils::{Auth, Etcd};
 
 const BUDGET_MS: u64 = 1500;
@@ -52,7 +52,7 @@ fn put_node_as(etcd: &Etcd, auth: &Auth, name: &str, vtep: &str) {
     config.password = Some(auth.password.clone());
     let node = Node {
         name: name.into(),
-        vtep: vtep.into(),
+        vtep: vtep.parse().unwrap(),
         since: 1_700_000_000,
     };
     let key = keys().node(name);

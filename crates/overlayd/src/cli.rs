@@ -119,14 +119,7 @@ impl Args {
 
     /// The node name must be usable as one etcd key segment, and match what the plugin accepts.
     pub fn validate_node(&self) -> Result<(), Error> {
-        if cni::env::is_valid_identifier(&self.node) && self.node.len() <= 200 {
-            Ok(())
-        } else {
-            Err(Error::Config(format!(
-                "--node {:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most 200 characters)",
-                self.node
-            )))
-        }
+        model::types::check_node_name(&self.node).map_err(|e| Error::Config(format!("--node: {e}")))
     }
 
     pub fn lease_ttl(&self) -> Duration {

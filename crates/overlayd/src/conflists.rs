@@ -10,16 +10,15 @@
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
+use model::addressing::Addressing;
+use model::names::{self, CONFLIST_MARKER as MARKER};
+use model::records::{self, Network};
 use serde_json::{json, Value};
 use store::etcd_client::{EventType, WatchOptions};
-use store::records::{self, Network};
 use store::{EtcdConfig, Store};
 
 use crate::error::Error;
 use crate::retry::Retry;
-
-/// The marker field: runtimes ignore unknown top-level fields of a conflist.
-const MARKER: &str = "cniOverlayManaged";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -27,10 +26,6 @@ pub struct Settings {
     pub node: String,
     /// What the plugins are told to connect to: overlayd's own etcd settings.
     pub etcd: EtcdConfig,
-}
-
-pub fn file_name(network: &str) -> String {
-    format!("60-cni-overlay-{network}.conflist")
 }
 
 /// The conflist of one network for this host.
@@ -50,7 +45,7 @@ pub fn render(network: &Network, settings: &Settings) -> Value {
         "hostAccess": network.host_access,
         "etcd": etcd,
         "capabilities": {"aliases": true},
-        "ipam": {"type": "etcd-ipam", "ranges": network.ipam_ranges()},
+        "ipam": {"type": "etcd-ipam", "ranges": Addressing::of(network).range_sets()},
     });
     if let Some(mtu) = network.mtu {
         overlay["mtu"] = json!(mtu);
@@ -77,7 +72,7 @@ fn is_ours(path: &Path) -> bool {
 }
 
 fn write(settings: &Settings, network: &Network) {
-    let path = settings.dir.join(file_name(&network.name));
+    let path = settings.dir.join(names::conflist_file(&network.name));
     if path.exists() && !is_ours(&path) {
         log::warn!(
             "{} exists and was not written by overlayd: leaving it alone",
@@ -122,7 +117,7 @@ fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
 }
 
 fn remove(settings: &Settings, network: &str) {
-    let path = settings.dir.join(file_name(network));
+    let path = settings.dir.join(names::conflist_file(network));
     if is_ours(&path) {
         match std::fs::remove_file(&path) {
             Ok(()) => log::info!("removed {}", path.display()),
@@ -136,15 +131,13 @@ fn reconcile(settings: &Settings, networks: &[Network]) {
     for network in networks {
         write(settings, network);
     }
-    let wanted: Vec<String> = networks.iter().map(|n| file_name(&n.name)).collect();
+    let wanted: Vec<&str> = networks.iter().map(|n| n.name.as_str()).collect();
     let Ok(entries) = std::fs::read_dir(&settings.dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("60-cni-overlay-")
-            && name.ends_with(".conflist")
-            && !wanted.contains(&name)
+        if names::network_of_conflist(&name).is_some_and(|net| !wanted.contains(&net))
             && is_ours(&entry.path())
         {
             match std::fs::remove_file(entry.path()) {
@@ -236,10 +229,13 @@ mod tests {
     fn network(internal: bool) -> Network {
         Network {
             name: "demo".into(),
-            vni: 4096,
-            subnets: vec!["10.0.0.0/24".into(), "fd00:1::/64".into()],
-            gateways: vec!["10.0.0.1".into(), "fd00:1::1".into()],
-            ip_range: Some("10.0.0.128/25".into()),
+            vni: model::Vni::FIRST_AUTO,
+            subnets: vec![
+                "10.0.0.0/24".parse().unwrap(),
+                "fd00:1::/64".parse().unwrap(),
+            ],
+            gateways: vec!["10.0.0.1".parse().unwrap(), "fd00:1::1".parse().unwrap()],
+            ip_range: Some("10.0.0.128/25".parse().unwrap()),
             mtu: None,
             internal,
             host_access: false,
@@ -288,7 +284,7 @@ mod tests {
             dir: dir.clone(),
             ..settings()
         };
-        let foreign = dir.join(file_name("demo"));
+        let foreign = dir.join(names::conflist_file("demo"));
         std::fs::write(&foreign, "{\"name\": \"demo\"}").unwrap();
         write(&s, &network(false));
         assert_eq!(

@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use model::records::Node;
 use netops::Netlink;
-use store::records::Node;
 use store::Store;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
@@ -35,7 +35,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     );
     let node = Node {
         name: args.node.clone(),
-        vtep: vtep.to_string(),
+        vtep,
         since: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use store::records::Endpoint;
+use model::records::Endpoint;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 /// Endpoint records by etcd key (`<prefix>/endpoints/<net>/<container id>/<ifname>`).
@@ -138,11 +138,11 @@ pub(crate) mod tests {
             ifname: "eth0".into(),
             name: None,
             aliases: Vec::new(),
-            ips: ips.iter().map(|s| s.to_string()).collect(),
-            mac: mac.into(),
+            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            mac: mac.parse().unwrap(),
             node: node.into(),
-            vtep: "192.0.2.10".into(),
-            vni,
+            vtep: "192.0.2.10".parse().unwrap(),
+            vni: model::Vni::new(vni).unwrap(),
         }
     }
 

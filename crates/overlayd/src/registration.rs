@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use model::records::{self, Node};
 use store::etcd_client::{Error as EtcdError, PutOptions};
-use store::records::{self, Node};
 use store::Store;
 use tokio::sync::watch;
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};

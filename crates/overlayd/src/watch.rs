@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
+use model::records::{self, Endpoint};
 use store::client::prefix_end;
 use store::etcd_client::{EventType, GetOptions, KeyValue, WatchOptions, WatchResponse};
-use store::records::{self, Endpoint};
 use store::Store;
 use tokio::time::{sleep_until, timeout, Instant};
 

@@ -84,7 +84,7 @@ fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Dur
 }
 
 fn conflist(dir: &Path, net: &str) -> PathBuf {
-    dir.join(format!("60-cni-overlay-{net}.conflist"))
+    dir.join(model::names::conflist_file(net))
 }
 
 fn read(path: &Path) -> Value {

@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    add_vxlan, args, endpoint, endpoint_key, eventually, wait_registered, Daemon, EtcdIn, Tables,
+    add_vxlan, args, endpoint, endpoint_key, eventually, vx, wait_registered, Daemon, EtcdIn,
+    Tables,
 };
 use testutils::lab::{in_ns, try_in_ns, Lab};
 
@@ -109,7 +110,7 @@ impl Drop for OwnEtcd {
 fn keeps_running_through_an_etcd_restart_and_converges() {
     let lab = Lab::new(2);
     let host = lab.host(1);
-    add_vxlan(&host.ns, "ovx42", 42, H2);
+    add_vxlan(&host.ns, &vx(42), 42, H2);
     let tables = Tables::new(&host.ns);
     let mut own = OwnEtcd::new(&lab.host(0).ns, H1, lab.host(0).dir.join("own-etcd"));
 
@@ -137,7 +138,7 @@ fn keeps_running_through_an_etcd_restart_and_converges() {
     );
     etcd.put_endpoint(&endpoint_key("blue", "a"), &a);
     tables
-        .wait_for("ovx42", Duration::from_secs(10), |t| {
+        .wait_for(&vx(42), Duration::from_secs(10), |t| {
             t.has_fdb("02:00:00:00:00:0a", H1) && t.has_neigh("10.42.0.10", "02:00:00:00:00:0a")
         })
         .unwrap_or_else(|| panic!("a not programmed:\n{}", daemon.log()));
@@ -146,7 +147,7 @@ fn keeps_running_through_an_etcd_restart_and_converges() {
     own.kill();
     std::thread::sleep(Duration::from_secs(6));
     daemon.assert_running();
-    let t = tables.of("ovx42");
+    let t = tables.of(&vx(42));
     assert!(
         t.has_fdb("02:00:00:00:00:0a", H1),
         "entries must survive an etcd outage: {t:?}"
@@ -166,7 +167,7 @@ fn keeps_running_through_an_etcd_restart_and_converges() {
     etcd.put_endpoint(&endpoint_key("blue", "b"), &b);
     etcd.delete(&endpoint_key("blue", "a"));
     let converged = tables
-        .wait_for("ovx42", Duration::from_secs(10), |t| {
+        .wait_for(&vx(42), Duration::from_secs(10), |t| {
             t.has_fdb("02:00:00:00:00:0b", H1)
                 && t.has_neigh("10.42.0.11", "02:00:00:00:00:0b")
                 && !t.has_mac("02:00:00:00:00:0a")
@@ -175,7 +176,7 @@ fn keeps_running_through_an_etcd_restart_and_converges() {
         .unwrap_or_else(|| {
             panic!(
                 "no convergence after etcd came back: {:?}\n{}",
-                tables.of("ovx42"),
+                tables.of(&vx(42)),
                 daemon.log()
             )
         });
@@ -194,7 +195,7 @@ fn recovers_from_a_partition_longer_than_the_lease() {
     let lab = Lab::new(2);
     let host = lab.host(1);
     let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
-    add_vxlan(&host.ns, "ovx42", 42, H2);
+    add_vxlan(&host.ns, &vx(42), 42, H2);
     let tables = Tables::new(&host.ns);
     let mut daemon = Daemon::start(
         "node2",
@@ -214,7 +215,7 @@ fn recovers_from_a_partition_longer_than_the_lease() {
     );
     etcd.put_endpoint(&endpoint_key("blue", "a"), &a);
     tables
-        .wait_for("ovx42", Duration::from_secs(10), |t| {
+        .wait_for(&vx(42), Duration::from_secs(10), |t| {
             t.has_fdb("02:00:00:00:00:0a", H1)
         })
         .unwrap_or_else(|| panic!("a not programmed:\n{}", daemon.log()));
@@ -243,7 +244,7 @@ fn recovers_from_a_partition_longer_than_the_lease() {
     std::thread::sleep(Duration::from_secs(2));
     daemon.assert_running();
     assert!(
-        tables.of("ovx42").has_fdb("02:00:00:00:00:0a", H1),
+        tables.of(&vx(42)).has_fdb("02:00:00:00:00:0a", H1),
         "nothing is torn down while etcd is out of reach"
     );
 
@@ -259,7 +260,7 @@ fn recovers_from_a_partition_longer_than_the_lease() {
         healed.elapsed()
     );
     tables
-        .wait_for("ovx42", Duration::from_secs(25), |t| {
+        .wait_for(&vx(42), Duration::from_secs(25), |t| {
             t.has_fdb("02:00:00:00:00:0b", H1)
                 && !t.has_mac("02:00:00:00:00:0a")
                 && !t.has_ip("10.42.0.10")
@@ -267,7 +268,7 @@ fn recovers_from_a_partition_longer_than_the_lease() {
         .unwrap_or_else(|| {
             panic!(
                 "no convergence after the partition: {:?}\n{}",
-                tables.of("ovx42"),
+                tables.of(&vx(42)),
                 daemon.log()
             )
         });

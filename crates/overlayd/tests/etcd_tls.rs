@@ -12,10 +12,10 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use model::records::{self, Node};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use store::records::{self, Node};
 use store::{EtcdConfig, Store};
 use testutils::{Auth, Etcd, TempDir};
 
@@ -195,7 +195,7 @@ fn registers_over_tls_with_a_user_and_revokes_on_sigterm() {
         );
         let (node, lease) = node_record(&config).unwrap();
         assert_eq!(node.name, NODE);
-        assert_eq!(node.vtep, VTEP);
+        assert_eq!(node.vtep.to_string(), VTEP);
         assert_ne!(lease, 0, "the record is under a lease");
 
         // Kept alive past the lease's TTL: keep-alives pass over TLS with the token.

@@ -8,7 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    add_vxlan, args, endpoint, endpoint_key, eventually, wait_registered, Daemon, EtcdIn, Tables,
+    add_vxlan, args, br, endpoint, endpoint_key, eventually, vx, wait_registered, Daemon, EtcdIn,
+    Tables,
 };
 use nix::sys::signal::Signal;
 use testutils::lab::{in_ns, Lab};
@@ -39,7 +40,7 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
     let lab = Lab::new(2);
     let host = lab.host(1);
     let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
-    add_vxlan(&host.ns, "ovx42", 42, H2);
+    add_vxlan(&host.ns, &vx(42), 42, H2);
     let tables = Tables::new(&host.ns);
     let mut daemon = start_node2(&lab, "node2");
     wait_registered(&etcd, &mut daemon, "node2", Duration::from_secs(10));
@@ -56,7 +57,7 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
     );
     etcd.put_endpoint(&endpoint_key("blue", "warm"), &warm);
     tables
-        .wait_for("ovx42", Duration::from_secs(10), |t| {
+        .wait_for(&vx(42), Duration::from_secs(10), |t| {
             t.has_neigh("10.42.0.100", "02:00:00:00:01:00")
         })
         .unwrap_or_else(|| panic!("the first endpoint never arrived:\n{}", daemon.log()));
@@ -78,7 +79,7 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
         );
         let written = etcd.put_endpoint(&endpoint_key("blue", &cid), &e);
         let seen = tables
-            .wait_for("ovx42", SOON, |t| {
+            .wait_for(&vx(42), SOON, |t| {
                 t.has_fdb(&mac, H1) && t.has_neigh(&ip, &mac) && t.has_neigh(&v6, &mac)
             })
             .unwrap_or_else(|| panic!("{cid} not programmed within {SOON:?}:\n{}", daemon.log()));
@@ -90,12 +91,12 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
     );
 
     // Cross-check with iproute2, independent of netops' parsing.
-    let fdb = in_ns(&host.ns, &["bridge", "fdb", "show", "dev", "ovx42"]);
+    let fdb = in_ns(&host.ns, &["bridge", "fdb", "show", "dev", &vx(42)]);
     assert!(
         fdb.contains(&format!("02:00:00:00:01:01 dst {H1} self permanent")),
         "{fdb}"
     );
-    let neigh = in_ns(&host.ns, &["ip", "neigh", "show", "dev", "ovx42"]);
+    let neigh = in_ns(&host.ns, &["ip", "neigh", "show", "dev", &vx(42)]);
     assert!(
         neigh.contains("10.42.0.1 lladdr 02:00:00:00:01:01 PERMANENT"),
         "{neigh}"
@@ -122,16 +123,22 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
         &["10.43.0.1/24"],
     );
     etcd.put_endpoint(&endpoint_key("red", "red1"), &other);
-    let broken = endpoint(
+    // A record whose MAC is not one: unreadable, so never programmed.
+    let mut broken = serde_json::to_value(endpoint(
         "blue",
         42,
         "broken",
         "node1",
         H1,
-        "not-a-mac",
+        "02:00:00:00:01:02",
         &["10.42.0.202/24"],
+    ))
+    .unwrap();
+    broken["mac"] = serde_json::json!("not-a-mac");
+    etcd.put(
+        &endpoint_key("blue", "broken"),
+        broken.to_string().into_bytes(),
     );
-    etcd.put_endpoint(&endpoint_key("blue", "broken"), &broken);
     etcd.put(&endpoint_key("blue", "garbage"), b"{not json".to_vec());
     // A marker put after them: once it is programmed, the ones before were handled too.
     let marker = endpoint(
@@ -145,9 +152,9 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
     );
     etcd.put_endpoint(&endpoint_key("blue", "marker"), &marker);
     tables
-        .wait_for("ovx42", SOON, |t| t.has_fdb("02:00:00:00:01:ff", H1))
+        .wait_for(&vx(42), SOON, |t| t.has_fdb("02:00:00:00:01:ff", H1))
         .expect("marker programmed");
-    let t = tables.of("ovx42");
+    let t = tables.of(&vx(42));
     assert!(
         !t.has_mac("02:00:00:00:02:01") && !t.has_ip("10.42.0.201"),
         "local endpoint programmed: {t:?}"
@@ -174,7 +181,7 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
     );
     let written = etcd.put_endpoint(&endpoint_key("blue", "c1"), &moved);
     let seen = tables
-        .wait_for("ovx42", SOON, |t| {
+        .wait_for(&vx(42), SOON, |t| {
             t.has_fdb("02:00:00:00:01:a1", "192.168.205.12")
                 && t.has_neigh("10.42.0.1", "02:00:00:00:01:a1")
                 && t.has_neigh("10.42.0.51", "02:00:00:00:01:a1")
@@ -184,7 +191,7 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
         .unwrap_or_else(|| {
             panic!(
                 "update not applied: {:?}\n{}",
-                tables.of("ovx42"),
+                tables.of(&vx(42)),
                 daemon.log()
             )
         });
@@ -205,7 +212,7 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
     );
     etcd.put_endpoint(&endpoint_key("blue", "c2"), &repointed);
     tables
-        .wait_for("ovx42", SOON, |t| {
+        .wait_for(&vx(42), SOON, |t| {
             t.has_fdb("02:00:00:00:01:02", "192.168.205.13") && !t.has_fdb("02:00:00:00:01:02", H1)
         })
         .expect("fdb entry repointed to the new VTEP");
@@ -217,7 +224,7 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
         let mac = format!("02:00:00:00:01:{i:02x}");
         let written = etcd.delete(&endpoint_key("blue", &cid));
         let seen = tables
-            .wait_for("ovx42", SOON, |t| {
+            .wait_for(&vx(42), SOON, |t| {
                 !t.has_mac(&mac) && !t.has_ip(&format!("10.42.0.{i}"))
             })
             .unwrap_or_else(|| panic!("{cid} not removed:\n{}", daemon.log()));
@@ -227,7 +234,7 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
         "delete -> entries gone: median {:?}, all {latencies:?}",
         median(&latencies)
     );
-    let t = tables.of("ovx42");
+    let t = tables.of(&vx(42));
     assert!(t.has_fdb("02:00:00:00:01:a1", "192.168.205.12"), "{t:?}");
     assert!(t.has_neigh("10.42.0.100", "02:00:00:00:01:00"), "{t:?}");
     daemon.assert_running();
@@ -239,11 +246,11 @@ fn what_the_bridge_learnt_about_a_removed_endpoint_goes_with_it() {
     let lab = Lab::new(2);
     let host = lab.host(1);
     let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
-    add_vxlan(&host.ns, "ovx44", 44, H2);
+    add_vxlan(&host.ns, &vx(44), 44, H2);
     for cmd in [
-        &["ip", "link", "add", "ovbr44", "type", "bridge"][..],
-        &["ip", "link", "set", "ovx44", "master", "ovbr44"],
-        &["ip", "link", "set", "ovbr44", "up"],
+        &["ip", "link", "add", &br(44), "type", "bridge"][..],
+        &["ip", "link", "set", &vx(44), "master", &br(44)],
+        &["ip", "link", "set", &br(44), "up"],
     ] {
         in_ns(&host.ns, cmd);
     }
@@ -256,7 +263,7 @@ fn what_the_bridge_learnt_about_a_removed_endpoint_goes_with_it() {
         let e = endpoint("green", 44, cid, "node1", H1, mac, &[ip]);
         etcd.put_endpoint(&endpoint_key("green", cid), &e);
         tables
-            .wait_for("ovx44", Duration::from_secs(10), |t| t.has_fdb(mac, H1))
+            .wait_for(&vx(44), Duration::from_secs(10), |t| t.has_fdb(mac, H1))
             .unwrap_or_else(|| {
                 panic!(
                     "{cid} never programmed:
@@ -268,19 +275,26 @@ fn what_the_bridge_learnt_about_a_removed_endpoint_goes_with_it() {
         in_ns(
             &host.ns,
             &[
-                "bridge", "fdb", "add", mac, "dev", "ovx44", "master", "dynamic",
+                "bridge",
+                "fdb",
+                "add",
+                mac,
+                "dev",
+                &vx(44),
+                "master",
+                "dynamic",
             ],
         );
     }
     let learnt = |mac: &str| {
-        in_ns(&host.ns, &["bridge", "fdb", "show", "br", "ovbr44"])
+        in_ns(&host.ns, &["bridge", "fdb", "show", "br", &br(44)])
             .lines()
             .any(|l| l.starts_with(mac) && l.contains("dev ovx44") && !l.contains(" self"))
     };
     assert!(learnt(gone) && learnt(stays));
 
     etcd.delete(&endpoint_key("green", "c1"));
-    eventually(SOON, || !learnt(gone) && !tables.of("ovx44").has_mac(gone)).unwrap_or_else(|| {
+    eventually(SOON, || !learnt(gone) && !tables.of(&vx(44)).has_mac(gone)).unwrap_or_else(|| {
         panic!(
             "the bridge still knows {gone}:
 {}",
@@ -288,7 +302,7 @@ fn what_the_bridge_learnt_about_a_removed_endpoint_goes_with_it() {
         )
     });
     assert!(learnt(stays), "another endpoint's learnt entry was removed");
-    assert!(tables.of("ovx44").has_fdb(stays, H1));
+    assert!(tables.of(&vx(44)).has_fdb(stays, H1));
     daemon.assert_running();
 }
 
@@ -297,7 +311,7 @@ fn reconciliation_at_start_removes_what_no_record_justifies() {
     let lab = Lab::new(2);
     let host = lab.host(1);
     let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
-    add_vxlan(&host.ns, "ovx42", 42, H2);
+    add_vxlan(&host.ns, &vx(42), 42, H2);
     // A VXLAN device of somebody else, with entries of its own.
     in_ns(
         &host.ns,
@@ -360,7 +374,7 @@ fn reconciliation_at_start_removes_what_no_record_justifies() {
                 "add",
                 mac,
                 "dev",
-                "ovx42",
+                &vx(42),
                 "dst",
                 "192.168.205.99",
                 "self",
@@ -377,7 +391,7 @@ fn reconciliation_at_start_removes_what_no_record_justifies() {
                 "lladdr",
                 mac,
                 "dev",
-                "ovx42",
+                &vx(42),
                 "nud",
                 "permanent",
             ],
@@ -392,7 +406,7 @@ fn reconciliation_at_start_removes_what_no_record_justifies() {
             "append",
             "00:00:00:00:00:00",
             "dev",
-            "ovx42",
+            &vx(42),
             "dst",
             H1,
             "self",
@@ -419,7 +433,7 @@ fn reconciliation_at_start_removes_what_no_record_justifies() {
             "lladdr",
             "02:de:ad:00:00:0b",
             "dev",
-            "ovx42",
+            &vx(42),
             "nud",
             "permanent",
         ],
@@ -428,7 +442,7 @@ fn reconciliation_at_start_removes_what_no_record_justifies() {
     let tables = Tables::new(&host.ns);
     let mut daemon = start_node2(&lab, "node2-a");
     tables
-        .wait_for("ovx42", Duration::from_secs(10), |t| {
+        .wait_for(&vx(42), Duration::from_secs(10), |t| {
             t.has_fdb("02:00:00:00:00:0b", H1)
                 && t.has_neigh("10.42.0.11", "02:00:00:00:00:0b")
                 && !t.has_mac("02:de:ad:00:00:01")
@@ -437,11 +451,11 @@ fn reconciliation_at_start_removes_what_no_record_justifies() {
         .unwrap_or_else(|| {
             panic!(
                 "start-up reconciliation incomplete: {:?}\n{}",
-                tables.of("ovx42"),
+                tables.of(&vx(42)),
                 daemon.log()
             )
         });
-    let t = tables.of("ovx42");
+    let t = tables.of(&vx(42));
     assert!(
         t.has_fdb("00:00:00:00:00:00", H1),
         "the flood entry must stay: {t:?}"
@@ -478,7 +492,7 @@ fn reconciliation_at_start_removes_what_no_record_justifies() {
     let started = Instant::now();
     let mut daemon = start_node2(&lab, "node2-b");
     tables
-        .wait_for("ovx42", Duration::from_secs(10), |t| {
+        .wait_for(&vx(42), Duration::from_secs(10), |t| {
             t.has_fdb("02:00:00:00:00:0c", H1)
                 && t.has_neigh("10.42.0.12", "02:00:00:00:00:0c")
                 && !t.has_mac("02:00:00:00:00:0b")
@@ -489,12 +503,12 @@ fn reconciliation_at_start_removes_what_no_record_justifies() {
         .unwrap_or_else(|| {
             panic!(
                 "restart reconciliation incomplete: {:?}\n{}",
-                tables.of("ovx42"),
+                tables.of(&vx(42)),
                 daemon.log()
             )
         });
     println!("reconciled {:?} after restart", started.elapsed());
-    assert!(tables.of("ovx42").has_fdb("00:00:00:00:00:00", H1));
+    assert!(tables.of(&vx(42)).has_fdb("00:00:00:00:00:00", H1));
     assert_eq!(tables.of("vx77"), foreign, "vx77 touched");
     daemon.assert_running();
 }
@@ -504,7 +518,7 @@ fn periodic_resync_repairs_entries_changed_by_hand() {
     let lab = Lab::new(2);
     let host = lab.host(1);
     let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
-    add_vxlan(&host.ns, "ovx42", 42, H2);
+    add_vxlan(&host.ns, &vx(42), 42, H2);
     let tables = Tables::new(&host.ns);
     let mut daemon = start_node2(&lab, "node2");
     let a = endpoint(
@@ -518,7 +532,7 @@ fn periodic_resync_repairs_entries_changed_by_hand() {
     );
     etcd.put_endpoint(&endpoint_key("blue", "a"), &a);
     tables
-        .wait_for("ovx42", Duration::from_secs(10), |t| {
+        .wait_for(&vx(42), Duration::from_secs(10), |t| {
             t.has_fdb("02:00:00:00:00:0a", H1) && t.has_neigh("10.42.0.10", "02:00:00:00:00:0a")
         })
         .unwrap_or_else(|| panic!("a not programmed:\n{}", daemon.log()));
@@ -533,7 +547,7 @@ fn periodic_resync_repairs_entries_changed_by_hand() {
             "del",
             "02:00:00:00:00:0a",
             "dev",
-            "ovx42",
+            &vx(42),
             "dst",
             H1,
             "self",
@@ -541,7 +555,7 @@ fn periodic_resync_repairs_entries_changed_by_hand() {
     );
     in_ns(
         &host.ns,
-        &["ip", "neigh", "del", "10.42.0.10", "dev", "ovx42"],
+        &["ip", "neigh", "del", "10.42.0.10", "dev", &vx(42)],
     );
     in_ns(
         &host.ns,
@@ -551,21 +565,21 @@ fn periodic_resync_repairs_entries_changed_by_hand() {
             "add",
             "02:de:ad:00:00:01",
             "dev",
-            "ovx42",
+            &vx(42),
             "dst",
             "192.168.205.99",
             "self",
             "permanent",
         ],
     );
-    let t = tables.of("ovx42");
+    let t = tables.of(&vx(42));
     assert!(
         !t.has_mac("02:00:00:00:00:0a") && t.has_mac("02:de:ad:00:00:01"),
         "{t:?}"
     );
     let repaired = tables
         .wait_for(
-            "ovx42",
+            &vx(42),
             overlayd::peers::RESYNC_EVERY + Duration::from_secs(10),
             |t| {
                 t.has_fdb("02:00:00:00:00:0a", H1)
@@ -576,7 +590,7 @@ fn periodic_resync_repairs_entries_changed_by_hand() {
         .unwrap_or_else(|| {
             panic!(
                 "not repaired by the backstop: {:?}\n{}",
-                tables.of("ovx42"),
+                tables.of(&vx(42)),
                 daemon.log()
             )
         });

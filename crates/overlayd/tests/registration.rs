@@ -26,7 +26,7 @@ fn node_record_lives_under_a_lease_and_expires_after_sigkill() {
     );
     let (node, lease) = wait_registered(&etcd, &mut daemon, "node1", Duration::from_secs(10));
     assert_eq!(node.name, "node1");
-    assert_eq!(node.vtep, host.addr);
+    assert_eq!(node.vtep.to_string(), host.addr);
     assert!(node.since > 0);
     assert_ne!(lease, 0, "the node record must be attached to a lease");
     let (granted, _) = etcd.lease_ttl(lease).expect("the lease exists");
@@ -75,7 +75,11 @@ fn sigterm_and_sigint_exit_zero_and_remove_the_record_at_once() {
             &args(&lab.etcd_endpoint, "node1", &["--vtep", "192.0.2.77"]),
         );
         let (node, _) = wait_registered(&etcd, &mut daemon, "node1", Duration::from_secs(10));
-        assert_eq!(node.vtep, "192.0.2.77", "--vtep is published as given");
+        assert_eq!(
+            node.vtep.to_string(),
+            "192.0.2.77",
+            "--vtep is published as given"
+        );
         let sent = Instant::now();
         daemon.signal(signal);
         let status = daemon

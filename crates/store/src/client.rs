@@ -291,13 +291,14 @@ impl Store {
     pub async fn network(
         &mut self,
         name: &str,
-    ) -> Result<Option<crate::records::Network>, StoreError> {
+    ) -> Result<Option<model::records::Network>, StoreError> {
         let key = self.keys.network(name);
         let resp = self.get(key, None).await?;
-        resp.kvs()
+        Ok(resp
+            .kvs()
             .first()
-            .map(|kv| crate::records::decode(kv.key(), kv.value()))
-            .transpose()
+            .map(|kv| model::records::decode(kv.key(), kv.value()))
+            .transpose()?)
     }
 
     /// The client of the live endpoint, for streams (watch, lease keep-alive) that outlive one call.

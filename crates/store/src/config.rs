@@ -1,8 +1,12 @@
-//! The `etcd` object of every plugin's configuration and of overlayd/overlayctl's options.
+//! The `etcd` object of every plugin's configuration and of overlayd/overlayctl's options, and
+//! the one rule by which a plugin finds its `etcd` and `node`.
 
 use std::time::Duration;
 
+use cni::{CniError, NetConf};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::error::StoreError;
 
@@ -143,6 +147,118 @@ impl EtcdConfig {
     }
 }
 
+/// Where a plugin call keeps its state and who it is: `etcd` and `node`, as vxlan-overlay and
+/// etcd-ipam both read them.
+///
+/// Each may sit in the plugin object or in its ipam section (delegation hands the IPAM plugin the
+/// whole configuration, so both plugins see both). Given in both, the two must be the same: one
+/// ADD must never put its endpoint record in one cluster and its allocation in another, nor
+/// record two node names (GC, which goes by node, would miss half). `node` defaults to the
+/// hostname. Reading them is pure: nothing connects here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSettings {
+    pub etcd: EtcdConfig,
+    pub node: String,
+}
+
+impl PluginSettings {
+    pub fn from_netconf(conf: &NetConf) -> Result<PluginSettings, CniError> {
+        let ipam = conf.ipam.as_ref();
+        let outer: Option<EtcdConfig> = field(conf.raw.get("etcd"), "etcd")?;
+        let inner: Option<EtcdConfig> = field(ipam.and_then(|i| i.get("etcd")), "ipam.etcd")?;
+        let etcd = match (outer, inner) {
+            (Some(outer), Some(inner)) => {
+                same_etcd(&outer, &inner)?;
+                outer
+            }
+            (outer, inner) => outer.or(inner).ok_or_else(|| {
+                CniError::invalid_config(
+                    "etcd.endpoints is required (in the plugin object or the ipam section)",
+                )
+            })?,
+        };
+        etcd.validate()?;
+
+        let outer: Option<String> = field(conf.raw.get("node"), "node")?;
+        let inner: Option<String> = field(ipam.and_then(|i| i.get("node")), "ipam.node")?;
+        let node = match (outer, inner) {
+            (Some(outer), Some(inner)) if outer != inner => {
+                return Err(CniError::invalid_config(format!(
+                    "node differs between the plugin object ({outer}) and the ipam section \
+                     ({inner}): one ADD must use one node name"
+                )))
+            }
+            (outer, inner) => match outer.or(inner) {
+                Some(node) => node,
+                None => hostname()?,
+            },
+        };
+        model::types::check_node_name(&node)?;
+        Ok(PluginSettings { etcd, node })
+    }
+}
+
+/// A field that may be absent or null.
+fn field<T: DeserializeOwned>(value: Option<&Value>, name: &str) -> Result<Option<T>, CniError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| CniError::decode(format!("{name}: {e}"))),
+    }
+}
+
+/// The plugin object's and the ipam section's `etcd`, both given: they must name one cluster,
+/// one key space, and connect the same way. Endpoints are compared as URLs, in any order.
+fn same_etcd(outer: &EtcdConfig, inner: &EtcdConfig) -> Result<(), CniError> {
+    let sorted = |c: &EtcdConfig| {
+        let mut urls = c.urls();
+        urls.sort();
+        urls.dedup();
+        urls
+    };
+    let differ = |what: &str, a: &str, b: &str, why: &str| {
+        Err(CniError::invalid_config(format!(
+            "etcd {what} between the plugin object ({a}) and the ipam section ({b}): {why}"
+        )))
+    };
+    if sorted(outer) != sorted(inner) {
+        return differ(
+            "endpoints differ",
+            &outer.endpoints.join(","),
+            &inner.endpoints.join(","),
+            "one ADD must use one cluster",
+        );
+    }
+    if outer.prefix != inner.prefix {
+        return differ(
+            "prefix differs",
+            &outer.prefix,
+            &inner.prefix,
+            "one ADD must use one key space",
+        );
+    }
+    let connection = |c: &EtcdConfig| (c.tls.clone(), c.username.clone(), c.timeout_ms);
+    if connection(outer) != connection(inner) || outer.password != inner.password {
+        return Err(CniError::invalid_config(
+            "etcd differs between the plugin object and the ipam section (tls, username, \
+             password or timeoutMs): give etcd once, or the same in both",
+        ));
+    }
+    Ok(())
+}
+
+fn hostname() -> Result<String, CniError> {
+    nix::unistd::gethostname()
+        .map_err(|e| {
+            CniError::invalid_config(format!(
+                "node is not set and the hostname cannot be read: {e}"
+            ))
+        })?
+        .into_string()
+        .map_err(|_| CniError::invalid_config("node is not set and the hostname is not UTF-8"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +309,155 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.urls(), vec!["https://h:2379", "https://[::1]:2379"]);
+    }
+
+    fn settings(top: Value, ipam: Value) -> Result<PluginSettings, CniError> {
+        let mut conf = serde_json::json!({"cniVersion": "1.0.0", "name": "demo", "type": "vxlan-overlay", "ipam": ipam});
+        for (k, v) in top.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        PluginSettings::from_netconf(&NetConf::parse(conf.to_string().as_bytes())?)
+    }
+
+    #[test]
+    fn etcd_and_node_from_either_place() {
+        use serde_json::json;
+        let s = settings(
+            json!({"etcd": {"endpoints": ["a:1"]}, "node": "outer"}),
+            json!({"type": "etcd-ipam"}),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.etcd.endpoints[0].as_str(), s.node.as_str()),
+            ("a:1", "outer")
+        );
+        let s = settings(
+            json!({"etcd": null, "node": null}),
+            json!({"type": "etcd-ipam", "etcd": {"endpoints": ["b:1"]}, "node": "inner"}),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.etcd.endpoints[0].as_str(), s.node.as_str()),
+            ("b:1", "inner")
+        );
+        // Given twice, the same: fine (endpoints as URLs, in any order).
+        let s = settings(
+            json!({"etcd": {"endpoints": ["a:1", "b:1"]}, "node": "n"}),
+            json!({"type": "etcd-ipam", "etcd": {"endpoints": ["http://b:1", "a:1"]}, "node": "n"}),
+        )
+        .unwrap();
+        assert_eq!(s.etcd.endpoints, ["a:1", "b:1"]);
+        // No node anywhere: the hostname.
+        let s = settings(
+            json!({"etcd": {"endpoints": ["a:1"]}}),
+            json!({"type": "x"}),
+        )
+        .unwrap();
+        assert_eq!(
+            s.node,
+            nix::unistd::gethostname().unwrap().into_string().unwrap()
+        );
+    }
+
+    #[test]
+    fn two_clusters_or_two_nodes_are_refused_naming_both() {
+        use serde_json::json;
+        let e = settings(
+            json!({"etcd": {"endpoints": ["a:1"]}, "node": "n"}),
+            json!({"type": "etcd-ipam", "etcd": {"endpoints": ["b:1"]}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 7);
+        assert_eq!(
+            e.msg,
+            "etcd endpoints differ between the plugin object (a:1) and the ipam section (b:1): \
+             one ADD must use one cluster"
+        );
+        let e = settings(
+            json!({"etcd": {"endpoints": ["a:1"]}, "node": "n1"}),
+            json!({"type": "etcd-ipam", "node": "n2"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 7);
+        assert_eq!(
+            e.msg,
+            "node differs between the plugin object (n1) and the ipam section (n2): one ADD \
+             must use one node name"
+        );
+        let e = settings(
+            json!({"etcd": {"endpoints": ["a:1"], "prefix": "/x"}, "node": "n"}),
+            json!({"type": "etcd-ipam", "etcd": {"endpoints": ["a:1"]}}),
+        )
+        .unwrap_err();
+        assert!(
+            e.msg.contains("(/x) and the ipam section (/cni-overlay)"),
+            "{}",
+            e.msg
+        );
+        let e = settings(
+            json!({"etcd": {"endpoints": ["a:1"], "timeoutMs": 100}, "node": "n"}),
+            json!({"type": "etcd-ipam", "etcd": {"endpoints": ["a:1"]}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 7);
+    }
+
+    #[test]
+    fn bad_etcd_or_node() {
+        use serde_json::json;
+        let code = |top: Value, ipam: Value| settings(top, ipam).unwrap_err().code;
+        assert_eq!(
+            code(json!({"node": "n"}), json!({"type": "x"})),
+            7,
+            "no etcd"
+        );
+        assert_eq!(
+            code(
+                json!({"etcd": {"endpoints": []}, "node": "n"}),
+                json!({"type": "x"})
+            ),
+            7
+        );
+        assert_eq!(
+            code(json!({"etcd": "a:1", "node": "n"}), json!({"type": "x"})),
+            6
+        );
+        assert_eq!(
+            code(json!({"node": "n"}), json!({"type": "x", "etcd": 5})),
+            6
+        );
+        assert_eq!(
+            code(
+                json!({"etcd": {"endpoints": ["a:1"]}, "node": 5}),
+                json!({"type": "x"})
+            ),
+            6
+        );
+        for bad in ["a b", "bad/node", ""] {
+            assert_eq!(
+                code(
+                    json!({"etcd": {"endpoints": ["a:1"]}, "node": bad}),
+                    json!({"type": "x"})
+                ),
+                7,
+                "{bad}"
+            );
+            assert_eq!(
+                code(
+                    json!({"etcd": {"endpoints": ["a:1"]}}),
+                    json!({"type": "x", "node": bad})
+                ),
+                7,
+                "{bad}"
+            );
+        }
+        let long = "n".repeat(201);
+        assert_eq!(
+            code(
+                json!({"etcd": {"endpoints": ["a:1"]}}),
+                json!({"type": "x", "node": long})
+            ),
+            7
+        );
     }
 }

@@ -43,3 +43,14 @@ impl From<StoreError> for CniError {
         CniError::new(code, e.to_string())
     }
 }
+
+/// The model's errors as the store reports them: a record that does not decode is corrupt (code
+/// 5, as before records were typed).
+impl From<model::Error> for StoreError {
+    fn from(e: model::Error) -> Self {
+        match e {
+            model::Error::Corrupt { key, reason } => StoreError::Corrupt { key, reason },
+            model::Error::Invalid(reason) => StoreError::Config(reason),
+        }
+    }
+}

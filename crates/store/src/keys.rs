@@ -2,6 +2,8 @@
 
 use std::net::IpAddr;
 
+use model::Vni;
+
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
@@ -97,7 +99,7 @@ impl Keys {
         format!("{}/networks/", self.prefix)
     }
 
-    pub fn vni(&self, vni: u32) -> String {
+    pub fn vni(&self, vni: Vni) -> String {
         format!("{}/vnis/{vni:08}", self.prefix)
     }
 
@@ -146,6 +148,13 @@ mod tests {
             Some("fd00::1".parse().unwrap())
         );
         assert_eq!(k.ip_from_key(b"/p/ipam/n/ips/4/zz"), None);
+    }
+
+    #[test]
+    fn vni_keys_are_fixed_width() {
+        let k = Keys::new("/p");
+        assert_eq!(k.vni(Vni::new(42).unwrap()), "/p/vnis/00000042");
+        assert_eq!(k.vni(Vni::MAX), "/p/vnis/16777215");
     }
 
     #[test]

@@ -2,15 +2,15 @@
 //!
 //! Key layout (under `prefix`, default `/cni-overlay`); every value is JSON:
 //!
-//! | key | value | written by |
+//! | key | value ([`model::records`]) | written by |
 //! |---|---|---|
-//! | `ipam/<net>/ips/4/<8 hex>` and `ipam/<net>/ips/6/<32 hex>` | [`records::Holder`] | etcd-ipam, in the claim txn |
-//! | `ipam/<net>/names/<name>` | [`records::Holder`] | etcd-ipam, in the same txn |
-//! | `ipam/<net>/owners/<container id>/<ifname>` | [`records::Allocation`] | etcd-ipam, in the same txn |
+//! | `ipam/<net>/ips/4/<8 hex>` and `ipam/<net>/ips/6/<32 hex>` | `Holder` | etcd-ipam, in the claim txn |
+//! | `ipam/<net>/names/<name>` | `Holder` | etcd-ipam, in the same txn |
+//! | `ipam/<net>/owners/<container id>/<ifname>` | `Allocation` | etcd-ipam, in the same txn |
 //! | `ipam/<net>/cursor/<range set>` | last address handed out (a hint, never compared) | etcd-ipam |
-//! | `endpoints/<net>/<container id>/<ifname>` | [`records::Endpoint`] | vxlan-overlay |
-//! | `nodes/<node>` | [`records::Node`], under a lease | overlayd |
-//! | `networks/<net>` and `vnis/<vni>` | [`records::Network`], network name | overlayctl |
+//! | `endpoints/<net>/<container id>/<ifname>` | `Endpoint` | vxlan-overlay |
+//! | `nodes/<node>` | `Node`, under a lease | overlayd |
+//! | `networks/<net>` and `vnis/<vni>` | `Network`, network name | overlayctl |
 //!
 //! Addresses are keyed by their number in fixed-width hex so that a key range read returns them in
 //! address order: the allocator reads a window of keys after a cursor instead of the whole pool.
@@ -19,27 +19,11 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod keys;
-pub mod records;
 
 pub use client::Store;
-pub use config::{EtcdConfig, TlsFiles};
+pub use config::{EtcdConfig, PluginSettings, TlsFiles};
 pub use error::StoreError;
 pub use keys::Keys;
 
 /// Re-exported so that callers build transactions with the same types the store runs.
 pub use etcd_client;
-
-/// Runs one plugin request on a one-shot, single-threaded runtime: a plugin process lives for one
-/// request, so a multi-threaded runtime would only cost start-up time.
-pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, cni::CniError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            cni::CniError::new(
-                cni::codes::IO_FAILURE,
-                format!("starting the async runtime: {e}"),
-            )
-        })?;
-    Ok(runtime.block_on(future))
-}

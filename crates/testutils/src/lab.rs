@@ -537,17 +537,14 @@ impl Lab {
     /// The plugins' gateway sandboxes of this lab's nodes (`ovl-<vni>-<node>`), within the VNIs
     /// of [`LabConfig::sandbox_vnis`].
     pub fn sandboxes(&self) -> Vec<String> {
-        Lab::namespaces_starting_with("ovl-")
+        Lab::namespaces_starting_with(model::names::SANDBOX_PREFIX)
             .into_iter()
             .filter(|ns| {
                 self.hosts.iter().any(|h| {
-                    ns.strip_prefix("ovl-")
-                        .and_then(|r| r.strip_suffix(&format!("-{}", h.name)))
-                        .and_then(|vni| vni.parse::<u32>().ok())
-                        .is_some_and(|vni| {
-                            self.sandbox_vnis
-                                .is_none_or(|(first, last)| (first..=last).contains(&vni))
-                        })
+                    model::names::vni_of_sandbox(ns, &h.name).is_some_and(|vni| {
+                        self.sandbox_vnis
+                            .is_none_or(|(first, last)| (first..=last).contains(&vni.get()))
+                    })
                 })
             })
             .collect()

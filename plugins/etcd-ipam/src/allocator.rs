@@ -17,12 +17,13 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use cni::{codes, CniError, CniResult, IpConfig};
+use ipnetwork::IpNetwork;
+use model::addressing::{address, number, Pick, Pool};
+use model::records::{self, AllocatedIp, Allocation, Holder};
 use store::etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
-use store::records::{self, AllocatedIp, Allocation, Holder};
 use store::{Keys, Store};
 
 use crate::config::IpamConfig;
-use crate::pool::{from_num, to_num, Pick, Pool};
 
 /// Used-address keys returned per window read.
 const WINDOW: i64 = 64;
@@ -37,11 +38,11 @@ pub struct Attachment<'a> {
 }
 
 pub async fn add(
+    store: &mut Store,
     cfg: &IpamConfig,
     att: &Attachment<'_>,
     requested: &[IpAddr],
 ) -> Result<Allocation, CniError> {
-    let mut store = Store::new(cfg.etcd.clone())?;
     let keys = store.keys().clone();
     let net = cfg.network.as_str();
     let holder = Holder {
@@ -61,7 +62,7 @@ pub async fn add(
             .or_else(|| {
                 cached[i]
                     .filter(|h| h.is_ipv6() == pool.is_v6())
-                    .and_then(|h| pool.next_usable(to_num(h) + 1))
+                    .and_then(|h| pool.next_usable(number(h) + 1))
             })
             .or_else(|| pool.first_usable())
             .ok_or_else(|| exhausted(cfg, i))?;
@@ -80,7 +81,7 @@ pub async fn add(
             ips: candidates
                 .iter()
                 .enumerate()
-                .map(|(i, &n)| allocated_ip(&cfg.pools[i], from_num(n, cfg.pools[i].is_v6())))
+                .map(|(i, &n)| allocated_ip(&cfg.pools[i], address(n, cfg.pools[i].is_v6())))
                 .collect(),
         };
         let holder_json = records::encode(&holder);
@@ -106,7 +107,7 @@ pub async fn add(
         }
         for (i, &n) in candidates.iter().enumerate() {
             let pool = &cfg.pools[i];
-            let ip = from_num(n, pool.is_v6());
+            let ip = address(n, pool.is_v6());
             let ip_key = keys.ip(net, ip);
             when.push(Compare::create_revision(
                 ip_key.clone(),
@@ -153,7 +154,7 @@ pub async fn add(
                 .kvs()
                 .iter()
                 .filter_map(|kv| keys.ip_from_key(kv.key()))
-                .map(to_num)
+                .map(number)
                 .collect();
             if used.first() != Some(&candidates[i]) {
                 continue; // this pool's candidate was free; another key lost the race
@@ -163,7 +164,7 @@ pub async fn add(
                     codes::ADDRESS_UNAVAILABLE,
                     format!(
                         "requested address {} is already in use in network {net}",
-                        from_num(n, pool.is_v6())
+                        address(n, pool.is_v6())
                     ),
                 ));
             }
@@ -183,15 +184,15 @@ pub async fn add(
                     .first()
                     .and_then(|kv| kv.value_str().ok()?.parse::<IpAddr>().ok());
                 if let Some(c) = cluster_cursor.filter(|c| {
-                    !jumped[i] && to_num(*c) > candidates[i] && pool.range_of(*c).is_some()
+                    !jumped[i] && number(*c) > candidates[i] && pool.range_of(*c).is_some()
                 }) {
                     jumped[i] = true;
-                    pick = match pool.next_usable(to_num(c) + 1) {
+                    pick = match pool.next_usable(number(c) + 1) {
                         Some(n) => Pick::Free(n),
                         None => Pick::EndOfPool,
                     };
                 } else {
-                    pick = scan(&mut store, &keys, net, pool, pick).await?;
+                    pick = scan(store, &keys, net, pool, pick).await?;
                 }
             }
             candidates[i] = match pick {
@@ -220,7 +221,7 @@ async fn scan(
     mut pick: Pick,
 ) -> Result<Pick, CniError> {
     while let Pick::ReadFrom(from) = pick {
-        let ip = from_num(from, pool.is_v6());
+        let ip = address(from, pool.is_v6());
         let window = store
             .get(keys.ip(net, ip), Some(window_options(keys, net, pool)))
             .await?;
@@ -228,7 +229,7 @@ async fn scan(
             .kvs()
             .iter()
             .filter_map(|kv| keys.ip_from_key(kv.key()))
-            .map(to_num)
+            .map(number)
             .collect();
         pick = pool.pick(from, &used, used.len() as i64 >= WINDOW, 0);
     }
@@ -238,7 +239,7 @@ async fn scan(
 /// Keys-only read of at most `WINDOW` used addresses from the given key to the end of the pool.
 fn window_options(keys: &Keys, net: &str, pool: &Pool) -> GetOptions {
     let (_, last) = pool.span();
-    let mut end = keys.ip(net, from_num(last, pool.is_v6())).into_bytes();
+    let mut end = keys.ip(net, address(last, pool.is_v6())).into_bytes();
     end.push(0);
     GetOptions::new()
         .with_range(end)
@@ -249,8 +250,8 @@ fn window_options(keys: &Keys, net: &str, pool: &Pool) -> GetOptions {
 fn allocated_ip(pool: &Pool, ip: IpAddr) -> AllocatedIp {
     let range = pool.range_of(ip).expect("candidates lie in a range");
     AllocatedIp {
-        address: format!("{ip}/{}", range.subnet.prefix()),
-        gateway: range.gateway.map(|g| g.to_string()),
+        address: IpNetwork::new(ip, range.subnet.prefix()).expect("the subnet's prefix fits"),
+        gateway: range.gateway,
     }
 }
 
@@ -292,7 +293,7 @@ fn requested_per_pool(
                 format!("requested address {ip} is reserved (gateway or excluded)"),
             ));
         }
-        if fixed[i].replace(to_num(ip)).is_some() {
+        if fixed[i].replace(number(ip)).is_some() {
             return Err(CniError::invalid_config(format!(
                 "two requested addresses fall in the range set of {ip}"
             )));
@@ -302,12 +303,7 @@ fn requested_per_pool(
 }
 
 /// Releases everything of one attachment. Ok(false) when nothing was held.
-pub async fn release(cfg: &IpamConfig, container_id: &str, ifname: &str) -> Result<bool, CniError> {
-    let mut store = Store::new(cfg.etcd.clone())?;
-    release_with(&mut store, &cfg.network, container_id, ifname).await
-}
-
-async fn release_with(
+pub async fn release(
     store: &mut Store,
     net: &str,
     container_id: &str,
@@ -326,14 +322,7 @@ async fn release_with(
         let mut then = vec![TxnOp::delete(owner_key.clone(), None)];
         let mut owned = Vec::new();
         for ip in &allocation.ips {
-            if let Some(addr) = ip
-                .address
-                .split('/')
-                .next()
-                .and_then(|a| a.parse::<IpAddr>().ok())
-            {
-                owned.push(keys.ip(net, addr));
-            }
+            owned.push(keys.ip(net, ip.address.ip()));
         }
         if let Some(name) = &allocation.name {
             owned.push(keys.name(net, name));
@@ -366,11 +355,11 @@ async fn release_with(
 }
 
 pub async fn get(
+    store: &mut Store,
     cfg: &IpamConfig,
     container_id: &str,
     ifname: &str,
 ) -> Result<Option<Allocation>, CniError> {
-    let mut store = Store::new(cfg.etcd.clone())?;
     let resp = store
         .get(store.keys().owner(&cfg.network, container_id, ifname), None)
         .await?;
@@ -382,8 +371,11 @@ pub async fn get(
 
 /// Releases this node's allocations whose attachment is not in `valid`. Other nodes' are never
 /// touched: their runtime knows nothing of ours. Continues past errors and reports the first.
-pub async fn gc(cfg: &IpamConfig, valid: &HashSet<(String, String)>) -> Result<usize, CniError> {
-    let mut store = Store::new(cfg.etcd.clone())?;
+pub async fn gc(
+    store: &mut Store,
+    cfg: &IpamConfig,
+    valid: &HashSet<(String, String)>,
+) -> Result<usize, CniError> {
     let owners = store.get_prefix(&store.keys().owners(&cfg.network)).await?;
     let mut released = 0;
     let mut first_error = None;
@@ -400,8 +392,8 @@ pub async fn gc(cfg: &IpamConfig, valid: &HashSet<(String, String)>) -> Result<u
         {
             continue;
         }
-        match release_with(
-            &mut store,
+        match release(
+            store,
             &cfg.network,
             &allocation.container_id,
             &allocation.ifname,
@@ -422,8 +414,10 @@ pub async fn gc(cfg: &IpamConfig, valid: &HashSet<(String, String)>) -> Result<u
 }
 
 /// Used addresses per range set, counted by etcd (count-only reads, one transaction).
-pub async fn usage(cfg: &IpamConfig) -> Result<Vec<(u128, u128)>, store::StoreError> {
-    let mut store = Store::new(cfg.etcd.clone())?;
+pub async fn usage(
+    store: &mut Store,
+    cfg: &IpamConfig,
+) -> Result<Vec<(u128, u128)>, store::StoreError> {
     let keys = store.keys().clone();
     let mut reads = Vec::new();
     for pool in &cfg.pools {
@@ -451,29 +445,21 @@ pub async fn usage(cfg: &IpamConfig) -> Result<Vec<(u128, u128)>, store::StoreEr
         .collect())
 }
 
-pub fn to_result(allocation: &Allocation, cfg: &IpamConfig) -> Result<CniResult, CniError> {
-    let ips = allocation
-        .ips
-        .iter()
-        .map(|ip| {
-            Ok(IpConfig {
-                address: ip.address.parse().map_err(|_| {
-                    CniError::new(
-                        codes::IO_FAILURE,
-                        format!("stored address {:?} is corrupt", ip.address),
-                    )
-                })?,
-                gateway: ip.gateway.as_deref().and_then(|g| g.parse().ok()),
+pub fn to_result(allocation: &Allocation, cfg: &IpamConfig) -> CniResult {
+    CniResult {
+        interfaces: Vec::new(),
+        ips: allocation
+            .ips
+            .iter()
+            .map(|ip| IpConfig {
+                address: ip.address,
+                gateway: ip.gateway,
                 interface: None,
             })
-        })
-        .collect::<Result<Vec<_>, CniError>>()?;
-    Ok(CniResult {
-        interfaces: Vec::new(),
-        ips,
+            .collect(),
         routes: cfg.routes.clone(),
         dns: cfg.dns.clone(),
-    })
+    }
 }
 
 /// The node's cursor, one line per range set, in `<dataDir>/<network>/<node>`. Only a hint: a
@@ -506,7 +492,7 @@ impl Hints {
         let text: String = candidates
             .iter()
             .zip(pools)
-            .map(|(&n, p)| format!("{}\n", from_num(n, p.is_v6())))
+            .map(|(&n, p)| format!("{}\n", address(n, p.is_v6())))
             .collect();
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(self.path.parent().expect("has a parent"))?;

@@ -1,20 +1,21 @@
-//! etcd-ipam's configuration: host-local's fields (so the two can be swapped), plus `etcd`, `node`,
-//! `exclude`. `etcd` and `node` may also sit in the enclosing plugin's object, since delegation hands
-//! over the whole configuration; the ipam section's win.
+//! etcd-ipam's configuration: host-local's fields (so the two can be swapped), plus `exclude`,
+//! `dataDir`, and `etcd` and `node` (read by the store's one rule, [`store::PluginSettings`]).
+//! Parsing is pure: a configuration that leaves its ranges to the network's record is completed
+//! with the record the plugin call reads through its one etcd connection.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use cni::{CniError, Dns, NetConf, Route};
 use ipnetwork::IpNetwork;
+use model::addressing::{pools, Addressing, Pool, RangeSpec};
+use model::records::Network;
 use serde::Deserialize;
-use serde_json::Value;
-use store::EtcdConfig;
-
-use crate::pool::{default_end, default_start, to_num, Pool, Range};
+use store::{EtcdConfig, PluginSettings};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/etcd-ipam";
 
+/// The configuration with its range sets: what the allocator works with.
 #[derive(Debug, Clone)]
 pub struct IpamConfig {
     pub network: String,
@@ -27,21 +28,31 @@ pub struct IpamConfig {
     pub data_dir: PathBuf,
 }
 
+/// The configuration as given: its range sets, or none when they are the network record's.
+#[derive(Debug, Clone)]
+pub struct Conf {
+    pub network: String,
+    pub settings: PluginSettings,
+    /// None: the configuration gives neither `ranges` nor `subnet`; they come from the record.
+    ranges: Option<Vec<Vec<RangeSpec>>>,
+    exclude: Vec<IpNetwork>,
+    routes: Vec<Route>,
+    dns: Dns,
+    data_dir: PathBuf,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Section {
+    /// Absent, null or empty: the network record's.
     #[serde(default)]
-    ranges: Vec<Vec<RangeFields>>,
+    ranges: Option<Vec<Vec<RangeFields>>>,
     #[serde(flatten)]
     legacy: LegacyFields,
     #[serde(default)]
     routes: Vec<RouteFields>,
     #[serde(default)]
     dns: Option<Dns>,
-    #[serde(default)]
-    etcd: Option<EtcdConfig>,
-    #[serde(default)]
-    node: Option<String>,
     #[serde(default)]
     exclude: Vec<String>,
     #[serde(default)]
@@ -58,6 +69,17 @@ struct RangeFields {
     range_end: Option<String>,
     #[serde(default)]
     gateway: Option<String>,
+}
+
+impl RangeFields {
+    fn spec(&self) -> Result<RangeSpec, CniError> {
+        Ok(RangeSpec::parse(
+            &self.subnet,
+            self.range_start.as_deref(),
+            self.range_end.as_deref(),
+            self.gateway.as_deref(),
+        )?)
+    }
 }
 
 /// host-local's single-range form: `subnet`, `rangeStart`, `rangeEnd`, `gateway` at the top.
@@ -81,37 +103,16 @@ struct RouteFields {
     gw: Option<String>,
 }
 
-/// The fields etcd-ipam reads from the enclosing plugin object.
-#[derive(Deserialize, Default)]
-struct Enclosing {
-    #[serde(default)]
-    etcd: Option<EtcdConfig>,
-    #[serde(default)]
-    node: Option<String>,
-}
-
-impl IpamConfig {
-    pub fn from_netconf(conf: &NetConf) -> Result<Self, CniError> {
+impl Conf {
+    /// Reads the configuration; no I/O.
+    pub fn parse(conf: &NetConf) -> Result<Conf, CniError> {
         let section_value = conf
             .ipam
             .clone()
             .ok_or_else(|| CniError::invalid_config("an ipam section is required"))?;
         let section: Section = serde_json::from_value(section_value)
             .map_err(|e| CniError::decode(format!("invalid ipam section: {e}")))?;
-        let enclosing: Enclosing = serde_json::from_value(strip_ipam(&conf.raw))
-            .map_err(|e| CniError::decode(format!("invalid etcd or node field: {e}")))?;
-
-        let etcd = etcd_config(section.etcd, enclosing.etcd)?;
-
-        let node = match section.node.or(enclosing.node) {
-            Some(node) => node,
-            None => hostname()?,
-        };
-        if !cni::env::is_valid_identifier(&node) {
-            return Err(CniError::invalid_config(format!(
-                "node name {node:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*"
-            )));
-        }
+        let settings = PluginSettings::from_netconf(conf)?;
 
         let exclude = section
             .exclude
@@ -122,67 +123,28 @@ impl IpamConfig {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
-        let mut sets = section.ranges;
+        let sets = section.ranges.unwrap_or_default();
         let legacy = section.legacy;
-        if let Some(subnet) = legacy.subnet {
-            if !sets.is_empty() {
+        let ranges = match legacy.subnet {
+            Some(_) if !sets.is_empty() => {
                 return Err(CniError::invalid_config(
                     "give either ranges or subnet, not both",
-                ));
+                ))
             }
-            sets.push(vec![RangeFields {
+            Some(subnet) => Some(vec![vec![RangeFields {
                 subnet,
                 range_start: legacy.range_start,
                 range_end: legacy.range_end,
                 gateway: legacy.gateway,
-            }]);
-        }
-        if sets.is_empty() {
-            return Err(CniError::invalid_config("ipam needs ranges (or subnet)"));
-        }
-        let mut pools = Vec::new();
-        for (i, set) in sets.iter().enumerate() {
-            if set.is_empty() {
-                return Err(CniError::invalid_config(format!("range set {i} is empty")));
             }
-            let ranges = set.iter().map(parse_range).collect::<Result<Vec<_>, _>>()?;
-            if ranges
-                .iter()
-                .any(|r| r.subnet.is_ipv6() != ranges[0].subnet.is_ipv6())
-            {
-                return Err(CniError::invalid_config(format!(
-                    "range set {i} mixes IPv4 and IPv6"
-                )));
-            }
-            let pool = Pool {
-                ranges,
-                exclude: exclude
-                    .iter()
-                    .filter(|x| x.is_ipv6() == set_is_v6(set))
-                    .copied()
-                    .collect(),
-            };
-            if pool.capacity() == 0 {
-                return Err(CniError::invalid_config(format!(
-                    "range set {i} has no address to hand out after exclusions"
-                )));
-            }
-            pools.push(pool);
-        }
-        let all: Vec<&Range> = pools.iter().flat_map(|p| p.ranges.iter()).collect();
-        for (i, a) in all.iter().enumerate() {
-            for b in &all[i + 1..] {
-                if a.subnet.is_ipv6() == b.subnet.is_ipv6()
-                    && to_num(a.start) <= to_num(b.end)
-                    && to_num(b.start) <= to_num(a.end)
-                {
-                    return Err(CniError::invalid_config(format!(
-                        "ranges {}-{} and {}-{} overlap",
-                        a.start, a.end, b.start, b.end
-                    )));
-                }
-            }
-        }
+            .spec()?]]),
+            None if sets.is_empty() => None,
+            None => Some(
+                sets.iter()
+                    .map(|set| set.iter().map(RangeFields::spec).collect())
+                    .collect::<Result<_, CniError>>()?,
+            ),
+        };
 
         let routes =
             section
@@ -202,13 +164,13 @@ impl IpamConfig {
                 })
                 .collect::<Result<Vec<_>, CniError>>()?;
 
-        Ok(IpamConfig {
+        Ok(Conf {
             network: conf.name.clone(),
-            pools,
+            settings,
+            ranges,
+            exclude,
             routes,
             dns: section.dns.unwrap_or_default(),
-            etcd,
-            node,
             data_dir: PathBuf::from(
                 section
                     .data_dir
@@ -216,154 +178,52 @@ impl IpamConfig {
             ),
         })
     }
-}
 
-/// The etcd settings: the ipam section's, else the enclosing plugin object's.
-fn etcd_config(
-    section: Option<EtcdConfig>,
-    enclosing: Option<EtcdConfig>,
-) -> Result<EtcdConfig, CniError> {
-    let etcd = section.or(enclosing).ok_or_else(|| {
-        CniError::invalid_config(
-            "etcd.endpoints is required (in the ipam section or the plugin object)",
-        )
-    })?;
-    etcd.validate().map_err(CniError::from)?;
-    Ok(etcd)
-}
+    /// Whether the range sets are the network record's (overlayctl's networks may leave them out).
+    pub fn needs_record(&self) -> bool {
+        self.ranges.is_none()
+    }
 
-/// Reads the configuration; a network made with overlayctl may leave out `ranges` (and `subnet`):
-/// they then come from the network's record in etcd (one extra round trip).
-pub fn load(conf: &NetConf) -> Result<IpamConfig, CniError> {
-    let Some(ipam) = conf.ipam.as_ref() else {
-        return IpamConfig::from_netconf(conf);
-    };
-    // Only an absent (or empty) `ranges` means "from the record": a malformed one is an error.
-    let given = ipam.get("subnet").is_some()
-        || ipam.get("ranges").is_some_and(|r| {
-            !matches!(r, Value::Null) && r.as_array().is_none_or(|a| !a.is_empty())
-        });
-    if given {
-        return IpamConfig::from_netconf(conf);
-    }
-    let section_etcd = ipam
-        .get("etcd")
-        .map(|e| serde_json::from_value(e.clone()))
-        .transpose()
-        .map_err(|e| CniError::decode(format!("ipam.etcd: {e}")))?;
-    let enclosing: Enclosing = serde_json::from_value(strip_ipam(&conf.raw))
-        .map_err(|e| CniError::decode(format!("invalid etcd field: {e}")))?;
-    let etcd = etcd_config(section_etcd, enclosing.etcd)?;
-    let record = store::block_on(async { store::Store::new(etcd)?.network(&conf.name).await })??.ok_or_else(|| {
-        CniError::new(
-            cni::codes::UNKNOWN_NETWORK,
-            format!("ipam gives no ranges and network {} has no record in etcd (overlayctl network create)", conf.name),
-        )
-    })?;
-    let mut conf = conf.clone();
-    if let Some(ipam) = conf.ipam.as_mut() {
-        ipam["ranges"] = record.ipam_ranges();
-    }
-    IpamConfig::from_netconf(&conf)
-}
-
-fn set_is_v6(set: &[RangeFields]) -> bool {
-    set[0].subnet.contains(':')
-}
-
-/// The plugin object without its ipam section, so that only `etcd` and `node` are read from it.
-fn strip_ipam(raw: &Value) -> Value {
-    let mut out = serde_json::Map::new();
-    for key in ["etcd", "node"] {
-        if let Some(v) = raw.get(key) {
-            out.insert(key.into(), v.clone());
-        }
-    }
-    Value::Object(out)
-}
-
-fn parse_range(f: &RangeFields) -> Result<Range, CniError> {
-    let subnet: IpNetwork = f
-        .subnet
-        .parse()
-        .map_err(|e| CniError::invalid_config(format!("subnet {:?}: {e}", f.subnet)))?;
-    if subnet.ip() != subnet.network() {
-        return Err(CniError::invalid_config(format!(
-            "subnet {} has host bits set (did you mean {}/{}?)",
-            f.subnet,
-            subnet.network(),
-            subnet.prefix()
-        )));
-    }
-    let too_small = if subnet.is_ipv4() {
-        subnet.prefix() > 30
-    } else {
-        subnet.prefix() > 126
-    };
-    if too_small {
-        return Err(CniError::invalid_config(format!(
-            "subnet {} is too small to allocate from",
-            f.subnet
-        )));
-    }
-    let addr = |field: &str, v: &Option<String>| -> Result<Option<IpAddr>, CniError> {
-        match v {
-            None => Ok(None),
-            Some(s) => {
-                let ip: IpAddr = s
-                    .parse()
-                    .map_err(|e| CniError::invalid_config(format!("{field} {s:?}: {e}")))?;
-                if !subnet.contains(ip) {
-                    return Err(CniError::invalid_config(format!(
-                        "{field} {ip} is outside subnet {subnet}"
-                    )));
-                }
-                Ok(Some(ip))
+    /// The configuration with its range sets checked: the given ones, or the network record's
+    /// (`record`: the network's record, read when [`Conf::needs_record`]; none is code 108).
+    pub fn complete(self, record: Option<&Network>) -> Result<IpamConfig, CniError> {
+        let sets = match (self.ranges, record) {
+            (Some(sets), _) => sets,
+            (None, Some(record)) => Addressing::of(record).range_sets(),
+            (None, None) => {
+                return Err(CniError::new(
+                    cni::codes::UNKNOWN_NETWORK,
+                    format!(
+                        "ipam gives no ranges and network {} has no record in etcd (overlayctl \
+                         network create)",
+                        self.network
+                    ),
+                ))
             }
-        }
-    };
-    let start = addr("rangeStart", &f.range_start)?.unwrap_or_else(|| default_start(&subnet));
-    let end = addr("rangeEnd", &f.range_end)?.unwrap_or_else(|| default_end(&subnet));
-    // As host-local: the gateway defaults to the subnet's first address.
-    let gateway = addr("gateway", &f.gateway)?.or(Some(default_start(&subnet)));
-    if to_num(start) > to_num(end) {
-        return Err(CniError::invalid_config(format!(
-            "rangeStart {start} is after rangeEnd {end}"
-        )));
+        };
+        Ok(IpamConfig {
+            network: self.network,
+            pools: pools(&sets, &self.exclude)?,
+            routes: self.routes,
+            dns: self.dns,
+            etcd: self.settings.etcd,
+            node: self.settings.node,
+            data_dir: self.data_dir,
+        })
     }
-    if start == subnet.network()
-        || (subnet.is_ipv4()
-            && end
-                == IpAddr::V4(match subnet {
-                    IpNetwork::V4(n) => n.broadcast(),
-                    _ => unreachable!(),
-                }))
-    {
-        return Err(CniError::invalid_config(format!(
-            "range {start}-{end} includes the network or broadcast address of {subnet}"
-        )));
-    }
-    Ok(Range {
-        subnet,
-        start,
-        end,
-        gateway,
-    })
 }
 
-fn hostname() -> Result<String, CniError> {
-    nix::unistd::gethostname()
-        .map_err(|e| {
-            CniError::invalid_config(format!("node not set and the hostname cannot be read: {e}"))
-        })?
-        .into_string()
-        .map_err(|_| CniError::invalid_config("node not set and the hostname is not UTF-8"))
+impl IpamConfig {
+    /// A configuration that gives its ranges itself (tests; the plugin goes through [`Conf`]).
+    pub fn from_netconf(conf: &NetConf) -> Result<Self, CniError> {
+        Conf::parse(conf)?.complete(None)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn conf(ipam: Value, top: Value) -> Result<IpamConfig, CniError> {
         let mut obj =
@@ -389,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn etcd_and_node_from_the_enclosing_object_and_ipam_wins() {
+    fn etcd_and_node_from_the_enclosing_object_and_both_must_agree() {
         let c = conf(
             json!({"type": "etcd-ipam", "subnet": "10.0.0.0/24"}),
             json!({"etcd": {"endpoints": ["a:1"]}, "node": "outer"}),
@@ -399,15 +259,50 @@ mod tests {
             (c.etcd.endpoints[0].as_str(), c.node.as_str()),
             ("a:1", "outer")
         );
-        let c = conf(
+        let e = conf(
             json!({"type": "etcd-ipam", "subnet": "10.0.0.0/24", "etcd": {"endpoints": ["b:1"]}, "node": "inner"}),
             json!({"etcd": {"endpoints": ["a:1"]}, "node": "outer"}),
         )
-        .unwrap();
-        assert_eq!(
-            (c.etcd.endpoints[0].as_str(), c.node.as_str()),
-            ("b:1", "inner")
-        );
+        .unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("(a:1) and the ipam section (b:1)"), "{e}");
+    }
+
+    #[test]
+    fn ranges_left_to_the_network_record() {
+        let parse = |ipam: Value| {
+            let obj = json!({"cniVersion": "1.0.0", "name": "demo", "type": "vxlan-overlay", "ipam": ipam});
+            Conf::parse(&NetConf::parse(obj.to_string().as_bytes()).unwrap()).unwrap()
+        };
+        let base = json!({"type": "etcd-ipam", "etcd": {"endpoints": [ETCD]}, "node": "n", "exclude": ["10.0.0.0/28"]});
+        let mut with_null = base.clone();
+        with_null["ranges"] = Value::Null;
+        let mut with_empty = base.clone();
+        with_empty["ranges"] = json!([]);
+        for ipam in [base.clone(), with_null, with_empty] {
+            let c = parse(ipam);
+            assert!(c.needs_record());
+            assert_eq!(c.clone().complete(None).unwrap_err().code, 108);
+            let record: Network = serde_json::from_value(json!({
+                "name": "demo", "vni": 4096, "subnets": ["10.0.0.0/24", "fd00::/64"],
+                "gateways": ["10.0.0.1", "fd00::1"], "ipRange": "10.0.0.128/25", "created": 0}))
+            .unwrap();
+            let cfg = c.complete(Some(&record)).unwrap();
+            assert_eq!(cfg.pools.len(), 2);
+            let r = &cfg.pools[0].ranges[0];
+            assert_eq!(
+                (r.start, r.end),
+                ("10.0.0.129".parse().unwrap(), "10.0.0.254".parse().unwrap())
+            );
+            assert_eq!(
+                cfg.pools[0].exclude.len(),
+                1,
+                "the configuration's exclusions stay"
+            );
+        }
+        let mut given = base;
+        given["subnet"] = json!("10.9.0.0/24");
+        assert!(!parse(given).needs_record());
     }
 
     #[test]
@@ -437,7 +332,7 @@ mod tests {
             }
             v
         };
-        assert_eq!(e(base(json!({}))), 7, "no ranges");
+        assert_eq!(e(base(json!({}))), 108, "no ranges and no record");
         assert_eq!(e(base(json!({"subnet": "10.0.0.0/33"}))), 7);
         assert_eq!(e(base(json!({"subnet": "nonsense"}))), 7);
         assert_eq!(e(base(json!({"subnet": "10.0.0.5/24"}))), 7, "host bits");
@@ -475,6 +370,13 @@ mod tests {
             "mixed"
         );
         assert_eq!(e(base(json!({"ranges": [[]]}))), 7);
+        assert_eq!(
+            e(base(
+                json!({"subnet": "10.0.0.0/24", "ranges": [[{"subnet": "10.1.0.0/24"}]]})
+            )),
+            7,
+            "both forms"
+        );
         assert_eq!(
             e(base(
                 json!({"subnet": "10.0.0.0/24", "exclude": ["10.0.0.0/24"]})

@@ -3,49 +3,76 @@
 
 pub mod allocator;
 pub mod config;
-pub mod pool;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::IpAddr;
 
+use cni::skel::block_on;
 use cni::{codes, CniError, CniResult, Plugin, Request};
-use store::block_on;
+use store::Store;
 
 use crate::allocator::Attachment;
+use crate::config::{Conf, IpamConfig};
 
 pub struct EtcdIpam;
 
+/// Runs one verb: the configuration parsed (no I/O), then one store, one etcd connection, for
+/// the network's record (when the configuration leaves the ranges to it) and the work.
+fn run<T, F>(req: &Request, work: impl FnOnce(IpamConfig, Store) -> F) -> Result<T, CniError>
+where
+    F: Future<Output = Result<T, CniError>>,
+{
+    let conf = Conf::parse(&req.conf)?;
+    let mut store = Store::new(conf.settings.etcd.clone())?;
+    block_on(async move {
+        let record = match conf.needs_record() {
+            true => store.network(&conf.network).await?,
+            false => None,
+        };
+        let cfg = conf.complete(record.as_ref())?;
+        work(cfg, store).await
+    })?
+}
+
 impl Plugin for EtcdIpam {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
-        let cfg = config::load(&req.conf)?;
-        let name = req.env.args.container_name()?;
-        let requested = requested_ips(req)?;
-        let attachment = Attachment {
-            container_id: &req.env.container_id,
-            ifname: &req.env.ifname,
-            name: name.as_deref(),
-        };
-        let allocation = block_on(allocator::add(&cfg, &attachment, &requested))??;
-        allocator::to_result(&allocation, &cfg)
+        run(req, |cfg, mut store| async move {
+            let name = req.env.args.container_name()?;
+            let requested = requested_ips(req)?;
+            let attachment = Attachment {
+                container_id: &req.env.container_id,
+                ifname: &req.env.ifname,
+                name: name.as_deref(),
+            };
+            let allocation = allocator::add(&mut store, &cfg, &attachment, &requested).await?;
+            Ok(allocator::to_result(&allocation, &cfg))
+        })
     }
 
     /// Releases everything of (network, container id, ifname); success when nothing is held. With
     /// etcd unreachable it fails with 11 so that the runtime retries: it never reports success
     /// while the allocation stays.
     fn del(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = config::load(&req.conf)?;
-        block_on(allocator::release(
-            &cfg,
-            &req.env.container_id,
-            &req.env.ifname,
-        ))??;
-        Ok(())
+        run(req, |cfg, mut store| async move {
+            allocator::release(
+                &mut store,
+                &cfg.network,
+                &req.env.container_id,
+                &req.env.ifname,
+            )
+            .await?;
+            Ok(())
+        })
     }
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = config::load(&req.conf)?;
-        let allocation = block_on(allocator::get(&cfg, &req.env.container_id, &req.env.ifname))??
-            .ok_or_else(|| {
+        let (cfg, allocation) = run(req, |cfg, mut store| async move {
+            let allocation =
+                allocator::get(&mut store, &cfg, &req.env.container_id, &req.env.ifname).await?;
+            Ok((cfg, allocation))
+        })?;
+        let allocation = allocation.ok_or_else(|| {
             CniError::new(
                 codes::CHECK_FAILED,
                 format!(
@@ -59,13 +86,7 @@ impl Plugin for EtcdIpam {
         };
         let expected: HashSet<IpAddr> = prev.ips.iter().map(|ip| ip.address.ip()).collect();
         for ip in &allocation.ips {
-            let addr: IpAddr = ip
-                .address
-                .split('/')
-                .next()
-                .and_then(|a| a.parse().ok())
-                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-            if !expected.contains(&addr) {
+            if !expected.contains(&ip.address.ip()) {
                 return Err(CniError::new(
                     codes::CHECK_FAILED,
                     format!("allocated address {} is not in prevResult", ip.address),
@@ -76,12 +97,7 @@ impl Plugin for EtcdIpam {
         for ip in &prev.ips {
             let addr = ip.address.ip();
             let ours = cfg.pools.iter().any(|p| p.range_of(addr).is_some());
-            if ours
-                && !allocation
-                    .ips
-                    .iter()
-                    .any(|a| a.address.split('/').next() == Some(&addr.to_string()))
-            {
+            if ours && !allocation.ips.iter().any(|a| a.address.ip() == addr) {
                 return Err(CniError::new(
                     codes::CHECK_FAILED,
                     format!("prevResult address {addr} is not allocated to this container"),
@@ -92,7 +108,6 @@ impl Plugin for EtcdIpam {
     }
 
     fn gc(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = config::load(&req.conf)?;
         let valid: HashSet<(String, String)> = req
             .conf
             .valid_attachments
@@ -100,19 +115,24 @@ impl Plugin for EtcdIpam {
             .flatten()
             .map(|a| (a.container_id.clone(), a.ifname.clone()))
             .collect();
-        let released = block_on(allocator::gc(&cfg, &valid))??;
-        log::info!(
-            "GC released {released} allocations of node {} in network {}",
-            cfg.node,
-            cfg.network
-        );
-        Ok(())
+        run(req, |cfg, mut store| async move {
+            let released = allocator::gc(&mut store, &cfg, &valid).await?;
+            log::info!(
+                "GC released {released} allocations of node {} in network {}",
+                cfg.node,
+                cfg.network
+            );
+            Ok(())
+        })
     }
 
     /// Ready while etcd answers and every range set has a free address; 50 otherwise, saying which.
     fn status(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = config::load(&req.conf)?;
-        let usage = block_on(allocator::usage(&cfg))?.map_err(|e| {
+        let (cfg, usage) = run(req, |cfg, mut store| async move {
+            let usage = allocator::usage(&mut store, &cfg).await;
+            Ok((cfg, usage))
+        })?;
+        let usage = usage.map_err(|e| {
             CniError::new(codes::NOT_AVAILABLE, format!("etcd is not available: {e}"))
         })?;
         for (i, (used, capacity)) in usage.iter().enumerate() {

@@ -23,10 +23,13 @@ mod ipam;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use cni::skel::block_on;
 use cni::{codes, CniError, CniResult, Interface, IpConfig, Plugin, Request, Route};
 use firewall::{BridgeRules, Firewall, Mapping, Protocol};
 use ipnetwork::IpNetwork;
-use netops::{format_mac, host_veth_name, HostLock, Netlink, Netns};
+use model::names::{derived_mac, host_veth_name};
+use model::Mac;
+use netops::{HostLock, Netlink, Netns};
 
 pub use crate::config::Config;
 use crate::ipam::{Ipam, Who};
@@ -387,10 +390,7 @@ async fn attach(
         .ensure_bridge(
             &cfg.bridge,
             Some(mtu),
-            Some(netops::derived_mac(&[
-                "gwbridge-egress bridge",
-                &cfg.bridge,
-            ])),
+            Some(derived_mac(&["gwbridge-egress bridge", &cfg.bridge]).octets()),
         )
         .await?;
     let present = host.addresses(bridge.index).await?;
@@ -430,7 +430,7 @@ async fn attach(
     let mut result = prev.clone();
     result.push_interface(Interface {
         name: host_name,
-        mac: host_veth.mac.as_ref().map(format_mac).unwrap_or_default(),
+        mac: host_veth.mac.as_ref().map(mac_text).unwrap_or_default(),
         mtu: Some(mtu),
         ..Default::default()
     });
@@ -439,7 +439,7 @@ async fn attach(
         mac: container_veth
             .mac
             .as_ref()
-            .map(format_mac)
+            .map(mac_text)
             .unwrap_or_default(),
         mtu: Some(mtu),
         sandbox: req.env.netns.clone(),
@@ -540,12 +540,12 @@ async fn check(req: &Request, cfg: &Config) -> Result<(), CniError> {
         ))
     })?;
     if !expected.mac.is_empty()
-        && link.mac.as_ref().map(format_mac).as_deref() != Some(expected.mac.as_str())
+        && link.mac.as_ref().map(mac_text).as_deref() != Some(expected.mac.as_str())
     {
         return Err(check_failed(format!(
             "{} has MAC {}, prevResult says {}",
             cfg.ifname,
-            link.mac.as_ref().map(format_mac).unwrap_or_default(),
+            link.mac.as_ref().map(mac_text).unwrap_or_default(),
             expected.mac
         )));
     }
@@ -725,25 +725,16 @@ async fn gc(req: &Request, cfg: &Config) -> Result<(), CniError> {
     Ok(())
 }
 
-/// A one-shot runtime: the plugin lives for one request.
+/// An interface's MAC as results and CHECK write it.
+fn mac_text(mac: &[u8; 6]) -> String {
+    Mac::from(*mac).to_string()
+}
+
 /// One lock per host, held by ADD, DEL and GC for their whole run: the port conflict check and
 /// the rule addition, and "last container leaves: remove the bridge" against a concurrent ADD,
 /// each happen as one step. The last user removes its file.
 fn host_lock() -> Result<HostLock, CniError> {
     Ok(HostLock::acquire("gwbridge-egress")?)
-}
-
-fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, CniError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            CniError::new(
-                codes::IO_FAILURE,
-                format!("starting the async runtime: {e}"),
-            )
-        })?;
-    Ok(runtime.block_on(future))
 }
 
 #[cfg(test)]

@@ -1,20 +1,22 @@
-//! vxlan-overlay's configuration (the plugin object of a conflist).
+//! vxlan-overlay's configuration (the plugin object of a conflist). Parsing is pure: a
+//! conflist that leaves the VNI to the network's record is completed with the record the plugin
+//! call reads through its one etcd connection.
 
 use std::net::IpAddr;
 
 use cni::{CniError, NetConf};
+use model::records::Network;
+use model::types::DEFAULT_VXLAN_PORT;
+use model::{names, Mac, Mtu, Vni};
 use serde::Deserialize;
-use store::EtcdConfig;
-
-pub const DEFAULT_PORT: u16 = 4789;
-pub const MAX_VNI: u32 = (1 << 24) - 1;
+use store::{EtcdConfig, PluginSettings};
 
 #[derive(Debug, Clone)]
 pub struct OverlayConfig {
     pub network: String,
-    pub vni: u32,
+    pub vni: Vni,
     /// None: the underlay's MTU less the VXLAN overhead.
-    pub mtu: Option<u32>,
+    pub mtu: Option<Mtu>,
     pub port: u16,
     pub vtep: VtepChoice,
     pub node: String,
@@ -33,6 +35,23 @@ pub enum VtepChoice {
     DefaultRoute,
 }
 
+/// The configuration as given; `vni` (and with it `mtu` and `hostAccess`, when left out too) may
+/// be the network record's.
+#[derive(Debug, Clone)]
+pub struct Conf {
+    pub network: String,
+    pub settings: PluginSettings,
+    vni: Option<Vni>,
+    mtu: Option<Mtu>,
+    /// Whether `mtu` was given at all (0 is given: the underlay's, not the record's).
+    mtu_given: bool,
+    port: u16,
+    vtep: VtepChoice,
+    host_access: Option<bool>,
+    embedded_dns: bool,
+    ipam_type: String,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Fields {
@@ -44,10 +63,6 @@ struct Fields {
     port: Option<u16>,
     #[serde(default)]
     vtep: Option<VtepFields>,
-    #[serde(default)]
-    node: Option<String>,
-    #[serde(default)]
-    etcd: Option<EtcdConfig>,
     #[serde(default)]
     host_access: Option<bool>,
     #[serde(default = "yes")]
@@ -67,51 +82,16 @@ struct VtepFields {
     interface: Option<String>,
 }
 
-impl OverlayConfig {
-    /// Reads the configuration; a conflist may leave out `vni` for a network made with
-    /// overlayctl: it then comes from the network's record in etcd (with `mtu` and `hostAccess`
-    /// when those are left out too), at the cost of one round trip.
-    pub fn load(conf: &NetConf) -> Result<Self, CniError> {
-        let mut cfg = Self::from_netconf(conf)?;
-        if cfg.vni == 0 {
-            let fields: Fields = conf.plugin_fields()?;
-            let record = store::block_on(async { store::Store::new(cfg.etcd.clone())?.network(&cfg.network).await })??
-                .ok_or_else(|| {
-                    CniError::new(
-                        cni::codes::UNKNOWN_NETWORK,
-                        format!("no vni in the configuration and network {} has no record in etcd (overlayctl network create)", cfg.network),
-                    )
-                })?;
-            cfg.vni = record.vni;
-            if fields.mtu.is_none() {
-                cfg.mtu = record.mtu;
-            }
-            if fields.host_access.is_none() {
-                cfg.host_access = record.host_access;
-            }
-        }
-        Ok(cfg)
-    }
-
-    /// Parses the configuration; `vni` is 0 when it is left to the network's record.
-    pub fn from_netconf(conf: &NetConf) -> Result<Self, CniError> {
+impl Conf {
+    /// Reads the configuration; no I/O.
+    pub fn parse(conf: &NetConf) -> Result<Conf, CniError> {
         let fields: Fields = conf.plugin_fields()?;
-        let vni = fields.vni.unwrap_or(0);
-        if fields.vni.is_some() && (vni == 0 || vni > MAX_VNI) {
-            return Err(CniError::invalid_config(format!(
-                "vni {vni} is outside 1 to {MAX_VNI}"
-            )));
-        }
+        let vni = fields.vni.map(Vni::new).transpose()?;
         let mtu = match fields.mtu {
             None | Some(0) => None,
-            Some(m) if (576..=65535).contains(&m) => Some(m),
-            Some(m) => {
-                return Err(CniError::invalid_config(format!(
-                    "mtu {m} is outside 576 to 65535"
-                )))
-            }
+            Some(m) => Some(Mtu::new(m)?),
         };
-        let port = fields.port.unwrap_or(DEFAULT_PORT);
+        let port = fields.port.unwrap_or(DEFAULT_VXLAN_PORT);
         if port == 0 {
             return Err(CniError::invalid_config("port 0 is not a UDP port"));
         }
@@ -138,104 +118,98 @@ impl OverlayConfig {
                 ))
             }
         };
-        // etcd may be given once for the whole plugin, or only in the ipam section (etcd-ipam's).
-        let etcd = match fields.etcd {
-            Some(e) => e,
-            None => conf
-                .ipam
-                .as_ref()
-                .and_then(|i| i.get("etcd"))
-                .map(|e| {
-                    serde_json::from_value(e.clone())
-                        .map_err(|e| CniError::decode(format!("ipam.etcd: {e}")))
-                })
-                .transpose()?
-                .ok_or_else(|| CniError::invalid_config("etcd.endpoints is required"))?,
-        };
-        etcd.validate().map_err(CniError::from)?;
-        let node = match fields.node.or_else(|| {
-            conf.ipam
-                .as_ref()?
-                .get("node")?
-                .as_str()
-                .map(str::to_string)
-        }) {
-            Some(n) => n,
-            None => nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .ok_or_else(|| {
-                    CniError::invalid_config("node is not set and the hostname cannot be read")
-                })?,
-        };
-        if !cni::env::is_valid_identifier(&node) || node.len() > 200 {
-            return Err(CniError::invalid_config(format!(
-                "node name {node:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*"
-            )));
-        }
+        let settings = PluginSettings::from_netconf(conf)?;
         let ipam_type = conf.ipam_type()?.to_string();
-        Ok(OverlayConfig {
+        Ok(Conf {
             network: conf.name.clone(),
+            settings,
             vni,
             mtu,
+            mtu_given: fields.mtu.is_some(),
             port,
             vtep,
-            node,
-            etcd,
-            host_access: fields.host_access.unwrap_or(false),
+            host_access: fields.host_access,
             embedded_dns: fields.embedded_dns,
             ipam_type,
         })
     }
 
-    /// Names of this network's devices in the host namespace. VNIs are unique per host, so they name them.
-    pub fn bridge_name(&self) -> String {
-        format!("ovbr{}", self.vni)
+    /// Whether the VNI is the network record's (a conflist for a network made with overlayctl).
+    pub fn needs_record(&self) -> bool {
+        self.vni.is_none()
     }
 
-    pub fn vxlan_name(&self) -> String {
-        format!("ovx{}", self.vni)
-    }
-
-    /// The host end of the veth into the gateway sandbox.
-    pub fn gateway_veth_name(&self) -> String {
-        format!("ovgw{}", self.vni)
-    }
-
-    /// The gateway sandbox namespace (under /run/netns). The node is part of the name so that
-    /// simulated hosts sharing one machine do not share sandboxes.
-    pub fn sandbox_name(&self) -> String {
-        format!("ovl-{}-{}", self.vni, self.node)
-    }
-
-    /// The DNS domain overlayd answers for this network: `<name>.<network>.overlay`.
-    pub fn dns_domain(&self) -> String {
-        dns_domain(&self.network)
-    }
-
-    /// The bridge's alias ties the VNI to the network: a second network with the same VNI on this
-    /// host is refused instead of being joined to the first.
-    pub fn bridge_alias(&self) -> String {
-        format!("cni-overlay:{}", self.network)
-    }
-
-    /// The bridge's MAC, set in the very message that creates it: the kernel sets an alias only in
-    /// a second message, so the MAC is what tells our bridge (also one caught between the two, by
-    /// a concurrent ADD or after a killed one) from a stranger's. Also the MAC the result reports:
-    /// the bridge keeps it for life instead of taking its ports' as they come and go.
-    pub fn bridge_mac(&self) -> [u8; 6] {
-        netops::derived_mac(&[
-            "cni-overlay bridge",
-            &self.network,
-            &self.vni.to_string(),
-            &self.node,
-        ])
+    /// The configuration, complete: `record` is the network's record, read when
+    /// [`Conf::needs_record`] (none is code 108); it gives the VNI, and `mtu` and `hostAccess`
+    /// where the conflist leaves them out.
+    pub fn complete(self, record: Option<&Network>) -> Result<OverlayConfig, CniError> {
+        let (vni, mtu, host_access) = match (self.vni, record) {
+            (Some(vni), _) => (vni, self.mtu, self.host_access.unwrap_or(false)),
+            (None, Some(record)) => (
+                record.vni,
+                if self.mtu_given { self.mtu } else { record.mtu },
+                self.host_access.unwrap_or(record.host_access),
+            ),
+            (None, None) => {
+                return Err(CniError::new(
+                    cni::codes::UNKNOWN_NETWORK,
+                    format!(
+                        "no vni in the configuration and network {} has no record in etcd \
+                         (overlayctl network create)",
+                        self.network
+                    ),
+                ))
+            }
+        };
+        Ok(OverlayConfig {
+            network: self.network,
+            vni,
+            mtu,
+            port: self.port,
+            vtep: self.vtep,
+            node: self.settings.node,
+            etcd: self.settings.etcd,
+            host_access,
+            embedded_dns: self.embedded_dns,
+            ipam_type: self.ipam_type,
+        })
     }
 }
 
-/// The DNS domain of a network, shared with overlayd's DNS server.
-pub fn dns_domain(network: &str) -> String {
-    format!("{}.overlay", network.to_ascii_lowercase())
+impl OverlayConfig {
+    /// A configuration that gives its VNI itself (tests; the plugin goes through [`Conf`]).
+    pub fn from_netconf(conf: &NetConf) -> Result<Self, CniError> {
+        Conf::parse(conf)?.complete(None)
+    }
+
+    /// This network's devices, sandbox, aliases, MAC and DNS domain: [`model::names`].
+    pub fn bridge_name(&self) -> String {
+        names::bridge(self.vni)
+    }
+
+    pub fn vxlan_name(&self) -> String {
+        names::vxlan(self.vni)
+    }
+
+    pub fn gateway_veth_name(&self) -> String {
+        names::gateway_veth(self.vni)
+    }
+
+    pub fn sandbox_name(&self) -> String {
+        names::sandbox(self.vni, &self.node)
+    }
+
+    pub fn dns_domain(&self) -> String {
+        names::dns_domain(&self.network)
+    }
+
+    pub fn bridge_alias(&self) -> String {
+        names::bridge_alias(&self.network)
+    }
+
+    pub fn bridge_mac(&self) -> Mac {
+        names::bridge_mac(&self.network, self.vni, &self.node)
+    }
 }
 
 #[cfg(test)]
@@ -243,20 +217,24 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    fn parse(extra: Value) -> Result<OverlayConfig, CniError> {
+    fn conf(extra: Value) -> Result<Conf, CniError> {
         let mut v = json!({"cniVersion": "1.0.0", "name": "demo", "type": "vxlan-overlay", "vni": 42, "node": "n1",
                            "etcd": {"endpoints": ["127.0.0.1:2379"]}, "ipam": {"type": "etcd-ipam"}});
         for (k, x) in extra.as_object().unwrap() {
             v[k] = x.clone();
         }
-        OverlayConfig::from_netconf(&NetConf::parse(v.to_string().as_bytes())?)
+        Conf::parse(&NetConf::parse(v.to_string().as_bytes())?)
+    }
+
+    fn parse(extra: Value) -> Result<OverlayConfig, CniError> {
+        conf(extra)?.complete(None)
     }
 
     #[test]
     fn defaults() {
         let c = parse(json!({})).unwrap();
         assert_eq!(
-            (c.vni, c.port, c.mtu, c.host_access),
+            (c.vni.get(), c.port, c.mtu, c.host_access),
             (42, 4789, None, false)
         );
         assert_eq!(c.vtep, VtepChoice::DefaultRoute);
@@ -273,6 +251,33 @@ mod tests {
             (c.node.as_str(), c.etcd.endpoints[0].as_str()),
             ("inner", "e:1")
         );
+        let e = parse(json!({"ipam": {"type": "etcd-ipam", "node": "inner"}})).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("(n1) and the ipam section (inner)"), "{e}");
+    }
+
+    #[test]
+    fn the_vni_mtu_and_host_access_of_the_record() {
+        let record: Network = serde_json::from_value(json!({
+            "name": "demo", "vni": 4096, "subnets": ["10.0.0.0/24"], "mtu": 1400,
+            "hostAccess": true, "created": 0}))
+        .unwrap();
+        let c = conf(json!({"vni": null})).unwrap();
+        assert!(c.needs_record());
+        assert_eq!(c.clone().complete(None).unwrap_err().code, 108);
+        let c = c.complete(Some(&record)).unwrap();
+        assert_eq!(
+            (c.vni.get(), c.mtu.map(Mtu::get), c.host_access),
+            (4096, Some(1400), true)
+        );
+        // What the conflist gives wins; an mtu of 0 is given (the underlay's).
+        let c = conf(json!({"vni": null, "mtu": 0, "hostAccess": false}))
+            .unwrap()
+            .complete(Some(&record))
+            .unwrap();
+        assert_eq!((c.mtu, c.host_access), (None, false));
+        // A VNI in the conflist needs no record.
+        assert!(!conf(json!({})).unwrap().needs_record());
     }
 
     #[test]
@@ -290,6 +295,7 @@ mod tests {
             ),
             (json!({"vtep": {"interface": "a/b"}}), 7),
             (json!({"node": "a b"}), 7),
+            (json!({"node": "n".repeat(201)}), 7),
             (json!({"etcd": {"endpoints": []}}), 7),
             (json!({"ipam": {}}), 7),
         ] {

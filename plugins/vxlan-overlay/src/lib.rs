@@ -7,84 +7,118 @@ pub mod network;
 pub mod peers;
 
 use std::collections::HashSet;
+use std::future::Future;
 
+use cni::skel::block_on;
 use cni::{codes, CniError, CniResult, Command, Interface, Plugin, Request};
+use model::records::Endpoint;
+use model::{names, Mac};
 use netops::{Netlink, Netns};
-use store::records::Endpoint;
-use store::{block_on, Store};
+use store::Store;
 
-use crate::config::OverlayConfig;
+use crate::config::{Conf, OverlayConfig};
 use crate::network::Underlay;
 
 pub struct VxlanOverlay;
 
+/// Runs one verb: the configuration parsed (no I/O), then one store, one etcd connection, for
+/// the network's record (when the conflist leaves the VNI to it) and the work.
+fn run<T, F>(req: &Request, work: impl FnOnce(OverlayConfig, Store) -> F) -> Result<T, CniError>
+where
+    F: Future<Output = Result<T, CniError>>,
+{
+    let conf = Conf::parse(&req.conf)?;
+    let mut store = Store::new(conf.settings.etcd.clone())?;
+    block_on(async move {
+        let record = match conf.needs_record() {
+            true => store.network(&conf.network).await?,
+            false => None,
+        };
+        let cfg = conf.complete(record.as_ref())?;
+        work(cfg, store).await
+    })?
+}
+
 impl Plugin for VxlanOverlay {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
-        let cfg = OverlayConfig::load(&req.conf)?;
-        let container = Netns::open(&req.env.netns)?;
-        block_on(add(&cfg, req, &container))?
+        run(req, |cfg, mut store| async move {
+            let container = Netns::open(&req.env.netns)?;
+            add(&cfg, req, &container, &mut store).await
+        })
     }
 
     /// Removes the veth, the endpoint record and (delegated) the addresses; the network's devices
     /// go with the last local endpoint. Works without the namespace and when already done.
     fn del(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = OverlayConfig::load(&req.conf)?;
-        block_on(del(&cfg, req))??;
-        cni::invoke::run(&cfg.ipam_type, Command::Del, &req.env.path, &req.conf.bytes)
+        run(req, |cfg, mut store| async move {
+            del(&cfg, req, &mut store).await?;
+            cni::invoke::run(&cfg.ipam_type, Command::Del, &req.env.path, &req.conf.bytes)
+        })
     }
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = OverlayConfig::load(&req.conf)?;
-        let prev = req
-            .conf
-            .prev_result
-            .as_ref()
-            .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
-        let container = Netns::open(&req.env.netns)?;
-        block_on(check(&cfg, req, prev, &container))??;
-        cni::invoke::run(
-            &cfg.ipam_type,
-            Command::Check,
-            &req.env.path,
-            &req.conf.bytes,
-        )
+        run(req, |cfg, mut store| async move {
+            let prev = req
+                .conf
+                .prev_result
+                .as_ref()
+                .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
+            let container = Netns::open(&req.env.netns)?;
+            check(&cfg, req, prev, &container, &mut store).await?;
+            cni::invoke::run(
+                &cfg.ipam_type,
+                Command::Check,
+                &req.env.path,
+                &req.conf.bytes,
+            )
+        })
     }
 
     /// Delegates to IPAM, then removes this node's endpoint records and host veths whose
     /// attachment is not valid any more. Continues past errors and reports the first.
     fn gc(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = OverlayConfig::load(&req.conf)?;
-        let ipam = cni::invoke::run(&cfg.ipam_type, Command::Gc, &req.env.path, &req.conf.bytes);
-        let valid: HashSet<(String, String)> = req
-            .conf
-            .valid_attachments
-            .iter()
-            .flatten()
-            .map(|a| (a.container_id.clone(), a.ifname.clone()))
-            .collect();
-        let ours = block_on(gc(&cfg, &valid))?;
-        ipam.and(ours)
+        run(req, |cfg, mut store| async move {
+            let ipam =
+                cni::invoke::run(&cfg.ipam_type, Command::Gc, &req.env.path, &req.conf.bytes);
+            let valid: HashSet<(String, String)> = req
+                .conf
+                .valid_attachments
+                .iter()
+                .flatten()
+                .map(|a| (a.container_id.clone(), a.ifname.clone()))
+                .collect();
+            let ours = gc(&cfg, &valid, &mut store).await;
+            ipam.and(ours)
+        })
     }
 
     fn status(&self, req: &Request) -> Result<(), CniError> {
-        let cfg = OverlayConfig::load(&req.conf)?;
-        block_on(async {
-            let mut store = Store::new(cfg.etcd.clone())?;
+        run(req, |cfg, mut store| async move {
             let key = store.keys().node(&cfg.node);
-            store.get(key, None).await.map(|_| ()).map_err(|e| {
+            store.get(key, None).await.map_err(|e| {
                 CniError::new(codes::NOT_AVAILABLE, format!("etcd is not available: {e}"))
-            })
-        })??;
-        cni::invoke::run(
-            &cfg.ipam_type,
-            Command::Status,
-            &req.env.path,
-            &req.conf.bytes,
-        )
+            })?;
+            cni::invoke::run(
+                &cfg.ipam_type,
+                Command::Status,
+                &req.env.path,
+                &req.conf.bytes,
+            )
+        })
     }
 }
 
-async fn add(cfg: &OverlayConfig, req: &Request, container: &Netns) -> Result<CniResult, CniError> {
+/// A MAC as the result and CHECK write it; empty when the kernel gave none.
+fn mac_text(mac: Option<[u8; 6]>) -> String {
+    mac.map(|m| Mac::from(m).to_string()).unwrap_or_default()
+}
+
+async fn add(
+    cfg: &OverlayConfig,
+    req: &Request,
+    container: &Netns,
+    store: &mut Store,
+) -> Result<CniResult, CniError> {
     let host = Netlink::current().await?;
     let inside = Netlink::in_netns(container).await?;
     // Refuse before anything is allocated: the spec requires an error for an existing interface.
@@ -102,11 +136,11 @@ async fn add(cfg: &OverlayConfig, req: &Request, container: &Netns) -> Result<Cn
     let underlay = Underlay::resolve(&host, cfg).await?;
     network::existing_bridge(&host, cfg).await?;
     let ipam = cni::invoke::add(&cfg.ipam_type, &req.env.path, &req.conf.bytes)?;
-    match attach(cfg, req, container, &host, &inside, &underlay, ipam).await {
+    match attach(cfg, req, container, &host, &inside, &underlay, ipam, store).await {
         Ok(result) => Ok(result),
         Err(e) => {
             // Undo everything done so far, the allocation included; the original error is reported.
-            if let Err(undo) = del(cfg, req).await {
+            if let Err(undo) = del(cfg, req, store).await {
                 log::warn!("undoing a failed ADD: {undo}");
             }
             if let Err(undo) =
@@ -119,6 +153,7 @@ async fn add(cfg: &OverlayConfig, req: &Request, container: &Netns) -> Result<Cn
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn attach(
     cfg: &OverlayConfig,
     req: &Request,
@@ -127,6 +162,7 @@ async fn attach(
     inside: &Netlink,
     underlay: &Underlay,
     ipam: CniResult,
+    store: &mut Store,
 ) -> Result<CniResult, CniError> {
     if ipam.ips.is_empty() {
         return Err(CniError::invalid_config(format!(
@@ -135,7 +171,7 @@ async fn attach(
         )));
     }
     let mtu = underlay.container_mtu(cfg);
-    let host_name = netops::host_veth_name("ov", &req.env.container_id, &req.env.ifname);
+    let host_name = names::host_veth(&req.env.container_id, &req.env.ifname);
     let (devices, host_end, peer) = {
         let _lock = network::lock(cfg)?;
         let devices = network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?;
@@ -145,7 +181,7 @@ async fn attach(
         // The alias names the attachment, so that GC can tell which veth belongs to whom.
         host.set_alias(
             host_end.index,
-            &format!("{}/{}", req.env.container_id, req.env.ifname),
+            &names::attachment_alias(&req.env.container_id, &req.env.ifname),
         )
         .await?;
         host.set_master(host_end.index, devices.bridge.index)
@@ -168,7 +204,12 @@ async fn attach(
         inside.add_route(route.dst, gw, peer.index).await?;
     }
 
-    let mac = peer.mac.map(|m| netops::format_mac(&m)).unwrap_or_default();
+    let mac = peer.mac.map(Mac::from).ok_or_else(|| {
+        CniError::new(
+            codes::KERNEL,
+            format!("interface {} has no MAC address", req.env.ifname),
+        )
+    })?;
     let record = Endpoint {
         network: cfg.network.clone(),
         container_id: req.env.container_id.clone(),
@@ -181,14 +222,13 @@ async fn attach(
             .get(&cfg.network)
             .cloned()
             .unwrap_or_default(),
-        ips: ipam.ips.iter().map(|ip| ip.address.to_string()).collect(),
-        mac: mac.clone(),
+        ips: ipam.ips.iter().map(|ip| ip.address).collect(),
+        mac,
         node: cfg.node.clone(),
-        vtep: underlay.vtep.to_string(),
+        vtep: underlay.vtep,
         vni: cfg.vni,
     };
-    let mut store = Store::new(cfg.etcd.clone())?;
-    let endpoints = peers::publish_and_list(&mut store, cfg, &record).await?;
+    let endpoints = peers::publish_and_list(store, cfg, &record).await?;
     peers::program(host, devices.vxlan.index, cfg, &endpoints).await?;
 
     let mut result = CniResult {
@@ -198,25 +238,18 @@ async fn attach(
     };
     result.push_interface(Interface {
         name: devices.bridge.name.clone(),
-        mac: devices
-            .bridge
-            .mac
-            .map(|m| netops::format_mac(&m))
-            .unwrap_or_default(),
+        mac: mac_text(devices.bridge.mac),
         ..Default::default()
     });
     result.push_interface(Interface {
         name: host_end.name.clone(),
-        mac: host_end
-            .mac
-            .map(|m| netops::format_mac(&m))
-            .unwrap_or_default(),
+        mac: mac_text(host_end.mac),
         mtu: Some(mtu),
         ..Default::default()
     });
     let index = result.push_interface(Interface {
         name: req.env.ifname.clone(),
-        mac,
+        mac: mac.to_string(),
         mtu: Some(mtu),
         sandbox: req.env.netns.clone(),
         ..Default::default()
@@ -251,21 +284,16 @@ fn dns(cfg: &OverlayConfig, ipam: &CniResult) -> cni::Dns {
 
 /// Local clean-up and the endpoint record; IPAM is released by the caller. With etcd unreachable
 /// this fails (code 11) so that the runtime retries; the local part is idempotent.
-async fn del(cfg: &OverlayConfig, req: &Request) -> Result<(), CniError> {
+async fn del(cfg: &OverlayConfig, req: &Request, store: &mut Store) -> Result<(), CniError> {
     let host = Netlink::current().await?;
     {
         let lock = network::lock(cfg)?;
         // Deleting the host end removes the container end with it, namespace or not.
-        host.delete_link(&netops::host_veth_name(
-            "ov",
-            &req.env.container_id,
-            &req.env.ifname,
-        ))
-        .await?;
+        host.delete_link(&names::host_veth(&req.env.container_id, &req.env.ifname))
+            .await?;
         network::remove_if_unused(&host, cfg, &lock).await?;
     }
-    let mut store = Store::new(cfg.etcd.clone())?;
-    peers::remove(&mut store, cfg, &req.env.container_id, &req.env.ifname).await
+    peers::remove(store, cfg, &req.env.container_id, &req.env.ifname).await
 }
 
 async fn check(
@@ -273,6 +301,7 @@ async fn check(
     req: &Request,
     prev: &CniResult,
     container: &Netns,
+    store: &mut Store,
 ) -> Result<(), CniError> {
     let failed = |msg: String| CniError::new(codes::CHECK_FAILED, msg);
     let index = prev
@@ -291,7 +320,7 @@ async fn check(
         .link(&req.env.ifname)
         .await?
         .ok_or_else(|| failed(format!("interface {} is missing", req.env.ifname)))?;
-    let mac = link.mac.map(|m| netops::format_mac(&m)).unwrap_or_default();
+    let mac = mac_text(link.mac);
     if !expected.mac.is_empty() && !expected.mac.eq_ignore_ascii_case(&mac) {
         return Err(failed(format!(
             "interface {} has MAC {mac}, prevResult says {}",
@@ -343,8 +372,7 @@ async fn check(
             firewall::overlay_isolation::TABLE
         )));
     }
-    let mut store = Store::new(cfg.etcd.clone())?;
-    let record = peers::get(&mut store, cfg, &req.env.container_id, &req.env.ifname)
+    let record = peers::get(store, cfg, &req.env.container_id, &req.env.ifname)
         .await?
         .ok_or_else(|| {
             failed(format!(
@@ -352,7 +380,7 @@ async fn check(
                 req.env.container_id, req.env.ifname
             ))
         })?;
-    if !record.mac.eq_ignore_ascii_case(&mac) {
+    if link.mac.map(Mac::from) != Some(record.mac) {
         return Err(failed(format!(
             "endpoint record has MAC {}, the interface {mac}",
             record.mac
@@ -361,14 +389,15 @@ async fn check(
     Ok(())
 }
 
-async fn gc(cfg: &OverlayConfig, valid: &HashSet<(String, String)>) -> Result<(), CniError> {
+async fn gc(
+    cfg: &OverlayConfig,
+    valid: &HashSet<(String, String)>,
+    store: &mut Store,
+) -> Result<(), CniError> {
     let mut first_error = None;
-    let mut store = Store::new(cfg.etcd.clone())?;
-    for record in peers::of_node(&mut store, cfg).await? {
+    for record in peers::of_node(store, cfg).await? {
         if !valid.contains(&(record.container_id.clone(), record.ifname.clone())) {
-            if let Err(e) =
-                peers::remove(&mut store, cfg, &record.container_id, &record.ifname).await
-            {
+            if let Err(e) = peers::remove(store, cfg, &record.container_id, &record.ifname).await {
                 first_error.get_or_insert(e);
             }
         }
@@ -377,8 +406,10 @@ async fn gc(cfg: &OverlayConfig, valid: &HashSet<(String, String)>) -> Result<()
     let lock = network::lock(cfg)?;
     if let Some(bridge) = host.link(&cfg.bridge_name()).await? {
         for port in host.links_with_master(bridge.index).await? {
-            let Some((container_id, ifname)) =
-                port.alias.as_deref().and_then(|a| a.split_once('/'))
+            let Some((container_id, ifname)) = port
+                .alias
+                .as_deref()
+                .and_then(names::parse_attachment_alias)
             else {
                 continue;
             };

@@ -20,23 +20,21 @@ use std::net::IpAddr;
 
 use cni::{codes, CniError};
 use ipnetwork::IpNetwork;
+use model::names::{self, SANDBOX_IFNAME};
 use netops::{HostLock, Link, Netlink, Netns};
 
 use crate::config::{OverlayConfig, VtepChoice};
 
-/// The gateway's interface inside the sandbox namespace.
-const SANDBOX_IFNAME: &str = "gw";
-
 /// Locks the network on this host, for making or removing its devices.
 pub fn lock(cfg: &OverlayConfig) -> Result<HostLock, CniError> {
-    Ok(HostLock::acquire(&format!("vni{}", cfg.vni))?)
+    Ok(HostLock::acquire(&names::network_lock(cfg.vni))?)
 }
 
 /// Locks the isolation table of this host. The networks' own locks do not cover it: every
 /// hostAccess network's rules share the table, and the table goes with its last rule, which is
 /// decided on a reading of it. Taken inside a network's lock, never the other way round.
 fn isolation_lock() -> Result<HostLock, CniError> {
-    Ok(HostLock::acquire("isolation")?)
+    Ok(HostLock::acquire(names::ISOLATION_LOCK)?)
 }
 
 /// The underlay device and this host's VXLAN tunnel endpoint address on it.
@@ -86,14 +84,9 @@ impl Underlay {
         }
     }
 
-    /// The container MTU: the configured one, or the underlay's less the VXLAN headers
-    /// (50 bytes over IPv4, 70 over IPv6).
+    /// The container MTU: the configured one, or the underlay's less the VXLAN headers.
     pub fn container_mtu(&self, cfg: &OverlayConfig) -> u32 {
-        cfg.mtu.unwrap_or_else(|| {
-            self.device
-                .mtu
-                .saturating_sub(if self.vtep.is_ipv6() { 70 } else { 50 })
-        })
+        model::types::container_mtu(cfg.mtu, self.device.mtu, self.vtep)
     }
 }
 
@@ -117,7 +110,7 @@ enum Owner {
 fn owner(bridge: &Link, cfg: &OverlayConfig) -> Owner {
     match bridge.alias.as_deref() {
         Some(alias) if alias == cfg.bridge_alias() => Owner::Us,
-        None if bridge.mac == Some(cfg.bridge_mac()) => Owner::UsUnnamed,
+        None if bridge.mac == Some(cfg.bridge_mac().octets()) => Owner::UsUnnamed,
         Some(alias) => Owner::Other(alias.to_string()),
         None => Owner::Other("something else".into()),
     }
@@ -162,7 +155,11 @@ pub async fn ensure(
     // Made here, its MAC in the message that creates it; or found, and up again if someone took
     // it down.
     let bridge = nl
-        .ensure_bridge(&cfg.bridge_name(), Some(mtu), Some(cfg.bridge_mac()))
+        .ensure_bridge(
+            &cfg.bridge_name(),
+            Some(mtu),
+            Some(cfg.bridge_mac().octets()),
+        )
         .await?;
     if unnamed {
         nl.set_alias(bridge.index, &cfg.bridge_alias()).await?;
@@ -170,7 +167,7 @@ pub async fn ensure(
     let vxlan = nl
         .ensure_vxlan(
             &cfg.vxlan_name(),
-            cfg.vni,
+            cfg.vni.get(),
             cfg.port,
             underlay.vtep,
             underlay.device.index,
@@ -224,7 +221,7 @@ async fn ensure_sandbox(
         }
     };
     let _ = host_end;
-    let sandbox = Netns::open(format!("{}/{}", netops::NETNS_RUN_DIR, cfg.sandbox_name()))?;
+    let sandbox = Netns::open(netops::named_netns_path(&cfg.sandbox_name()))?;
     let snl = Netlink::in_netns(&sandbox).await?;
     let gw_link = snl.link(SANDBOX_IFNAME).await?.ok_or_else(|| {
         CniError::new(

@@ -1,13 +1,14 @@
 //! Endpoint records in etcd, and the static FDB and neighbour entries that let this host's
-//! containers reach the endpoints of other hosts.
+//! containers reach the endpoints of other hosts (the model's rules, [`model::peers`]).
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use cni::CniError;
+use model::peers::{desired, plan, Remote};
+use model::records::{self, Endpoint};
+use model::Mac;
 use netops::Netlink;
 use store::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
-use store::records::{self, Endpoint};
 use store::Store;
 
 use crate::config::OverlayConfig;
@@ -41,42 +42,44 @@ pub async fn publish_and_list(
     Ok(endpoints)
 }
 
-/// Programs, on the VXLAN device, what is missing for the remote endpoints of this network: one
-/// permanent FDB entry (MAC to the remote VTEP) and one permanent neighbour entry per address (so
-/// the device answers ARP/ND itself). Reads the device's tables once and adds only the difference,
-/// so an ADD on a busy network costs two dumps, not two calls per peer.
+/// Programs, on the VXLAN device, what is missing for the remote endpoints of this network, by
+/// the same rules overlayd reconciles with: the adds of the plan, never a delete (overlayd owns
+/// reconciliation; a record deleted meanwhile is its to clean up). Reads the device's tables once
+/// and adds only the difference, so an ADD on a busy network costs two dumps, not two calls per
+/// peer. A record that cannot be programmed is skipped whole, with a warning.
 pub async fn program(
     nl: &Netlink,
     vxlan: u32,
     cfg: &OverlayConfig,
     endpoints: &[Endpoint],
 ) -> Result<(), CniError> {
-    let fdb: HashSet<([u8; 6], IpAddr)> = nl.fdb_entries(vxlan).await?.into_iter().collect();
-    let neigh: HashSet<(IpAddr, [u8; 6])> = nl.neigh_entries(vxlan).await?.into_iter().collect();
-    for e in endpoints
+    let remotes: Vec<Remote> = endpoints
         .iter()
-        .filter(|e| e.node != cfg.node && e.vni == cfg.vni)
-    {
-        let (Some(mac), Ok(vtep)) = (netops::parse_mac(&e.mac), e.vtep.parse::<IpAddr>()) else {
-            log::warn!(
-                "endpoint {}/{} has an unreadable mac or vtep",
-                e.container_id,
-                e.ifname
-            );
-            continue;
-        };
-        if !fdb.contains(&(mac, vtep)) {
-            nl.fdb_add(vxlan, mac, vtep).await?;
-        }
-        for ip in e
-            .ips
-            .iter()
-            .filter_map(|a| a.split('/').next()?.parse::<IpAddr>().ok())
-        {
-            if !neigh.contains(&(ip, mac)) {
-                nl.neigh_add(vxlan, ip, mac).await?;
-            }
-        }
+        .filter_map(|e| {
+            Remote::of(e, &cfg.node)
+                .inspect_err(|err| log::warn!("endpoint {}/{}: {err}", e.container_id, e.ifname))
+                .ok()
+                .flatten()
+        })
+        .collect();
+    let fdb: Vec<(Mac, IpAddr)> = nl
+        .fdb_entries(vxlan)
+        .await?
+        .into_iter()
+        .map(|(mac, vtep)| (Mac::from(mac), vtep))
+        .collect();
+    let neigh: Vec<(IpAddr, Mac)> = nl
+        .neigh_entries(vxlan)
+        .await?
+        .into_iter()
+        .map(|(ip, mac)| (ip, Mac::from(mac)))
+        .collect();
+    let plan = plan(&desired(&remotes, cfg.vni), &fdb, &neigh);
+    for (mac, vtep) in &plan.fdb_add {
+        nl.fdb_add(vxlan, mac.octets(), *vtep).await?;
+    }
+    for (ip, mac) in &plan.neigh_add {
+        nl.neigh_add(vxlan, *ip, mac.octets()).await?;
     }
     Ok(())
 }

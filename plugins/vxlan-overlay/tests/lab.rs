@@ -1,12 +1,26 @@
 //! vxlan-overlay on a lab of simulated hosts (network namespaces on an underlay), driven through the
 //! plugin binaries as a runtime drives them, with etcd and one overlayd per host inside the lab.
 
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use model::{names, Vni};
+use netops::Netns;
 use serde_json::{json, Value};
 use testutils::lab::{bin_dir, cni_path, in_ns, Lab, OverlayNet};
 use testutils::{Invocation, Output};
+
+/// The bridge and VXLAN device of a network on a host.
+fn br(vni: u32) -> String {
+    names::bridge(Vni::new(vni).unwrap())
+}
+
+fn vx(vni: u32) -> String {
+    names::vxlan(Vni::new(vni).unwrap())
+}
 
 fn call(
     lab: &Lab,
@@ -261,16 +275,16 @@ fn host_access_networks_are_not_reachable_through_the_host_from_each_other() {
     assert!(tables.contains("table inet cni_overlay"), "{tables}");
     assert_eq!(
         (
-            isolation_drops(&host, "ovbr410"),
-            isolation_drops(&host, "ovbr420")
+            isolation_drops(&host, &br(410)),
+            isolation_drops(&host, &br(420))
         ),
         (0, 0)
     );
     assert!(!lab.ping(&b1, &a1_addr), "b1 reached a1 through the host");
     assert!(!lab.ping(&a1, &b1_addr), "a1 reached b1 through the host");
     // The isolation rules are what stopped them.
-    assert!(isolation_drops(&host, "ovbr410") > 0);
-    assert!(isolation_drops(&host, "ovbr420") > 0);
+    assert!(isolation_drops(&host, &br(410)) > 0);
+    assert!(isolation_drops(&host, &br(420)) > 0);
 
     // A connection the host DNATs (a Kubernetes service or NodePort) still reaches a1 from b1.
     in_ns(&host, &["nft", "add", "table", "ip", "svc"]);
@@ -324,7 +338,7 @@ fn host_access_networks_are_not_reachable_through_the_host_from_each_other() {
         missing["msg"]
             .as_str()
             .unwrap()
-            .contains("isolation rules of ovbr410"),
+            .contains(&format!("isolation rules of {}", br(410))),
         "{missing}"
     );
     let (a2, _, _) = add(&mut lab, 0, &a, "a2");
@@ -338,7 +352,7 @@ fn host_access_networks_are_not_reachable_through_the_host_from_each_other() {
     del(&lab, 0, &b, "b1");
     let table = in_ns(&host, &["nft", "list", "table", "inet", "cni_overlay"]);
     assert!(
-        table.contains("bridge ovbr410 isolation drop") && !table.contains("ovbr420"),
+        table.contains(&format!("bridge {} isolation drop", br(410))) && !table.contains(&br(420)),
         "{table}"
     );
     del(&lab, 0, &a, "a1");
@@ -352,7 +366,7 @@ fn host_access_networks_are_not_reachable_through_the_host_from_each_other() {
         "nftables kept something after the last DEL:\n{}",
         in_ns(&host, &["nft", "list", "ruleset"])
     );
-    assert!(!links(&host).contains("ovbr4"));
+    assert!(!links(&host).contains(&br(410)) && !links(&host).contains(&br(420)));
 }
 
 #[test]
@@ -417,7 +431,7 @@ fn del_leaves_no_link_entry_namespace_or_record() {
         .to_string();
     assert!(lab.ping_within(&c1, &a2, Duration::from_secs(2)));
     // The ping taught node1's bridge where x2's MAC is (on the VXLAN port).
-    assert!(in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "br", "ovbr555"]).contains(&mac2));
+    assert!(in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "br", &br(555)]).contains(&mac2));
     // Without hostAccess nothing of ours is in nftables, at any time.
     for i in 0..2 {
         assert!(
@@ -425,7 +439,7 @@ fn del_leaves_no_link_entry_namespace_or_record() {
             "a hostAccess=false network made the isolation table"
         );
     }
-    let fdb_before = in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "dev", "ovx555"]);
+    let fdb_before = in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "dev", &vx(555)]);
     assert!(
         fdb_before.contains("dst 192.168.205.11"),
         "no FDB entry for the remote endpoint: {fdb_before}"
@@ -434,9 +448,9 @@ fn del_leaves_no_link_entry_namespace_or_record() {
     del(&lab, 1, &net, "x2");
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let fdb = in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "dev", "ovx555"]);
-        let neigh = in_ns(&lab.host(0).ns, &["ip", "neigh", "show", "dev", "ovx555"]);
-        let learnt = in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "br", "ovbr555"]);
+        let fdb = in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "dev", &vx(555)]);
+        let neigh = in_ns(&lab.host(0).ns, &["ip", "neigh", "show", "dev", &vx(555)]);
+        let learnt = in_ns(&lab.host(0).ns, &["bridge", "fdb", "show", "br", &br(555)]);
         if !fdb.contains("192.168.205.11") && !neigh.contains(&a2) && !learnt.contains(&mac2) {
             break;
         }
@@ -458,7 +472,7 @@ fn del_leaves_no_link_entry_namespace_or_record() {
         assert!(!nft_tables(&lab.host(i).ns).contains("cni_overlay"));
     }
     assert!(
-        Lab::namespaces_starting_with("ovl-555-").is_empty(),
+        Lab::namespaces_starting_with(&format!("{}555-", names::SANDBOX_PREFIX)).is_empty(),
         "a sandbox namespace was left"
     );
     assert!(etcd_keys(&lab, "/cni-overlay/endpoints/clean/").is_empty());
@@ -507,7 +521,7 @@ fn adds_and_last_dels_racing_on_one_host_stay_consistent() {
         });
         let left = links(&lab.host(0).ns);
         assert!(
-            !left.contains("ovbr778"),
+            !left.contains(&br(778)),
             "round {round}: devices left:\n{left}"
         );
         assert!(
@@ -531,20 +545,30 @@ fn an_add_finding_the_bridge_half_made_completes_it_and_a_strangers_is_refused()
         &cni::NetConf::parse(conf.to_string().as_bytes()).unwrap(),
     )
     .unwrap();
-    let mac = netops::format_mac(&cfg.bridge_mac());
+    let mac = cfg.bridge_mac().to_string();
     in_ns(
         &host_ns,
         &[
-            "ip", "link", "add", "ovbr779", "address", &mac, "type", "bridge",
+            "ip",
+            "link",
+            "add",
+            &br(779),
+            "address",
+            &mac,
+            "type",
+            "bridge",
         ],
     );
     let (ns, _, result) = add(&mut lab, 0, &net, "h1");
-    let shown = in_ns(&host_ns, &["ip", "-d", "link", "show", "ovbr779"]);
-    assert!(shown.contains("alias cni-overlay:half"), "{shown}");
+    let shown = in_ns(&host_ns, &["ip", "-d", "link", "show", &br(779)]);
+    assert!(
+        shown.contains(&format!("alias {}", names::bridge_alias("half"))),
+        "{shown}"
+    );
     assert_eq!(result["interfaces"][0]["mac"], json!(mac));
     assert!(lab.ping_within(&ns, "10.79.0.1", Duration::from_secs(2)));
     del(&lab, 0, &net, "h1");
-    assert!(!links(&host_ns).contains("ovbr779"));
+    assert!(!links(&host_ns).contains(&br(779)));
 
     // A bridge of that name without the alias and without our MAC is a stranger's: the VNI is
     // taken (7), and nothing changes.
@@ -554,7 +578,7 @@ fn an_add_finding_the_bridge_half_made_completes_it_and_a_strangers_is_refused()
             "ip",
             "link",
             "add",
-            "ovbr779",
+            &br(779),
             "address",
             "02:00:00:00:07:79",
             "type",
@@ -583,8 +607,11 @@ fn the_bridge_keeps_the_mac_the_result_reports() {
     let net = OverlayNet::new("bmac", 780, "10.80.0.0/24");
     let (_, _, first) = add(&mut lab, 0, &net, "m1");
     let (_, _, second) = add(&mut lab, 0, &net, "m2");
-    let shown = in_ns(&lab.host(0).ns, &["cat", "/sys/class/net/ovbr780/address"]);
-    assert_eq!(first["interfaces"][0]["name"], json!("ovbr780"));
+    let shown = in_ns(
+        &lab.host(0).ns,
+        &["cat", &format!("/sys/class/net/{}/address", br(780))],
+    );
+    assert_eq!(first["interfaces"][0]["name"], json!(br(780)));
     assert_eq!(first["interfaces"][0]["mac"], json!(shown.trim()));
     assert_eq!(second["interfaces"][0]["mac"], json!(shown.trim()));
     del(&lab, 0, &net, "m1");
@@ -602,7 +629,7 @@ fn del_works_after_the_namespace_is_gone() {
         .env("CNI_PATH", &cni_path())
         .stdin(&net.config(&lab, 0));
     lab.run_on(0, &inv).ok();
-    assert!(!links(&lab.host(0).ns).contains("ovbr66"));
+    assert!(!links(&lab.host(0).ns).contains(&br(66)));
     assert!(etcd_keys(&lab, "/cni-overlay/ipam/gone/owners/").is_empty());
 }
 
@@ -673,7 +700,7 @@ fn host_local_works_as_the_ipam() {
             .stdin(&net.config(&lab, 0));
         lab.run_on(0, &inv).ok();
     }
-    assert!(!links(&lab.host(0).ns).contains("ovbr123"));
+    assert!(!links(&lab.host(0).ns).contains(&br(123)));
 }
 
 #[test]
@@ -696,7 +723,7 @@ fn parallel_first_adds_on_one_host_build_one_network() {
         o.ok();
     }
     let host_links = links(&lab.host(0).ns);
-    assert_eq!(host_links.matches("ovbr777:").count(), 1);
+    assert_eq!(host_links.matches(&format!("{}:", br(777))).count(), 1);
     let addr = outputs[7].json()["ips"][0]["address"]
         .as_str()
         .unwrap()
@@ -760,8 +787,92 @@ fn gc_removes_what_is_not_valid_and_keeps_what_is() {
     assert_eq!(etcd_keys(&lab, "/cni-overlay/ipam/gcn/owners/").len(), 1);
     let host_links = links(&lab.host(0).ns);
     assert!(
-        host_links.contains(&netops::host_veth_name("ov", "keep", "eth0"))
-            && !host_links.contains(&netops::host_veth_name("ov", "stale", "eth0")),
+        host_links.contains(&names::host_veth("keep", "eth0"))
+            && !host_links.contains(&names::host_veth("stale", "eth0")),
         "{host_links}"
     );
+}
+
+/// A TCP relay inside lab host `host` in front of the lab's etcd, counting the connections
+/// made through it: how many etcd connections (and logins, with authentication) a plugin call
+/// costs. Its sockets are made inside the host's namespace; it serves until the test ends.
+fn counting_relay(lab: &Lab, host: usize) -> (String, Arc<AtomicUsize>) {
+    let ns = Netns::open(format!("/run/netns/{}", lab.host(host).ns)).unwrap();
+    let bind = format!("{}:0", lab.host(host).addr);
+    let listener = ns.run(move || TcpListener::bind(bind)).unwrap().unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (target, count) = (lab.etcd_endpoint.clone(), Arc::new(AtomicUsize::new(0)));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let target = target.clone();
+            let Ok(Ok(upstream)) = ns.run(move || TcpStream::connect(target)) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                (upstream, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+            }
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn a_plugin_call_makes_one_etcd_connection_also_when_its_config_is_the_networks_record() {
+    let mut lab = Lab::new(2);
+    let (node, ns) = (lab.host(1).name.clone(), lab.host(1).ns.clone());
+    let overlayctl = bin_dir().join("overlayctl");
+    assert!(
+        overlayctl.exists(),
+        "overlayctl is not built (cargo build --workspace --bins)"
+    );
+    in_ns(
+        &lab.host(0).ns,
+        &[
+            overlayctl.to_str().unwrap(),
+            "--etcd",
+            &lab.etcd_endpoint,
+            "network",
+            "create",
+            "rec",
+            "--subnet",
+            "10.88.0.0/24",
+            "--vni",
+            "888",
+        ],
+    );
+    let (relay, connections) = counting_relay(&lab, 1);
+    // No VNI and no ranges: both plugins take them from the network's record.
+    let conf = json!({"cniVersion": "1.0.0", "name": "rec", "type": "vxlan-overlay", "node": node,
+                      "etcd": {"endpoints": [relay], "timeoutMs": 3000},
+                      "ipam": {"type": "etcd-ipam", "dataDir": lab.host(1).dir.join("etcd-ipam")}});
+    let (_, path) = lab.container("r1");
+    let run = |command: &str, netns: &str| {
+        let inv = Invocation::new(bin_dir().join("vxlan-overlay"), command)
+            .attachment("r1", netns, "eth0")
+            .env("CNI_PATH", &cni_path())
+            .stdin(&conf);
+        lab.run_on(1, &inv)
+    };
+
+    let result = run("ADD", &path).ok();
+    assert_eq!(result["ips"][0]["address"], json!("10.88.0.2/24"));
+    assert_eq!(result["interfaces"][0]["name"], json!(br(888)));
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        2,
+        "one ADD: one etcd connection for vxlan-overlay and one for etcd-ipam"
+    );
+    run("DEL", "").ok();
+    assert_eq!(connections.load(Ordering::SeqCst), 4, "one DEL: two more");
+    assert!(!links(&ns).contains(&br(888)));
+    assert!(etcd_keys(&lab, "/cni-overlay/ipam/rec/owners/").is_empty());
 }

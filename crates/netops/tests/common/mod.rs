@@ -89,3 +89,11 @@ impl Drop for TestNs {
         }
     }
 }
+
+/// A MAC as `ip` and `bridge` print it.
+pub fn mac_text(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

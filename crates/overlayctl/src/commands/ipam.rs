@@ -5,7 +5,8 @@ use store::Store;
 
 use super::count_ranges;
 use super::network::network;
-use crate::addressing::Addressing;
+use model::addressing::Addressing;
+
 use crate::error::Error;
 use crate::output::{or_dash, Render, Table};
 
@@ -21,25 +22,26 @@ pub async fn usage(store: &mut Store, name: Option<&str>) -> Result<Usage, Error
     let mut rows = Vec::new();
     let mut ranges = Vec::new();
     for n in &networks {
-        let addressing = match Addressing::of(n) {
-            Ok(a) => a,
+        let addressing = Addressing::of(n);
+        let handed_out = match addressing.ranges() {
+            Ok(handed_out) => handed_out,
             Err(e) if name.is_none() => {
-                log::warn!("{e}; left out");
+                log::warn!("network {}: {e}; left out", n.name);
                 continue;
             }
-            Err(e) => return Err(Error::Invalid(e)),
+            Err(e) => return Err(Error::Invalid(format!("network {}: {e}", n.name))),
         };
-        for r in addressing.ranges() {
+        for r in handed_out {
             // Address keys are fixed-width hex, so the keys of a range's addresses are exactly
             // the keys from its first address's to its last's: etcd counts them, nothing is sent.
             let mut end = keys.ip(&n.name, r.end).into_bytes();
             end.push(0);
             ranges.push((keys.ip(&n.name, r.start), end));
-            let total = r.capacity();
+            let total = r.capacity(&[]);
             rows.push(RangeUsage {
                 network: n.name.clone(),
                 subnet: r.subnet.to_string(),
-                ip_range: r.ip_range.map(|x| x.to_string()),
+                ip_range: addressing.ip_range_of(&r.subnet).map(|x| x.to_string()),
                 range_start: r.start.to_string(),
                 range_end: r.end.to_string(),
                 used: 0,

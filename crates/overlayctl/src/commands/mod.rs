@@ -4,8 +4,8 @@ pub mod ipam;
 pub mod network;
 pub mod node;
 
+use model::records::{self, Endpoint};
 use store::etcd_client::{GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
-use store::records::{self, Endpoint};
 use store::Store;
 
 use crate::cli::{Command, IpamCommand, NetworkCommand, NodeCommand};

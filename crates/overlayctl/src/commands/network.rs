@@ -4,21 +4,22 @@ use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::net::IpAddr;
+
+use model::addressing::Addressing;
+use model::records::{self, Endpoint, Network};
+use model::types::{check_network_name, FIRST_AUTO_VNI, MAX_VNI};
+use model::{Mac, Mtu, Vni};
 use serde::Serialize;
 use store::etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse,
 };
-use store::records::{self, Endpoint, Network};
 use store::{Keys, Store};
 
 use super::{count_ranges, decode_all, endpoint_label, prefix_range, short_id};
-use crate::addressing::{check_name, parse_mtu, parse_vni, Addressing, MAX_VNI};
 use crate::cli::CreateArgs;
 use crate::error::Error;
 use crate::output::{fields, joined, or_dash, utc, yes_no, Render, Table};
-
-/// Chosen VNIs start here, leaving the ones below to hand-written conflists (Docker starts at 256).
-pub const FIRST_AUTO_VNI: u32 = 4096;
 
 /// How many VNIs `network create` tries before giving up on a busy cluster.
 const VNI_ATTEMPTS: u32 = 10;
@@ -31,16 +32,16 @@ const NAMED_IN_REFUSAL: usize = 5;
 
 pub async fn create(store: &mut Store, args: &CreateArgs) -> Result<Created, Error> {
     // Everything is checked before the first request: a refused create writes nothing.
-    check_name(&args.name)?;
+    check_network_name(&args.name)?;
     let addressing = Addressing::plan(&args.subnet, &args.gateway, args.ip_range.as_deref())?;
-    let vni = args.vni.as_deref().map(parse_vni).transpose()?;
-    let mtu = args.mtu.as_deref().map(parse_mtu).transpose()?;
+    let vni = args.vni.as_deref().map(Vni::parse).transpose()?;
+    let mtu = args.mtu.as_deref().map(Mtu::parse).transpose()?;
     let mut record = Network {
         name: args.name.clone(),
-        vni: 0,
-        subnets: addressing.subnet_strings(),
-        gateways: addressing.gateway_strings(),
-        ip_range: addressing.ip_range.map(|r| r.to_string()),
+        vni: vni.unwrap_or(Vni::FIRST_AUTO),
+        subnets: addressing.subnets.clone(),
+        gateways: addressing.record_gateways(),
+        ip_range: addressing.ip_range,
         mtu,
         internal: args.internal,
         host_access: args.host_access,
@@ -50,11 +51,13 @@ pub async fn create(store: &mut Store, args: &CreateArgs) -> Result<Created, Err
     };
 
     if let Some(vni) = vni {
-        record.vni = vni;
         return match try_create(store, &record).await? {
             Outcome::Created => Ok(Created(record)),
             Outcome::NameTaken => Err(Error::NameTaken(record.name)),
-            Outcome::VniTaken { owner, .. } => Err(Error::VniTaken { vni, owner }),
+            Outcome::VniTaken { owner, .. } => Err(Error::VniTaken {
+                vni: vni.get(),
+                owner,
+            }),
         };
     }
 
@@ -79,7 +82,7 @@ pub async fn create(store: &mut Store, args: &CreateArgs) -> Result<Created, Err
             first: FIRST_AUTO_VNI,
             last: MAX_VNI,
         })?;
-        record.vni = vni;
+        record.vni = Vni::new(vni)?;
         match try_create(store, &record).await? {
             Outcome::Created => return Ok(Created(record)),
             Outcome::NameTaken => return Err(Error::NameTaken(record.name)),
@@ -280,7 +283,7 @@ impl Render for Networks {
 
 /// Reads one network's record; `network NAME not found` when there is none.
 pub(super) async fn network(store: &mut Store, name: &str) -> Result<(Network, i64), Error> {
-    check_name(name)?;
+    check_network_name(name)?;
     let key = store.keys().network(name);
     let resp = store.get(key, None).await?;
     let kv = resp
@@ -311,7 +314,7 @@ pub async fn inspect(store: &mut Store, name: &str) -> Result<Inspection, Error>
                 name: e.name,
                 container_id: e.container_id,
                 ifname: e.ifname,
-                addresses: e.ips,
+                addresses: e.ips.iter().map(ToString::to_string).collect(),
                 mac: e.mac,
                 node: e.node,
                 vtep: e.vtep,
@@ -335,10 +338,11 @@ pub struct EndpointView {
     pub name: Option<String>,
     pub container_id: String,
     pub ifname: String,
+    /// With prefix length, as in the record.
     pub addresses: Vec<String>,
-    pub mac: String,
+    pub mac: Mac,
     pub node: String,
-    pub vtep: String,
+    pub vtep: IpAddr,
 }
 
 impl Render for Inspection {
@@ -367,7 +371,7 @@ impl Render for Inspection {
                     or_dash(e.name.as_ref()),
                     short_id(&e.container_id),
                     joined(&e.addresses),
-                    e.mac.clone(),
+                    e.mac.to_string(),
                     e.node.clone(),
                 ]);
             }

@@ -1,9 +1,10 @@
 //! `node ls`.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
+use model::records::{Endpoint, Node};
 use serde::Serialize;
-use store::records::{Endpoint, Node};
 use store::Store;
 
 use super::decode_all;
@@ -51,7 +52,7 @@ pub async fn list(store: &mut Store) -> Result<Nodes, Error> {
 #[serde(rename_all = "camelCase")]
 pub struct NodeView {
     pub name: String,
-    pub vtep: Option<String>,
+    pub vtep: Option<IpAddr>,
     pub alive: bool,
     /// Unix seconds when the live overlayd registered.
     pub since: Option<u64>,

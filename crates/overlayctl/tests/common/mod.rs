@@ -7,8 +7,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use model::records::{self, Endpoint, Holder, Node};
+use model::Vni;
 use serde_json::Value;
-use store::records::{self, Endpoint, Holder, Node};
 use store::{EtcdConfig, Keys, Store};
 use testutils::Etcd;
 
@@ -168,14 +169,16 @@ pub fn endpoint(
         ifname: "eth0".into(),
         name: name.map(str::to_string),
         aliases: vec![],
-        ips: vec![format!("{ip}/24")],
+        ips: vec![format!("{ip}/24").parse().unwrap()],
         mac: format!(
             "02:42:0a:00:00:{:02x}",
             ip.rsplit('.').next().unwrap().parse::<u8>().unwrap()
-        ),
+        )
+        .parse()
+        .unwrap(),
         node: node.into(),
-        vtep: format!("192.168.205.{}", 10 + node.len()),
-        vni: 4096,
+        vtep: format!("192.168.205.{}", 10 + node.len()).parse().unwrap(),
+        vni: Vni::FIRST_AUTO,
     }
 }
 
@@ -198,7 +201,7 @@ pub fn put_endpoints(etcd: &Etcd, endpoints: &[Endpoint]) {
 pub fn put_node(etcd: &Etcd, name: &str, vtep: &str) {
     let node = Node {
         name: name.into(),
-        vtep: vtep.into(),
+        vtep: vtep.parse().unwrap(),
         since: 1_700_000_000,
     };
     put(etcd, vec![(keys().node(name), records::encode(&node))]);
@@ -235,4 +238,9 @@ pub fn rows(table: &str) -> Vec<Vec<String>> {
         .skip(1)
         .map(|l| l.split_whitespace().map(str::to_string).collect())
         .collect()
+}
+
+/// A VNI of a test.
+pub fn vni(n: u32) -> Vni {
+    Vni::new(n).unwrap()
 }

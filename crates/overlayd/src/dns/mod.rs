@@ -21,15 +21,16 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use model::names::dns_domain;
+use model::records::Endpoint;
+use model::Vni;
 use netops::Netlink;
-use store::records::Endpoint;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep_until, Instant};
 
 use crate::endpoints::Change;
 use crate::error::Error;
 use forward::Forwarder;
-pub use records::dns_domain;
 use records::{Zone, ZoneCell};
 use server::{sandbox_path, Gateway, Place, Serving};
 
@@ -163,7 +164,7 @@ impl Dns {
     }
 
     /// The VNI of the network's local endpoints; None when it has none here.
-    fn local_vni(&self, net: &Net) -> Option<u32> {
+    fn local_vni(&self, net: &Net) -> Option<Vni> {
         net.endpoints
             .values()
             .find(|e| e.node == self.node)
@@ -304,7 +305,7 @@ impl Dns {
     }
 
     async fn retry_due(&mut self, now: Instant) {
-        let due: Vec<(String, u32)> = self
+        let due: Vec<(String, Vni)> = self
             .nets
             .iter()
             .filter(|(_, n)| n.serving.is_none() && n.retry.is_some_and(|(at, _)| at <= now))

@@ -10,20 +10,11 @@ use std::sync::{Arc, RwLock};
 
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use store::records::Endpoint;
+use model::names::{dns_domain, DNS_TLD as TLD};
+use model::records::Endpoint;
 
 /// Containers come and go within seconds; a longer TTL would have clients keep dead addresses.
 pub const TTL: u32 = 5;
-
-/// Every network's domain hangs below this pseudo top-level domain.
-pub const TLD: &str = "overlay";
-
-/// The DNS domain of a network, as the vxlan-overlay plugin puts it in the containers' search
-/// list (`vxlan_overlay::config::dns_domain`; repeated here so overlayd does not depend on the
-/// plugin crate).
-pub fn dns_domain(network: &str) -> String {
-    format!("{}.{TLD}", network.to_ascii_lowercase())
-}
 
 /// The addresses one name resolves to.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -90,11 +81,7 @@ impl Zone {
         let mut zone = Zone::empty(network);
         let domain = Name::from(zone.domain.clone());
         for e in endpoints {
-            let ips: Vec<IpAddr> = e
-                .ips
-                .iter()
-                .filter_map(|cidr| cidr.split('/').next()?.parse().ok())
-                .collect();
+            let ips: Vec<IpAddr> = e.ips.iter().map(|cidr| cidr.ip()).collect();
             let labels = e.name.iter().chain(e.aliases.iter());
             let mut first = true;
             for label in labels {
@@ -283,11 +270,11 @@ mod tests {
             ifname: "eth0".into(),
             name: name.map(str::to_string),
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
-            ips: ips.iter().map(|s| s.to_string()).collect(),
-            mac: "02:00:00:00:00:01".into(),
+            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            mac: "02:00:00:00:00:01".parse().unwrap(),
             node: "n1".into(),
-            vtep: "192.0.2.1".into(),
-            vni: 1,
+            vtep: "192.0.2.1".parse().unwrap(),
+            vni: model::Vni::new(1).unwrap(),
         }
     }
 
@@ -330,8 +317,8 @@ mod tests {
     }
 
     #[test]
-    fn domain_is_lower_cased_network_name() {
-        assert_eq!(dns_domain("Demo"), "demo.overlay");
+    fn the_zone_is_the_lower_cased_network_domain() {
+        assert_eq!(Zone::empty("Demo").domain.to_string(), "demo.overlay.");
     }
 
     #[test]

@@ -18,7 +18,9 @@ use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use ipnetwork::IpNetwork;
-use netops::{Netlink, Netns, NETNS_RUN_DIR};
+use model::names::{self, SANDBOX_IFNAME};
+use model::Vni;
+use netops::{Netlink, Netns};
 use tokio::task::JoinHandle;
 
 use super::forward::{Forwarder, EDNS_PAYLOAD};
@@ -26,8 +28,6 @@ use super::records::{Answer, ZoneCell};
 use crate::error::Error;
 
 pub const PORT: u16 = 53;
-/// The gateway's interface inside the sandbox namespace (vxlan-overlay's `SANDBOX_IFNAME`).
-pub const SANDBOX_IFNAME: &str = "gw";
 /// A TCP client that sends nothing for this long is dropped (hickory's guard against idle
 /// connections piling up).
 const TCP_IDLE: Duration = Duration::from_secs(5);
@@ -35,13 +35,8 @@ const TCP_IDLE: Duration = Duration::from_secs(5);
 const TCP_BUFFER: usize = 32;
 
 /// vxlan-overlay's sandbox namespace of a network on a node.
-pub fn sandbox_path(vni: u32, node: &str) -> PathBuf {
-    PathBuf::from(format!("{NETNS_RUN_DIR}/ovl-{vni}-{node}"))
-}
-
-/// vxlan-overlay's bridge of a network, where the gateway addresses are with hostAccess.
-pub fn bridge_name(vni: u32) -> String {
-    format!("ovbr{vni}")
+pub fn sandbox_path(vni: Vni, node: &str) -> PathBuf {
+    netops::named_netns_path(&names::sandbox(vni, node))
 }
 
 /// Where a network's gateway addresses are.
@@ -66,7 +61,7 @@ pub struct Gateway {
 impl Gateway {
     /// Looks for the sandbox of `vni`, then for its bridge in `host`. Err when neither exists
     /// or there is no address to serve on (yet): the caller tries again later.
-    pub async fn find(host: &Netlink, vni: u32, node: &str) -> Result<Gateway, Error> {
+    pub async fn find(host: &Netlink, vni: Vni, node: &str) -> Result<Gateway, Error> {
         let path = sandbox_path(vni, node);
         if path.exists() {
             let ns = Netns::open(&path)?;
@@ -90,7 +85,8 @@ impl Gateway {
                 ns: Some(ns),
             });
         }
-        let bridge = bridge_name(vni);
+        // With hostAccess, the gateway addresses are on vxlan-overlay's bridge.
+        let bridge = names::bridge(vni);
         let link = host
             .link(&bridge)
             .await?

@@ -13,10 +13,11 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use netops::{format_mac, Netlink, Netns};
+use model::records::{self, Endpoint, Node};
+use model::{Mac, Vni};
+use netops::{Netlink, Netns};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use store::records::{self, Endpoint, Node};
 use store::{EtcdConfig, Store};
 use testutils::lab::{in_ns, Lab};
 use tokio::runtime::Runtime;
@@ -295,7 +296,7 @@ impl Tables {
                     .await
                     .expect("fdb dump")
                     .into_iter()
-                    .map(|(m, d)| (format_mac(&m), d))
+                    .map(|(m, d)| (Mac::from(m).to_string(), d))
                     .collect(),
                 neigh: self
                     .nl
@@ -303,7 +304,7 @@ impl Tables {
                     .await
                     .expect("neighbour dump")
                     .into_iter()
-                    .map(|(i, m)| (i, format_mac(&m)))
+                    .map(|(i, m)| (i, Mac::from(m).to_string()))
                     .collect(),
             }
         })
@@ -358,7 +359,7 @@ pub fn add_vxlan(ns: &str, name: &str, vni: u32, local: &str) {
             "id",
             &vni,
             "dstport",
-            "4789",
+            &model::types::DEFAULT_VXLAN_PORT.to_string(),
             "local",
             local,
             "dev",
@@ -390,11 +391,11 @@ pub fn endpoint(
         ifname: "eth0".into(),
         name: Some(cid.to_string()),
         aliases: Vec::new(),
-        ips: ips.iter().map(|s| s.to_string()).collect(),
-        mac: mac.to_string(),
+        ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+        mac: mac.parse().unwrap(),
         node: node.to_string(),
-        vtep: vtep.to_string(),
-        vni,
+        vtep: vtep.parse().unwrap(),
+        vni: Vni::new(vni).unwrap(),
     }
 }
 
@@ -429,4 +430,14 @@ pub fn wait_registered(
 
 pub fn lab_dir(lab: &Lab, host: usize) -> PathBuf {
     lab.host(host).dir.clone()
+}
+
+/// vxlan-overlay's VXLAN device of a VNI.
+pub fn vx(vni: u32) -> String {
+    model::names::vxlan(Vni::new(vni).unwrap())
+}
+
+/// vxlan-overlay's bridge of a VNI.
+pub fn br(vni: u32) -> String {
+    model::names::bridge(Vni::new(vni).unwrap())
 }

@@ -5,8 +5,8 @@
 
 use std::net::Ipv4Addr;
 
+use model::records::{self, AllocatedIp, Allocation, Holder};
 use store::etcd_client::{Txn, TxnOp};
-use store::records::{self, AllocatedIp, Allocation, Holder};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -66,7 +66,7 @@ fn main() {
                     node: "filler".into(),
                     name: None,
                     ips: vec![AllocatedIp {
-                        address: format!("{ip}/16"),
+                        address: ipnetwork::IpNetwork::new(ip.into(), 16).unwrap(),
                         gateway: None,
                     }],
                 };
