@@ -136,11 +136,23 @@ pub fn exec_with(
 /// ADD through the delegate. If it fails, DEL is run on it before the error is returned, as the
 /// spec's delegation procedure asks, so a half-done allocation is not left behind.
 pub fn add(plugin_type: &str, cni_path: &[PathBuf], stdin: &[u8]) -> Result<CniResult, CniError> {
-    let output = match exec(plugin_type, Command::Add, cni_path, stdin) {
+    add_with(plugin_type, cni_path, stdin, &[])
+}
+
+/// [`add`] with some variables of the delegate's environment replaced or removed, as for
+/// [`exec_with`]; the DEL after a failed ADD sees the same environment.
+pub fn add_with(
+    plugin_type: &str,
+    cni_path: &[PathBuf],
+    stdin: &[u8],
+    overrides: &[(&str, Option<&str>)],
+) -> Result<CniResult, CniError> {
+    let output = match exec_with(plugin_type, Command::Add, cni_path, stdin, overrides) {
         Ok(output) => output,
         Err(e) => {
+            // A configuration or environment refused allocated nothing.
             if e.code != codes::INVALID_CONFIG && e.code != codes::INVALID_ENVIRONMENT {
-                if let Err(del) = exec(plugin_type, Command::Del, cni_path, stdin) {
+                if let Err(del) = exec_with(plugin_type, Command::Del, cni_path, stdin, overrides) {
                     log::warn!("DEL after failed ADD of {plugin_type}: {del}");
                 }
             }

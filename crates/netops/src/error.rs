@@ -42,6 +42,10 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// CHECK found the attachment missing or different from prevResult.
+    #[error("{0}")]
+    CheckFailed(String),
+
     /// Another invocation held a lock longer than we wait.
     #[error("another invocation has held {what} for {} s", waited.as_secs())]
     Busy { what: String, waited: Duration },
@@ -87,6 +91,7 @@ impl From<Error> for CniError {
             }
             Error::Io { .. } => CniError::new(codes::IO_FAILURE, err.to_string()),
             Error::Busy { .. } => CniError::try_again(err.to_string()),
+            Error::CheckFailed(_) => CniError::new(codes::CHECK_FAILED, err.to_string()),
         }
     }
 }

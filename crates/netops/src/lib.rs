@@ -8,6 +8,7 @@
 //! socket opened there ([`Netlink::in_netns`]).
 
 mod addr;
+pub mod check;
 mod error;
 mod link;
 mod lock;

@@ -211,3 +211,86 @@ async fn default_route_interface_and_address_lookup() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn the_shared_container_check_compares_mac_addresses_and_routes() {
+    use cni::{CniResult, Interface, IpConfig, Route};
+    let host = TestNs::new("ch");
+    let container = TestNs::new("cc");
+    let hnl = Netlink::in_netns(&host.ns).await.unwrap();
+    let nl = Netlink::in_netns(&container.ns).await.unwrap();
+    let (_, eth0) = hnl
+        .create_veth(
+            "ovchk0",
+            "eth0",
+            &container.ns,
+            1500,
+            Some([2, 0, 0, 0, 0, 9]),
+        )
+        .await
+        .unwrap();
+    nl.add_address(eth0.index, net("10.9.0.2/24"))
+        .await
+        .unwrap();
+    nl.set_up(eth0.index).await.unwrap();
+    nl.add_route(net("10.8.0.0/16"), Some(ip("10.9.0.1")), eth0.index)
+        .await
+        .unwrap();
+    let mut prev = CniResult::default();
+    let index = prev.push_interface(Interface {
+        name: "eth0".into(),
+        mac: "02:00:00:00:00:09".into(),
+        sandbox: "/run/netns/x".into(),
+        ..Default::default()
+    });
+    prev.ips.push(IpConfig {
+        address: net("10.9.0.2/24"),
+        gateway: Some(ip("10.9.0.1")),
+        interface: Some(index),
+    });
+    prev.routes
+        .push(Route::new(net("10.8.0.0/16"), Some(ip("10.9.0.1"))));
+    // A route of a later plugin, through another interface: not ours to check.
+    prev.routes
+        .push(Route::new(net("0.0.0.0/0"), Some(ip("172.18.0.1"))));
+    let checked = netops::check::container_interface(&nl, &prev, "eth0")
+        .await
+        .unwrap();
+    assert_eq!((checked.index, checked.ips.len()), (index, 1));
+
+    let code = |e: netops::Error| cni::CniError::from(e).code;
+    let mut wrong_mac = prev.clone();
+    wrong_mac.interfaces[index].mac = "02:00:00:00:00:0A".into();
+    let e = netops::check::container_interface(&nl, &wrong_mac, "eth0")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("has MAC 02:00:00:00:00:09"), "{e}");
+    assert_eq!(code(e), cni::codes::CHECK_FAILED);
+    let e = netops::check::container_interface(&nl, &prev, "eth1")
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), cni::codes::CHECK_FAILED);
+
+    container.exec(&["ip", "route", "del", "10.8.0.0/16"]);
+    let e = netops::check::container_interface(&nl, &prev, "eth0")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("route to 10.8.0.0/16 via 10.9.0.1"),
+        "{e}"
+    );
+    container.exec(&["ip", "addr", "del", "10.9.0.2/24", "dev", "eth0"]);
+    let e = netops::check::container_interface(&nl, &prev, "eth0")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("address 10.9.0.2/24 is missing"),
+        "{e}"
+    );
+    // Gone entirely.
+    host.exec(&["ip", "link", "del", "ovchk0"]);
+    let e = netops::check::container_interface(&nl, &prev, "eth0")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("eth0 is missing"), "{e}");
+}

@@ -3,9 +3,9 @@
 //! Values that overlayctl checks itself (names, addresses, VNI, MTU) are taken as strings, so that
 //! a bad one gets the same one-line error and exit status 1 whatever is wrong with it.
 
-use clap::{Args as ClapArgs, Parser, Subcommand};
+use clap::{Args as ClapArgs, CommandFactory, FromArgMatches, Parser, Subcommand};
 use model::types::{FIRST_AUTO_VNI, MAX_MTU, MAX_VNI, MIN_MTU};
-use store::{EtcdConfig, TlsFiles};
+use store::cli::{EtcdArgs, Tuning};
 
 use crate::output::Format;
 
@@ -27,90 +27,24 @@ pub struct Args {
     pub command: Command,
 }
 
-/// Where etcd is and how to log in; global, so they may follow the subcommand too.
-#[derive(Debug, Clone, ClapArgs)]
-pub struct EtcdArgs {
-    /// etcd endpoints, [http[s]://]host:port, comma-separated or repeated.
-    #[arg(
-        long,
-        env = "OVERLAYCTL_ETCD",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:2379",
-        global = true
-    )]
-    pub etcd: Vec<String>,
+/// overlayctl's etcd flags: a local etcd by default, also read from `OVERLAYCTL_*`, and global,
+/// so they may follow the subcommand too.
+const ETCD_FLAGS: Tuning = Tuning {
+    env_prefix: "OVERLAYCTL",
+    default_endpoint: Some("127.0.0.1:2379"),
+    timeout_ms: store::config::DEFAULT_TIMEOUT_MS,
+    global: true,
+};
 
-    /// Prefix of every key in etcd.
-    #[arg(long, env = "OVERLAYCTL_ETCD_PREFIX", default_value = store::config::DEFAULT_PREFIX, global = true)]
-    pub etcd_prefix: String,
-
-    /// PEM file of the CA that signed the etcd servers' certificates (turns TLS on).
-    #[arg(long, env = "OVERLAYCTL_ETCD_CA", global = true)]
-    pub etcd_ca: Option<String>,
-
-    /// PEM client certificate for etcd (with --etcd-key; turns TLS on).
-    #[arg(
-        long,
-        env = "OVERLAYCTL_ETCD_CERT",
-        requires = "etcd_key",
-        global = true
-    )]
-    pub etcd_cert: Option<String>,
-
-    /// PEM key of the client certificate.
-    #[arg(
-        long,
-        env = "OVERLAYCTL_ETCD_KEY",
-        requires = "etcd_cert",
-        global = true
-    )]
-    pub etcd_key: Option<String>,
-
-    /// etcd user name (with --etcd-password).
-    #[arg(
-        long,
-        env = "OVERLAYCTL_ETCD_USER",
-        requires = "etcd_password",
-        global = true
-    )]
-    pub etcd_user: Option<String>,
-
-    /// etcd password (better passed in the environment than on the command line).
-    #[arg(
-        long,
-        env = "OVERLAYCTL_ETCD_PASSWORD",
-        hide_env_values = true,
-        requires = "etcd_user",
-        global = true
-    )]
-    pub etcd_password: Option<String>,
-
-    /// Time budget of each etcd request, failover to other endpoints included.
-    #[arg(long, env = "OVERLAYCTL_TIMEOUT_MS", default_value_t = store::config::DEFAULT_TIMEOUT_MS, global = true)]
-    pub timeout_ms: u64,
-}
-
-impl EtcdArgs {
-    /// The store configuration; the store validates it before connecting.
-    pub fn config(&self) -> EtcdConfig {
-        let tls = (self.etcd_ca.is_some() || self.etcd_cert.is_some()).then(|| TlsFiles {
-            ca: self.etcd_ca.clone(),
-            cert: self.etcd_cert.clone(),
-            key: self.etcd_key.clone(),
-        });
-        EtcdConfig {
-            endpoints: self
-                .etcd
-                .iter()
-                .map(|e| e.trim().to_string())
-                .filter(|e| !e.is_empty())
-                .collect(),
-            prefix: self.etcd_prefix.clone(),
-            tls,
-            username: self.etcd_user.clone(),
-            password: self.etcd_password.clone(),
-            timeout_ms: self.timeout_ms,
-        }
+impl Args {
+    /// Parses a command line (the process's: `std::env::args_os()`).
+    pub fn try_parse_args<I, T>(args: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = EtcdArgs::tune(Args::command(), &ETCD_FLAGS).try_get_matches_from(args)?;
+        Args::from_arg_matches(&matches)
     }
 }
 
@@ -229,12 +163,12 @@ mod tests {
 
     #[test]
     fn the_command_line_definition_is_consistent() {
-        Args::command().debug_assert();
+        EtcdArgs::tune(Args::command(), &ETCD_FLAGS).debug_assert();
     }
 
     #[test]
     fn global_options_go_anywhere_and_build_the_store_configuration() {
-        let args = Args::try_parse_from([
+        let args = Args::try_parse_args([
             "overlayctl",
             "network",
             "ls",
@@ -258,18 +192,18 @@ mod tests {
 
     #[test]
     fn usage_errors_are_one_line() {
-        let e = Args::try_parse_from(["overlayctl", "network", "create", "n"]).unwrap_err();
+        let e = Args::try_parse_args(["overlayctl", "network", "create", "n"]).unwrap_err();
         assert_eq!(
             one_line(&e),
             "the following required arguments were not provided: --subnet <CIDR>; try --help"
         );
-        let e = Args::try_parse_from(["overlayctl", "network", "create"]).unwrap_err();
+        let e = Args::try_parse_args(["overlayctl", "network", "create"]).unwrap_err();
         assert_eq!(
             one_line(&e),
             "the following required arguments were not provided: --subnet <CIDR>, <NAME>; try --help"
         );
         let e =
-            Args::try_parse_from(["overlayctl", "network", "create", "n", "--bogus"]).unwrap_err();
+            Args::try_parse_args(["overlayctl", "network", "create", "n", "--bogus"]).unwrap_err();
         assert_eq!(
             one_line(&e),
             "unexpected argument '--bogus' found; tip: to pass '--bogus' as a value, use '-- --bogus'; try --help"

@@ -4,8 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use clap::Parser;
-use store::{EtcdConfig, TlsFiles};
+use clap::{CommandFactory, FromArgMatches, Parser};
+use store::cli::{EtcdArgs, Tuning};
+use store::EtcdConfig;
 
 use crate::error::Error;
 
@@ -21,9 +22,8 @@ pub const ETCD_TIMEOUT_MS: u64 = 3000;
              entries for the containers of other hosts"
 )]
 pub struct Args {
-    /// etcd endpoints, [http[s]://]host:port, comma-separated or repeated.
-    #[arg(long, env = "OVERLAYD_ETCD", value_delimiter = ',', required = true)]
-    pub etcd: Vec<String>,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
 
     /// This host's node name: the `node` the vxlan-overlay plugin writes into this host's
     /// endpoint records.
@@ -34,35 +34,6 @@ pub struct Args {
     /// interface that carries the default route.
     #[arg(long, env = "OVERLAYD_VTEP")]
     pub vtep: Option<IpAddr>,
-
-    /// Prefix of every key in etcd.
-    #[arg(long, env = "OVERLAYD_ETCD_PREFIX", default_value = store::config::DEFAULT_PREFIX)]
-    pub etcd_prefix: String,
-
-    /// PEM file of the CA that signed the etcd servers' certificates (turns TLS on).
-    #[arg(long, env = "OVERLAYD_ETCD_CA")]
-    pub etcd_ca: Option<String>,
-
-    /// PEM client certificate for etcd (with --etcd-key; turns TLS on).
-    #[arg(long, env = "OVERLAYD_ETCD_CERT", requires = "etcd_key")]
-    pub etcd_cert: Option<String>,
-
-    /// PEM key of the client certificate.
-    #[arg(long, env = "OVERLAYD_ETCD_KEY", requires = "etcd_cert")]
-    pub etcd_key: Option<String>,
-
-    /// etcd user name (with --etcd-password).
-    #[arg(long, env = "OVERLAYD_ETCD_USER", requires = "etcd_password")]
-    pub etcd_user: Option<String>,
-
-    /// etcd password.
-    #[arg(
-        long,
-        env = "OVERLAYD_ETCD_PASSWORD",
-        hide_env_values = true,
-        requires = "etcd_user"
-    )]
-    pub etcd_password: Option<String>,
 
     /// TTL of the node's lease in seconds: how long after this host dies its node record stays.
     #[arg(long, env = "OVERLAYD_LEASE_TTL", default_value_t = 10,
@@ -92,27 +63,28 @@ pub struct Args {
     pub no_conflists: bool,
 }
 
+/// overlayd's etcd flags: `--etcd` required, also read from `OVERLAYD_*`.
+const ETCD_FLAGS: Tuning = Tuning {
+    env_prefix: "OVERLAYD",
+    default_endpoint: None,
+    timeout_ms: ETCD_TIMEOUT_MS,
+    global: false,
+};
+
 impl Args {
+    /// Parses a command line (the process's: `std::env::args_os()`).
+    pub fn try_parse_args<I, T>(args: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = EtcdArgs::tune(Args::command(), &ETCD_FLAGS).try_get_matches_from(args)?;
+        Args::from_arg_matches(&matches)
+    }
+
     /// The store configuration; invalid values are refused here, before anything starts.
     pub fn etcd_config(&self) -> Result<EtcdConfig, Error> {
-        let tls = (self.etcd_ca.is_some() || self.etcd_cert.is_some()).then(|| TlsFiles {
-            ca: self.etcd_ca.clone(),
-            cert: self.etcd_cert.clone(),
-            key: self.etcd_key.clone(),
-        });
-        let config = EtcdConfig {
-            endpoints: self
-                .etcd
-                .iter()
-                .map(|e| e.trim().to_string())
-                .filter(|e| !e.is_empty())
-                .collect(),
-            prefix: self.etcd_prefix.clone(),
-            tls,
-            username: self.etcd_user.clone(),
-            password: self.etcd_password.clone(),
-            timeout_ms: ETCD_TIMEOUT_MS,
-        };
+        let config = self.etcd.config();
         config.validate()?;
         Ok(config)
     }
@@ -137,13 +109,13 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
-        Args::try_parse_from(std::iter::once("overlayd").chain(args.iter().copied()))
+        Args::try_parse_args(std::iter::once("overlayd").chain(args.iter().copied()))
     }
 
     #[test]
     fn defaults_and_comma_separated_endpoints() {
         let a = parse(&["--etcd", "10.0.0.1:2379,http://e2:2379", "--node", "n1"]).unwrap();
-        assert_eq!(a.etcd, ["10.0.0.1:2379", "http://e2:2379"]);
+        assert_eq!(a.etcd.etcd, ["10.0.0.1:2379", "http://e2:2379"]);
         assert_eq!(a.lease_ttl, 10);
         assert_eq!(a.vtep, None);
         let c = a.etcd_config().unwrap();

@@ -9,13 +9,12 @@
 
 use std::path::{Path, PathBuf};
 
-use futures::StreamExt;
 use model::addressing::Addressing;
 use model::names::{self, CONFLIST_MARKER as MARKER};
 use model::records::{self, Network};
 use serde_json::{json, Value};
-use store::etcd_client::{EventType, WatchOptions};
-use store::{EtcdConfig, Store};
+use store::etcd_client::{Event, EventType, KeyValue};
+use store::{EtcdConfig, Follower, Store};
 
 use crate::error::Error;
 use crate::retry::Retry;
@@ -148,78 +147,63 @@ fn reconcile(settings: &Settings, networks: &[Network]) {
     }
 }
 
-/// Lists the networks, writes their conflists, then follows changes; lists again whenever the
-/// watch is lost. Runs until the task is dropped.
+/// Lists the networks, writes their conflists, then follows changes; the store lists again
+/// whenever the watch is lost. Runs until the task is dropped.
 pub async fn run(mut store: Store, settings: Settings) -> Result<(), Error> {
     let prefix = store.keys().networks();
-    let mut retry = Retry::new("network watch");
+    let mut writer = Writer {
+        settings,
+        prefix: prefix.clone(),
+        retry: Retry::new("network watch"),
+    };
     loop {
-        let listed = store.get_prefix(&prefix).await;
-        let (networks, revision) = match listed {
-            Ok(kvs) => {
-                let revision = kvs.iter().map(|kv| kv.mod_revision()).max().unwrap_or(0);
-                let networks: Vec<Network> = kvs
-                    .iter()
-                    .filter_map(|kv| records::decode(kv.key(), kv.value()).ok())
-                    .collect();
-                (networks, revision)
-            }
-            Err(e) => {
-                store.reset();
-                retry.failed(format!("listing networks: {e}")).await;
-                continue;
-            }
-        };
-        reconcile(&settings, &networks);
-        let lost = follow(&mut store, &prefix, revision, &settings).await;
+        let lost = store.list_and_watch(&prefix, &mut writer).await;
         store.reset();
-        retry.failed(format!("network watch lost: {lost}")).await;
+        writer.retry.failed(lost).await;
     }
 }
 
-/// Applies network puts and deletes as they come. `after` is the revision the listing saw: the
-/// watch starts right after the newest change the listing reflects (a conservative start; a change
-/// applied twice is harmless, as writes are idempotent).
-async fn follow(store: &mut Store, prefix: &str, after: i64, settings: &Settings) -> Error {
-    let mut client = match store.client().await {
-        Ok(client) => client,
-        Err(e) => return e.into(),
-    };
-    let options = WatchOptions::new()
-        .with_prefix()
-        .with_prev_key()
-        .with_start_revision(after + 1);
-    let stream = match client.watch(prefix.to_string(), Some(options)).await {
-        Ok(stream) => stream,
-        Err(e) => return e.into(),
-    };
-    // The request half stays alive for as long as we read: dropping it would end the watch.
-    let (_requests, mut stream) = stream.split();
-    while let Some(message) = stream.next().await {
-        let resp = match message {
-            Ok(resp) => resp,
-            Err(e) => return e.into(),
-        };
-        if resp.canceled() || resp.compact_revision() > 0 {
-            return Error::Stream("the network watch was canceled or compacted".into());
-        }
-        for event in resp.events() {
+struct Writer {
+    settings: Settings,
+    prefix: String,
+    retry: Retry,
+}
+
+impl Follower for Writer {
+    fn listed(&mut self, kvs: Vec<KeyValue>, _revision: i64) {
+        let networks: Vec<Network> = kvs
+            .iter()
+            .filter_map(|kv| {
+                records::decode(kv.key(), kv.value())
+                    .inspect_err(|e| log::warn!("{e}"))
+                    .ok()
+            })
+            .collect();
+        reconcile(&self.settings, &networks);
+    }
+
+    /// Writes are idempotent: a change seen again after a new listing is harmless.
+    fn changed(&mut self, events: &[Event]) {
+        for event in events {
             let Some(kv) = event.kv() else { continue };
             match event.event_type() {
                 EventType::Put => match records::decode::<Network>(kv.key(), kv.value()) {
-                    Ok(network) => write(settings, &network),
+                    Ok(network) => write(&self.settings, &network),
                     Err(e) => log::warn!("{e}"),
                 },
                 EventType::Delete => {
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    if let Some(name) = key.strip_prefix(prefix) {
-                        remove(settings, name);
+                    let key = String::from_utf8_lossy(kv.key());
+                    if let Some(name) = key.strip_prefix(&self.prefix) {
+                        remove(&self.settings, name);
                     }
                 }
             }
         }
     }
-    Error::Stream("the network watch ended".into())
+
+    fn watching(&mut self) {
+        self.retry.succeeded();
+    }
 }
 
 #[cfg(test)]

@@ -252,11 +252,13 @@ impl Store {
         .await
     }
 
-    /// All key-values under `prefix`, read in pages so that a large prefix does not make one huge response.
+    /// All key-values under `prefix` and the revision they were read at, read in pages so that a
+    /// large prefix does not make one huge response. Every page is read at the revision of the
+    /// first, so the listing is one consistent snapshot: a watch from `revision + 1` misses nothing.
     pub async fn get_prefix(
         &mut self,
         prefix: &str,
-    ) -> Result<Vec<etcd_client::KeyValue>, StoreError> {
+    ) -> Result<(Vec<etcd_client::KeyValue>, i64), StoreError> {
         const PAGE: i64 = 2000;
         let end = prefix_end(prefix.as_bytes());
         let mut from = prefix.as_bytes().to_vec();
@@ -267,7 +269,6 @@ impl Store {
                 .with_range(end.clone())
                 .with_limit(PAGE);
             if revision > 0 {
-                // Every page at the revision of the first, so the listing is one consistent snapshot.
                 options = options.with_revision(revision);
             }
             let mut resp = self.get(from.clone(), Some(options)).await?;
@@ -280,9 +281,10 @@ impl Store {
                 from = last.key().to_vec();
                 from.push(0);
             }
+            let empty = kvs.is_empty();
             out.extend(kvs);
-            if !more {
-                return Ok(out);
+            if !more || empty {
+                return Ok((out, revision));
             }
         }
     }

@@ -27,6 +27,9 @@ pub enum StoreError {
     },
     #[error("corrupt record at {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    /// A watch ended, or went silent: whoever follows the prefix lists it again.
+    #[error("the watch of {prefix} was lost: {reason}")]
+    WatchLost { prefix: String, reason: String },
 }
 
 impl From<StoreError> for CniError {
@@ -37,7 +40,9 @@ impl From<StoreError> for CniError {
             }
             // The runtime retries on 11: an unreachable etcd is transient by nature, and so may be
             // a certificate refused during a rotation. DEL must never pass while etcd is unusable.
-            StoreError::Unavailable { .. } | StoreError::Handshake(_) => codes::TRY_AGAIN_LATER,
+            StoreError::Unavailable { .. }
+            | StoreError::Handshake(_)
+            | StoreError::WatchLost { .. } => codes::TRY_AGAIN_LATER,
             StoreError::Refused(_) | StoreError::Corrupt { .. } => codes::IO_FAILURE,
         };
         CniError::new(code, e.to_string())

@@ -15,15 +15,19 @@
 //! Addresses are keyed by their number in fixed-width hex so that a key range read returns them in
 //! address order: the allocator reads a window of keys after a cursor instead of the whole pool.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod watch;
 
 pub use client::Store;
 pub use config::{EtcdConfig, PluginSettings, TlsFiles};
 pub use error::StoreError;
 pub use keys::Keys;
+pub use watch::Follower;
 
 /// Re-exported so that callers build transactions with the same types the store runs.
 pub use etcd_client;

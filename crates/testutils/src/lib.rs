@@ -370,7 +370,7 @@ impl Etcd {
             .unwrap();
         runtime.block_on(async {
             let mut store = store::Store::new(self.client_config()).unwrap();
-            let kvs = store.get_prefix(prefix).await.expect("read etcd");
+            let (kvs, _) = store.get_prefix(prefix).await.expect("read etcd");
             kvs.into_iter()
                 .map(|kv| {
                     (

@@ -376,7 +376,7 @@ pub async fn gc(
     cfg: &IpamConfig,
     valid: &HashSet<(String, String)>,
 ) -> Result<usize, CniError> {
-    let owners = store.get_prefix(&store.keys().owners(&cfg.network)).await?;
+    let (owners, _) = store.get_prefix(&store.keys().owners(&cfg.network)).await?;
     let mut released = 0;
     let mut first_error = None;
     for kv in owners {

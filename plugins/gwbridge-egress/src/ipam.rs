@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use cni::{codes, CniError, CniResult, Command};
+use cni::{CniError, CniResult, Command};
 
 pub struct Ipam<'a> {
     pub plugin_type: &'a str,
@@ -25,27 +25,15 @@ pub struct Who<'a> {
 }
 
 impl Ipam<'_> {
-    /// ADD; when it fails, DEL is run before the error is returned (the spec's delegation rule),
-    /// except for configuration errors, which allocated nothing.
+    /// ADD; when it fails, DEL is run before the error is returned (the spec's delegation rule).
     pub fn add(&self, who: Who) -> Result<CniResult, CniError> {
-        let output = match self.exec(Command::Add, Some(who)) {
-            Ok(out) => out,
-            Err(e) => {
-                if e.code != codes::INVALID_CONFIG && e.code != codes::INVALID_ENVIRONMENT {
-                    if let Err(del) = self.del(who) {
-                        log::warn!("DEL after failed ADD of {}: {del}", self.plugin_type);
-                    }
-                }
-                return Err(e);
-            }
-        };
-        let value: serde_json::Value = serde_json::from_slice(&output).map_err(|e| {
-            CniError::decode(format!(
-                "{} printed an unreadable result: {e}",
-                self.plugin_type
-            ))
-        })?;
-        CniResult::from_json(&value)
+        let path = self.cni_path();
+        cni::invoke::add_with(
+            self.plugin_type,
+            self.path,
+            self.stdin,
+            &overrides(&path, Some(who)),
+        )
     }
 
     pub fn del(&self, who: Who) -> Result<(), CniError> {
@@ -61,23 +49,39 @@ impl Ipam<'_> {
     }
 
     fn exec(&self, command: Command, who: Option<Who>) -> Result<Vec<u8>, CniError> {
-        let path = std::env::join_paths(self.path)
+        let path = self.cni_path();
+        cni::invoke::exec_with(
+            self.plugin_type,
+            command,
+            self.path,
+            self.stdin,
+            &overrides(&path, who),
+        )
+    }
+
+    fn cni_path(&self) -> String {
+        std::env::join_paths(self.path)
             .unwrap_or_default()
             .to_string_lossy()
-            .into_owned();
-        let mut overrides = vec![("CNI_ARGS", Some("")), ("CNI_PATH", Some(path.as_str()))];
-        match who {
-            Some(who) => overrides.extend([
-                ("CNI_CONTAINERID", Some(who.container_id)),
-                ("CNI_IFNAME", Some(who.ifname)),
-                ("CNI_NETNS", Some(who.netns)),
-            ]),
-            None => overrides.extend([
-                ("CNI_CONTAINERID", None),
-                ("CNI_IFNAME", None),
-                ("CNI_NETNS", None),
-            ]),
-        }
-        cni::invoke::exec_with(self.plugin_type, command, self.path, self.stdin, &overrides)
+            .into_owned()
     }
+}
+
+/// The delegate's environment: our interface's attachment (or none, for STATUS), the CNI_PATH we
+/// were given, and no CNI_ARGS (they are meant for the main network).
+fn overrides<'a>(path: &'a str, who: Option<Who<'a>>) -> Vec<(&'static str, Option<&'a str>)> {
+    let mut overrides = vec![("CNI_ARGS", Some("")), ("CNI_PATH", Some(path))];
+    match who {
+        Some(who) => overrides.extend([
+            ("CNI_CONTAINERID", Some(who.container_id)),
+            ("CNI_IFNAME", Some(who.ifname)),
+            ("CNI_NETNS", Some(who.netns)),
+        ]),
+        None => overrides.extend([
+            ("CNI_CONTAINERID", None),
+            ("CNI_IFNAME", None),
+            ("CNI_NETNS", None),
+        ]),
+    }
+    overrides
 }

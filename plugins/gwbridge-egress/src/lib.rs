@@ -507,73 +507,16 @@ async fn check(req: &Request, cfg: &Config) -> Result<(), CniError> {
     let requested = requested_mappings(req)?;
     ipam(req, cfg).check(who(req, cfg))?;
 
-    let index = prev
-        .interfaces
-        .iter()
-        .position(|i| i.name == cfg.ifname && i.sandbox == req.env.netns)
-        .ok_or_else(|| {
-            check_failed(format!(
-                "prevResult has no interface {} in {}",
-                cfg.ifname, req.env.netns
-            ))
-        })?;
-    let expected = &prev.interfaces[index];
-    let ips: Vec<&IpConfig> = prev
-        .ips
-        .iter()
-        .filter(|ip| ip.interface == Some(index))
-        .collect();
+    // The container side.
+    let ns = Netns::open(&req.env.netns)?;
+    let inside = Netlink::in_netns(&ns).await?;
+    let netops::check::Checked { link, ips, .. } =
+        netops::check::container_interface(&inside, prev, &cfg.ifname).await?;
     if ips.is_empty() {
         return Err(check_failed(format!(
             "prevResult has no address on {}",
             cfg.ifname
         )));
-    }
-
-    // The container side.
-    let ns = Netns::open(&req.env.netns)?;
-    let inside = Netlink::in_netns(&ns).await?;
-    let link = inside.link(&cfg.ifname).await?.ok_or_else(|| {
-        check_failed(format!(
-            "{} is missing in the container {}",
-            cfg.ifname, req.env.netns
-        ))
-    })?;
-    if !expected.mac.is_empty()
-        && link.mac.as_ref().map(mac_text).as_deref() != Some(expected.mac.as_str())
-    {
-        return Err(check_failed(format!(
-            "{} has MAC {}, prevResult says {}",
-            cfg.ifname,
-            link.mac.as_ref().map(mac_text).unwrap_or_default(),
-            expected.mac
-        )));
-    }
-    let present = inside.addresses(link.index).await?;
-    for ip in &ips {
-        if !present.contains(&ip.address) {
-            return Err(check_failed(format!(
-                "{} lacks its address {}",
-                cfg.ifname, ip.address
-            )));
-        }
-    }
-    let gateways: Vec<IpAddr> = ips.iter().filter_map(|ip| ip.gateway).collect();
-    let routes = inside.routes(link.index).await?;
-    for route in prev
-        .routes
-        .iter()
-        .filter(|r| r.gw.is_some_and(|g| gateways.contains(&g)))
-    {
-        let want = (network_of(route.dst), route.gw);
-        if !routes.contains(&want) {
-            return Err(check_failed(format!(
-                "the route to {} via {} is missing on {}",
-                want.0,
-                route.gw.map(|g| g.to_string()).unwrap_or_default(),
-                cfg.ifname
-            )));
-        }
     }
 
     // The host side.

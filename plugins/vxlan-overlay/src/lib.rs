@@ -304,29 +304,11 @@ async fn check(
     store: &mut Store,
 ) -> Result<(), CniError> {
     let failed = |msg: String| CniError::new(codes::CHECK_FAILED, msg);
-    let index = prev
-        .interfaces
-        .iter()
-        .position(|i| i.name == req.env.ifname && !i.sandbox.is_empty())
-        .ok_or_else(|| {
-            failed(format!(
-                "prevResult has no container interface {}",
-                req.env.ifname
-            ))
-        })?;
-    let expected = &prev.interfaces[index];
     let inside = Netlink::in_netns(container).await?;
-    let link = inside
-        .link(&req.env.ifname)
+    let link = netops::check::container_interface(&inside, prev, &req.env.ifname)
         .await?
-        .ok_or_else(|| failed(format!("interface {} is missing", req.env.ifname)))?;
+        .link;
     let mac = mac_text(link.mac);
-    if !expected.mac.is_empty() && !expected.mac.eq_ignore_ascii_case(&mac) {
-        return Err(failed(format!(
-            "interface {} has MAC {mac}, prevResult says {}",
-            req.env.ifname, expected.mac
-        )));
-    }
     let host = Netlink::current().await?;
     let want_mtu = Underlay::resolve(&host, cfg).await?.container_mtu(cfg);
     if link.mtu != want_mtu {
@@ -334,34 +316,6 @@ async fn check(
             "interface {} has MTU {}, expected {want_mtu}",
             req.env.ifname, link.mtu
         )));
-    }
-    let have = inside.addresses(link.index).await?;
-    let ours: Vec<_> = prev
-        .ips
-        .iter()
-        .filter(|ip| ip.interface == Some(index))
-        .collect();
-    for ip in &ours {
-        if !have.contains(&ip.address) {
-            return Err(failed(format!(
-                "address {} is missing from {}",
-                ip.address, req.env.ifname
-            )));
-        }
-    }
-    // Routes through our interface's subnets are ours; later plugins may have added others.
-    let routes = inside.routes(link.index).await?;
-    for route in &prev.routes {
-        let via_us = route
-            .gw
-            .is_some_and(|gw| ours.iter().any(|ip| ip.address.contains(gw)));
-        if via_us
-            && !routes.iter().any(|(dst, _)| {
-                dst.network() == route.dst.network() && dst.prefix() == route.dst.prefix()
-            })
-        {
-            return Err(failed(format!("route to {} is missing", route.dst)));
-        }
     }
     // With hostAccess the host routes into the bridge; without its isolation rules, whatever the
     // host forwards could follow.

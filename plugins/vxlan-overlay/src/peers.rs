@@ -120,6 +120,7 @@ pub async fn of_node(store: &mut Store, cfg: &OverlayConfig) -> Result<Vec<Endpo
     Ok(store
         .get_prefix(&prefix)
         .await?
+        .0
         .iter()
         .filter_map(|kv| records::decode::<Endpoint>(kv.key(), kv.value()).ok())
         .filter(|e| e.node == cfg.node)

@@ -15,7 +15,7 @@ pub async fn usage(store: &mut Store, name: Option<&str>) -> Result<Usage, Error
         Some(name) => vec![network(store, name).await?.0],
         None => {
             let prefix = store.keys().networks();
-            super::decode_all(&store.get_prefix(&prefix).await?)
+            super::decode_all(&store.get_prefix(&prefix).await?.0)
         }
     };
     let keys = store.keys().clone();

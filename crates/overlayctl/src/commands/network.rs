@@ -221,7 +221,7 @@ impl Render for Created {
 /// All networks, in name order (the key order).
 async fn networks(store: &mut Store) -> Result<Vec<Network>, Error> {
     let prefix = store.keys().networks();
-    Ok(decode_all(&store.get_prefix(&prefix).await?))
+    Ok(decode_all(&store.get_prefix(&prefix).await?.0))
 }
 
 pub async fn list(store: &mut Store) -> Result<Networks, Error> {
@@ -296,7 +296,7 @@ pub(super) async fn network(store: &mut Store, name: &str) -> Result<(Network, i
 pub async fn inspect(store: &mut Store, name: &str) -> Result<Inspection, Error> {
     let (network, _) = network(store, name).await?;
     let prefix = store.keys().endpoints(name);
-    let mut endpoints: Vec<Endpoint> = decode_all(&store.get_prefix(&prefix).await?);
+    let mut endpoints: Vec<Endpoint> = decode_all(&store.get_prefix(&prefix).await?.0);
     // Named containers first, by name; then by container id: how one looks for a container.
     endpoints.sort_by(|a, b| {
         (a.name.is_none(), &a.name, &a.container_id, &a.ifname).cmp(&(
@@ -386,7 +386,7 @@ pub async fn remove(store: &mut Store, name: &str) -> Result<Removed, Error> {
     let keys = store.keys().clone();
     for _ in 0..REMOVE_ATTEMPTS {
         let (record, revision) = network(store, name).await?;
-        let endpoint_kvs = store.get_prefix(&keys.endpoints(name)).await?;
+        let (endpoint_kvs, _) = store.get_prefix(&keys.endpoints(name)).await?;
         if !endpoint_kvs.is_empty() {
             return Err(in_use(name, &endpoint_kvs));
         }

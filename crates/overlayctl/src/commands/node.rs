@@ -13,8 +13,8 @@ use crate::output::{or_dash, yes_no, Render, Table};
 
 pub async fn list(store: &mut Store) -> Result<Nodes, Error> {
     let keys = store.keys().clone();
-    let nodes: Vec<Node> = decode_all(&store.get_prefix(&keys.nodes()).await?);
-    let endpoints: Vec<Endpoint> = decode_all(&store.get_prefix(&keys.all_endpoints()).await?);
+    let nodes: Vec<Node> = decode_all(&store.get_prefix(&keys.nodes()).await?.0);
+    let endpoints: Vec<Endpoint> = decode_all(&store.get_prefix(&keys.all_endpoints()).await?.0);
 
     let mut rows: BTreeMap<String, NodeView> = BTreeMap::new();
     // Node records live under overlayd's lease: one that exists is a live host.
