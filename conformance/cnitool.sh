@@ -112,20 +112,20 @@ if [ "$rca" = 0 ] && [ "$rcb" = 0 ]; then
   ipa=$(jq -r '.ips[0].address' <<<"$ra" | cut -d/ -f1) ipb=$(jq -r '.ips[0].address' <<<"$rb" | cut -d/ -f1)
   [ "$ipa" != "$ipb" ] && why="" || why="both got $ipa"
   verdict cnitool 1.0.0 ADD "cross-host: distinct cluster-wide addresses ($ipa, $ipb)" "$why"
-  wait_for 10 lab run xa -- ping -c1 -W1 "$ipb" && why="" || why="no reply from $ipb; $(lab run 1 -- bridge fdb show dev "ovx$xvni" | oneline)"
+  wait_for 10 lab run xa -- ping -c1 -W1 "$ipb" && why="" || why="no reply from $ipb; $(lab run 1 -- bridge fdb show dev "$(lab name vxlan --vni "$xvni")" | oneline)"
   verdict cnitool 1.0.0 ADD "cross-host: node1 container pings node2 container" "$why"
-  wait_for 10 lab run xb -- ping -c1 -W1 "$ipa" && why="" || why="no reply from $ipa; $(lab run 2 -- bridge fdb show dev "ovx$xvni" | oneline)"
+  wait_for 10 lab run xb -- ping -c1 -W1 "$ipa" && why="" || why="no reply from $ipa; $(lab run 2 -- bridge fdb show dev "$(lab name vxlan --vni "$xvni")" | oneline)"
   verdict cnitool 1.0.0 ADD "cross-host: node2 container pings node1 container" "$why"
 fi
 xmac=$(jq -r '.interfaces[] | select(.name == "eth0" and (.sandbox // "") != "") | .mac' <<<"$rb" 2>/dev/null | tr 'A-F' 'a-f')
-fdb_has() { grep -qi "^$2 dst " <<<"$(lab run "$1" -- bridge fdb show dev "ovx$xvni" 2>/dev/null)"; }
-neigh_has() { grep -q "^$2 " <<<"$(lab run "$1" -- ip neigh show dev "ovx$xvni" 2>/dev/null)"; }
+fdb_has() { grep -qi "^$2 dst " <<<"$(lab run "$1" -- bridge fdb show dev "$(lab name vxlan --vni "$xvni")" 2>/dev/null)"; }
+neigh_has() { grep -q "^$2 " <<<"$(lab run "$1" -- ip neigh show dev "$(lab name vxlan --vni "$xvni")" 2>/dev/null)"; }
 had=0
 [ -n "$xmac" ] && fdb_has 1 "$xmac" && had=1
 cnt 2 "$WORK/netconf/x-node2" del "$xnet" "$xb"; why=$([ "$C_RC" = 0 ] || echo "node2: $C_ERR")
 if [ "$had" = 1 ]; then
   gone() { ! fdb_has 1 "$xmac" && ! neigh_has 1 "${ipb:-none}"; }
-  wait_for 10 gone && w="" || w="node1 still has: $(lab run 1 -- bridge fdb show dev "ovx$xvni" | grep -i "^$xmac dst") $(lab run 1 -- ip neigh show dev "ovx$xvni" | grep "^${ipb:-none} ")"
+  wait_for 10 gone && w="" || w="node1 still has: $(lab run 1 -- bridge fdb show dev "$(lab name vxlan --vni "$xvni")" | grep -i "^$xmac dst") $(lab run 1 -- ip neigh show dev "$(lab name vxlan --vni "$xvni")" | grep "^${ipb:-none} ")"
   verdict cnitool 1.0.0 DEL "cross-host: overlayd on node1 drops the FDB and neighbour entries of node2's deleted container" "$w"
 else
   fail cnitool 1.0.0 DEL "cross-host: overlayd on node1 drops the FDB and neighbour entries of node2's deleted container" "node1 had no FDB entry for $xmac to begin with"
@@ -133,7 +133,7 @@ fi
 cnt 1 "$WORK/netconf/x-node1" del "$xnet" "$xa"; why+=$([ "$C_RC" = 0 ] || echo "node1: $C_ERR")
 verdict cnitool 1.0.0 DEL "cross-host: both containers" "$why"
 why="$(left_etcd "$xnet" 1 1)"
-for h in 1 2; do lab run "$h" -- ip link show "ovx$xvni" >/dev/null 2>&1 && why+="ovx$xvni left on node$h;"; done
+for h in 1 2; do lab run "$h" -- ip link show "$(lab name vxlan --vni "$xvni")" >/dev/null 2>&1 && why+="$(lab name vxlan --vni "$xvni") left on node$h;"; done
 [ -n "$(sandbox_ns "$xvni")" ] && why+="sandboxes left: $(sandbox_ns "$xvni" | tr '\n' ' ')"
 verdict cnitool 1.0.0 DEL "cross-host: nothing left on either host" "$why"
 
@@ -184,8 +184,8 @@ why=""
 for i in 1 2 3 4 5 6 7 8 9 10; do why+=$(race_del "$i" $((i % 2 + 1))); done
 why+="$(left_etcd "$rnet" 1 1)"
 for h in 1 2; do
-  lab run "$h" -- ip link show "ovx$rvni" >/dev/null 2>&1 &&
-    why+="ovx$rvni left on node$h (ports of ovbr$rvni: $(lab run "$h" -- ip -o link show master "ovbr$rvni" 2>&1 | awk -F': ' '{print $2}' | tr '\n' ' '));"
+  lab run "$h" -- ip link show "$(lab name vxlan --vni "$rvni")" >/dev/null 2>&1 &&
+    why+="$(lab name vxlan --vni "$rvni") left on node$h (ports of $(lab name bridge --vni "$rvni"): $(lab run "$h" -- ip -o link show master "$(lab name bridge --vni "$rvni")" 2>&1 | awk -F': ' '{print $2}' | tr '\n' ' '));"
 done
 [ -n "$(sandbox_ns "$rvni")" ] && why+="sandboxes left: $(sandbox_ns "$rvni" | tr '\n' ' ')"
 verdict cnitool 1.0.0 DEL "concurrent: DEL of all ten leaves nothing" "$why"

@@ -43,7 +43,13 @@ ectl() { lab run 1 -- etcdctl --endpoints "$E" "$@"; }
 keys_under() { ectl get --prefix --keys-only "/cni-overlay/$1" 2>&1 | sed '/^$/d'; }
 
 host_links() { lab run "$1" -- ip -o link show 2>/dev/null | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }' | sort; }
-sandbox_ns() { ls /run/netns 2>/dev/null | grep -E "^ovl-$1-node[0-9]+$"; }
+# sandbox_ns VNI: the gateway sandboxes of that VNI on the lab's nodes (names from the model).
+sandbox_ns() {
+  local h
+  for h in 1 2 3; do
+    lab name sandbox --vni "$1" --node "node$h"
+  done | while read -r ns; do [ -e "/run/netns/$ns" ] && echo "$ns"; done
+}
 
 # container NAME: a container namespace of the lab; its path in $CPATH, its name in $CNS.
 container() { CPATH=$(lab container "$1") && CNS=${CPATH#/run/netns/}; }

@@ -57,7 +57,7 @@ if [ "$pod_ok" = 1 ]; then
   out=$(podman_on "$H2" rm -f -t 0 test1 2>&1)
   verdict "$RT_PODMAN" 1.0.0 DEL "rm -f test1 on node2" "$([ $? = 0 ] || echo "$out")"
   why="$(left_etcd "$pnet" 1 1)"
-  for h in 1 2; do lab run "$h" -- ip link show "ovx$pvni" >/dev/null 2>&1 && why+="ovx$pvni left on node$h;"; done
+  for h in 1 2; do lab run "$h" -- ip link show "$(lab name vxlan --vni "$pvni")" >/dev/null 2>&1 && why+="$(lab name vxlan --vni "$pvni") left on node$h;"; done
   verdict "$RT_PODMAN" 1.0.0 DEL "rm -f released addresses, names and endpoint records" "$why"
 fi
 for hn in "${PODMAN_UP[@]}"; do podman_host_teardown "$hn" >/dev/null 2>&1; done

@@ -31,7 +31,9 @@ chain_case() { # VERSION INDEX WITH_GW(0|1) WITH_PORTMAP(0|1)
   cnt 1 "$dir" add "$net" "$netns" CAP_ARGS="$CAPS"
   verdict cnitool "$v" ADD "chain $name" "$([ "$C_RC" = 0 ] || echo "exit $C_RC: $C_ERR")"
   if [ "$C_RC" = 0 ]; then
-    hostveth=$(jq -r '.interfaces[] | select((.sandbox // "") == "" and (.name | startswith("ov"))) | .name' <<<"$C_OUT" | grep -v '^ovbr' | head -1)
+    # vxlan-overlay's host veth: its first host-side interface that is not its bridge.
+    hostveth=$(jq -r --arg br "$(lab name bridge --vni "$vni")" \
+      '[.interfaces[] | select((.sandbox // "") == "" and .name != $br)][0].name' <<<"$C_OUT")
     why=""
     grep -q tbf <<<"$(lab run 1 -- tc qdisc show dev "$hostveth" 2>/dev/null)" || why+="no tbf qdisc on host veth $hostveth (ingress shaping);"
     [ "$(ip netns exec "$cns" sysctl -n net.ipv4.conf.eth0.rp_filter 2>/dev/null)" = 0 ] || why+="tuning's sysctl not applied;"

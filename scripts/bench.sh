@@ -6,6 +6,11 @@
 #                              hosts against host to host on the same underlay, its links shaped like a
 #                              NIC (UNDERLAY_RATE, default 10gbit) and unshaped; ping RTT; convergence
 #                              (ADD returning on host B to the first reply from host A) over 50 trials.
+#   scripts/bench.sh chain     ADD and DEL of vxlan-overlay + etcd-ipam with a conflist that leaves the VNI and
+#                              the ranges to the network's record: latency (p50, p99 over ROUNDS, default 50)
+#                              and etcd connections per call (strace). With BASELINE_BIN=DIR (the binaries of
+#                              an older build) that build is measured in the same run, alternating, and the
+#                              ratio printed.
 # Targets: ipam ratio etcd-ipam / host-local <= 1.0 in both modes; overlay throughput ratio >= 0.90 on the
 # shaped underlay, convergence p99 <= 100 ms.
 set -euo pipefail
@@ -184,7 +189,8 @@ bench_dns() {
   done
 
   say "dns: dnsperf from c1 (node1) against its gateway $gw, ${DNS_SECONDS:-5} s, names of both hosts"
-  printf '%s\n' 'c1 A' 'c2 A' 'c2.dnsbench.overlay A' 'c1.dnsbench.overlay AAAA' >"$tmp/queries"
+  local domain; domain=$(lab name dns-domain --network dnsbench)
+  printf '%s\n' 'c1 A' 'c2 A' "c2.$domain A" "c1.$domain AAAA" >"$tmp/queries"
   # Saturated (64 queries in flight) for the rate, then rate-limited for the latency a client sees
   # when nothing is queued.
   local run limit
@@ -232,7 +238,7 @@ while time.time() < deadline:
 PY
   local trials=${TRIALS:-50} i t_start t_add seen samples=() early=0
   for i in $(seq 1 "$trials"); do
-    "$RELEASE/lab" run c1 -- python3 "$tmp/poll.py" "t$i.dnsbench.overlay" "$gw" >"$tmp/poll-$i.out" 2>&1 &
+    "$RELEASE/lab" run c1 -- python3 "$tmp/poll.py" "t$i.$domain" "$gw" >"$tmp/poll-$i.out" 2>&1 &
     local poller=$!
     for _ in $(seq 500); do grep -q ready "$tmp/poll-$i.out" 2>/dev/null && break; sleep 0.01; done
     lab container "t$i" >/dev/null
@@ -258,6 +264,78 @@ print(f'dns        ({$early} of {len(v)} answered before ADD returned; from ADD 
   LAB_DIR=""
 }
 
+bench_chain() {
+  local tmp=$BENCH_TMP/chain rounds=${ROUNDS:-50}
+  mkdir -p "$tmp"
+  export LAB_DIR=$tmp/lab
+  lab up --prefix "bc$$" --hosts 1 >/dev/null
+  local etcd builds=("ours=$RELEASE") b
+  etcd=$(lab etcd-endpoints)
+  [ -n "${BASELINE_BIN:-}" ] && builds+=("baseline=$BASELINE_BIN")
+  for b in "${builds[@]}"; do
+    for p in vxlan-overlay etcd-ipam; do [ -x "${b#*=}/$p" ] || die "${b#*=}/$p is missing"; done
+  done
+  lab run 1 -- "$RELEASE/overlayctl" --etcd "$etcd" network create chain --subnet 10.60.0.0/16 >/dev/null
+  # No vni and no ranges: both plugins take them from the network's record.
+  printf '{"cniVersion":"1.0.0","name":"chain","type":"vxlan-overlay","node":"node1","etcd":{"endpoints":["%s"]},"ipam":{"type":"etcd-ipam","dataDir":"%s/ipam"}}' \
+    "${etcd#http://}" "$tmp" >"$tmp/conf.json"
+  # call BIN VERB ID NETNS [strace OUT]: one plugin call as a runtime makes it; prints its wall time in ms.
+  cat >"$tmp/call.sh" <<'SH'
+bin=$1 verb=$2 id=$3 netns=$4 trace=${5:-}
+run=("$bin/vxlan-overlay")
+[ -n "$trace" ] && run=(strace -f -qq -e trace=connect -o "$trace" "${run[@]}")
+start=$(date +%s%N)
+CNI_COMMAND=$verb CNI_CONTAINERID=$id CNI_NETNS=$netns CNI_IFNAME=eth0 CNI_PATH=$bin \
+  CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=$id" "${run[@]}" <"${CONF}" >/dev/null || exit 1
+echo $(( ($(date +%s%N) - start) / 1000 ))
+SH
+  local i label bin path us
+  # A container that stays: the rounds measure a network in use, not its first ADD and last DEL
+  # (which make and remove its devices).
+  path=$(lab container anchor)
+  lab run 1 -- env CONF="$tmp/conf.json" bash "$tmp/call.sh" "$RELEASE" ADD anchor "$path" >/dev/null || die "ADD of the anchor failed"
+  say "chain: vxlan-overlay + etcd-ipam ADD and DEL relying on the network record, $rounds rounds (${builds[*]%%=*})"
+  for i in $(seq 1 "$rounds"); do
+    for b in "${builds[@]}"; do
+      label=${b%%=*} bin=${b#*=}
+      path=$(lab container "$label$i")
+      us=$(lab run 1 -- env CONF="$tmp/conf.json" bash "$tmp/call.sh" "$bin" ADD "$label$i" "$path") || die "$label ADD $i failed"
+      echo "$label add $us" >>"$tmp/samples"
+      us=$(lab run 1 -- env CONF="$tmp/conf.json" bash "$tmp/call.sh" "$bin" DEL "$label$i" "$path") || die "$label DEL $i failed"
+      echo "$label del $us" >>"$tmp/samples"
+    done
+  done
+  for b in "${builds[@]}"; do
+    label=${b%%=*} bin=${b#*=}
+    path=$(lab container "$label-trace")
+    lab run 1 -- env CONF="$tmp/conf.json" bash "$tmp/call.sh" "$bin" ADD "$label-trace" "$path" "$tmp/$label-add.strace" >/dev/null
+    lab run 1 -- env CONF="$tmp/conf.json" bash "$tmp/call.sh" "$bin" DEL "$label-trace" "$path" "$tmp/$label-del.strace" >/dev/null
+    # Connections to etcd's client port by both processes (the plugin and the IPAM plugin it runs).
+    echo "$label connections $(grep -c "sin_port=htons(${etcd##*:})" "$tmp/$label-add.strace") $(grep -c "sin_port=htons(${etcd##*:})" "$tmp/$label-del.strace")" >>"$tmp/samples"
+  done
+  python3 - "$tmp/samples" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1])]
+def pct(v, q):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(round(q * len(v) + 0.5)) - 1)] / 1000
+stats = {}
+for label, op, *rest in rows:
+    if op == 'connections':
+        print(f"chain      {label:<9} etcd connections per ADD {rest[0]}, per DEL {rest[1]} (both processes)")
+        continue
+    stats.setdefault((label, op), []).append(int(rest[0]))
+for (label, op), v in sorted(stats.items()):
+    print(f"chain      {label:<9} {op.upper():<3} p50 {pct(v, .5):6.1f} ms  p99 {pct(v, .99):6.1f} ms  ({len(v)} calls)")
+for op in ('add', 'del'):
+    if ('baseline', op) in stats:
+        r = pct(stats[('ours', op)], .5) / pct(stats[('baseline', op)], .5)
+        print(f"chain      {op.upper()} p50 ratio ours / baseline {r:.2f}")
+PY
+  lab down
+  LAB_DIR=""
+}
+
 main() {
   need_root
   install_packages
@@ -267,8 +345,9 @@ main() {
     ipam) bench_ipam ;;
     overlay) bench_overlay ;;
     dns) bench_dns ;;
-    all) bench_ipam; bench_overlay; bench_dns ;;
-    *) die "unknown benchmark $what (ipam, overlay, dns, all)" ;;
+    chain) bench_chain ;;
+    all) bench_ipam; bench_overlay; bench_dns; bench_chain ;;
+    *) die "unknown benchmark $what (ipam, overlay, dns, chain, all)" ;;
   esac
 }
 

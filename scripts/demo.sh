@@ -95,10 +95,10 @@ done
 say "2. a network created on node1 shows up on node2"
 ctl 1 network create demo --subnet 10.0.0.0/24
 for _ in $(seq 50); do
-  [ -f "$RP_PODMAN_BASE/$(lab ns 2)/net.d/60-cni-overlay-demo.conflist" ] && break
+  [ -f "$RP_PODMAN_BASE/$(lab ns 2)/net.d/$(lab name conflist --network demo)" ] && break
   sleep 0.1
 done
-[ -f "$RP_PODMAN_BASE/$(lab ns 2)/net.d/60-cni-overlay-demo.conflist" ] || fail "overlayd on node2 wrote no conflist for demo"
+[ -f "$RP_PODMAN_BASE/$(lab ns 2)/net.d/$(lab name conflist --network demo)" ] || fail "overlayd on node2 wrote no conflist for demo"
 ctl 2 network ls
 lab run 2 -- "$BIN/overlayctl" --etcd "$LAB_ETCD" network ls -o json | jq -e '.[] | select(.name == "demo")' >/dev/null || fail "node2 does not list demo"
 pod 2 network ls

@@ -35,7 +35,7 @@ else
   echo "not ok - demo: exited $status"; tail -20 "$log" | sed 's/^/# /'
 fi
 # Nothing of the demo may remain.
-if ls /run/netns 2>/dev/null | grep -qE '^demo[0-9]+-|^ovl-[0-9]+-node[12]$'; then
+if ls /run/netns 2>/dev/null | grep -qE '^demo[0-9]+-' || [ -n "$("$ROOT/target/${CNI_OVERLAY_PROFILE:-release}/lab" sandboxes node1 node2)" ]; then
   echo "not ok - demo: left namespaces behind"
 else
   echo "ok - demo: left no namespace behind"

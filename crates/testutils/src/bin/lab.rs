@@ -12,6 +12,10 @@
 //! lab [--dir D] run TARGET -- CMD...    runs CMD in TARGET's network namespace
 //! lab [--dir D] bg TARGET --log FILE [--tag T] -- CMD...
 //!                                       a service in TARGET, stopped by `down`; prints its PID
+//! lab name KIND [--vni N] [--node X] [--network N] [--container-id C --ifname I]
+//!                                       a name the plugins give (model::names): bridge, vxlan,
+//!                                       gateway-veth, sandbox, host-veth, dns-domain, conflist
+//! lab sandboxes NODE...                 the gateway sandboxes of those nodes that exist now
 //! ```
 //! D defaults to $LAB_DIR. TARGET: a host (its number from 1 or its node name), `internet`,
 //! `switch`, or a container made with `lab container`. Node names default to node1, node2, ...;
@@ -26,6 +30,12 @@ use testutils::lab::{Lab, LabConfig, INTERNET_ADDR, STATE_FILE};
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // Names need no lab: scripts ask the model instead of writing the rules again.
+    match args.first().map(String::as_str) {
+        Some("name") => return name(args.split_off(1)),
+        Some("sandboxes") => return sandboxes(&args[1..]),
+        _ => {}
+    }
     let mut dir = std::env::var_os("LAB_DIR").map(PathBuf::from);
     if args.first().map(String::as_str) == Some("--dir") {
         args.remove(0);
@@ -150,6 +160,62 @@ fn up(dir: PathBuf, mut args: Vec<String>) {
     );
 }
 
+/// `lab name KIND ...`: one name of model::names, printed.
+fn name(mut args: Vec<String>) {
+    use model::names;
+    let kind = if args.is_empty() {
+        usage("name KIND")
+    } else {
+        args.remove(0)
+    };
+    let (mut vni, mut node, mut network, mut container_id, mut ifname) =
+        (None, None, None, None, None);
+    while !args.is_empty() {
+        let flag = args.remove(0);
+        let value = take(&mut args, &flag);
+        match flag.as_str() {
+            "--vni" => {
+                let n = number(&value) as u32;
+                vni = Some(model::types::Vni::new(n).unwrap_or_else(|e| usage(&e.to_string())))
+            }
+            "--node" => node = Some(value),
+            "--network" => network = Some(value),
+            "--container-id" => container_id = Some(value),
+            "--ifname" => ifname = Some(value),
+            other => usage(&format!("name: unknown option {other}")),
+        }
+    }
+    let need =
+        |v: Option<String>, flag: &str| v.unwrap_or_else(|| usage(&format!("{kind} needs {flag}")));
+    let vni = || vni.unwrap_or_else(|| usage(&format!("{kind} needs --vni N")));
+    let printed = match kind.as_str() {
+        "bridge" => names::bridge(vni()),
+        "vxlan" => names::vxlan(vni()),
+        "gateway-veth" => names::gateway_veth(vni()),
+        "sandbox" => names::sandbox(vni(), &need(node, "--node X")),
+        "host-veth" => names::host_veth(
+            &need(container_id, "--container-id C"),
+            &need(ifname, "--ifname I"),
+        ),
+        "dns-domain" => names::dns_domain(&need(network, "--network N")),
+        "conflist" => names::conflist_file(&need(network, "--network N")),
+        other => usage(&format!("name: unknown kind {other}")),
+    };
+    println!("{printed}");
+}
+
+/// `lab sandboxes NODE...`: the gateway sandboxes of those nodes present in /run/netns.
+fn sandboxes(nodes: &[String]) {
+    for ns in Lab::namespaces_starting_with(model::names::SANDBOX_PREFIX) {
+        if nodes
+            .iter()
+            .any(|node| model::names::vni_of_sandbox(&ns, node).is_some())
+        {
+            println!("{ns}");
+        }
+    }
+}
+
 fn load(dir: &std::path::Path) -> Lab {
     Lab::load(dir).unwrap_or_else(|| fail(&format!("no lab in {} (lab up)", dir.display())))
 }
@@ -202,6 +268,8 @@ fn usage(msg: &str) -> ! {
         "usage: lab [--dir D] up --hosts N [--prefix P] [--node-prefix S] [--etcd-members 1,2 | --no-etcd] [--sandbox-vnis A-B]\n\
          \x20      lab [--dir D] down | etcd-endpoints | ns TARGET | addr TARGET | container NAME\n\
          \x20      lab [--dir D] run TARGET -- CMD... | bg TARGET --log FILE [--tag T] -- CMD...\n\
+         \x20      lab name KIND [--vni N] [--node X] [--network N] [--container-id C --ifname I]\n\
+         \x20      lab sandboxes NODE...\n\
          (D: $LAB_DIR; TARGET: host number or node name, internet, switch, a container)"
     );
     std::process::exit(2);
