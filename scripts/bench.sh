@@ -11,8 +11,11 @@
 #                              and etcd connections per call (strace). With BASELINE_BIN=DIR (the binaries of
 #                              an older build) that build is measured in the same run, alternating, and the
 #                              ratio printed.
+#   scripts/bench.sh dns       on a lab of two simulated hosts: dnsperf from a container against overlayd's
+#                              DNS, names of containers and names forwarded upstream; ADD to resolve.
+# OVERLAYD_BIN: the overlayd the dns benchmark runs (default: this build's), to compare two builds.
 # Targets: ipam ratio etcd-ipam / host-local <= 1.0 in both modes; overlay throughput ratio >= 0.90 on the
-# shaped underlay, convergence p99 <= 100 ms.
+# shaped underlay, convergence p99 <= 100 ms; dns add-to-resolve p99 <= 100 ms.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
@@ -153,8 +156,10 @@ print(f'overlay    convergence p50 {p(0.5):.1f} ms  p99 {p(0.99):.1f} ms  max {v
 }
 
 # scripts/bench.sh dns: on a lab of two simulated hosts, overlayd's per-network DNS. Queries per second
-# and p99 latency from a container (dnsperf, names of both hosts) against its gateway, and the time from
-# ADD returning on node2 until node1's server answers the new name (p99 over 50 trials; target <= 100 ms).
+# and p99 latency from a container (dnsperf) against its gateway: names of both hosts (answered by
+# overlayd), then names overlayd forwards to its upstream (dnsmasq in the lab's internet); and the time
+# from ADD returning on node2 until node1's server answers the new name (p99 over 50 trials; target
+# <= 100 ms).
 bench_dns() {
   local tmp=$BENCH_TMP/dns gw=10.41.0.1
   mkdir -p "$tmp"
@@ -163,7 +168,7 @@ bench_dns() {
   local h etcd
   etcd=$(lab etcd-endpoints)
   for h in 1 2; do
-    lab bg "$h" --log "$tmp/overlayd-$h.log" -- "$RELEASE/overlayd" --etcd "$etcd" --node "node$h" \
+    lab bg "$h" --log "$tmp/overlayd-$h.log" -- "${OVERLAYD_BIN:-$RELEASE/overlayd}" --etcd "$etcd" --node "node$h" \
       --dns-upstream "$(lab addr internet)" --no-conflists >/dev/null
   done
   dns_conf() {
@@ -188,29 +193,67 @@ bench_dns() {
     sleep 0.1
   done
 
-  say "dns: dnsperf from c1 (node1) against its gateway $gw, ${DNS_SECONDS:-5} s, names of both hosts"
-  local domain; domain=$(lab name dns-domain --network dnsbench)
-  printf '%s\n' 'c1 A' 'c2 A' "c2.$domain A" "c1.$domain AAAA" >"$tmp/queries"
-  # Saturated (64 queries in flight) for the rate, then rate-limited for the latency a client sees
-  # when nothing is queued.
-  local run limit
-  for run in saturated paced; do
-    limit=()
-    [ "$run" = paced ] && limit=(-Q "${DNS_PACED_QPS:-5000}")
-    lab run c1 -- dnsperf -s "$gw" -d "$tmp/queries" -l "${DNS_SECONDS:-5}" -c 8 -q 64 -t 2 -v "${limit[@]}" \
-      >"$tmp/dnsperf-$run.out" 2>&1 || die "dnsperf failed: $(tail -5 "$tmp/dnsperf-$run.out")"
-    python3 - "$tmp/dnsperf-$run.out" "$run" <<'PY'
+  # dns_perf LABEL QUERIES NOTE: dnsperf from c1 against its gateway, saturated (64 queries in flight)
+  # for the rate, then rate-limited for the latency a client sees when nothing is queued.
+  dns_perf() {
+    local label=$1 queries=$2 note=$3 run limit
+    for run in saturated paced; do
+      limit=()
+      [ "$run" = paced ] && limit=(-Q "${DNS_PACED_QPS:-5000}")
+      lab run c1 -- dnsperf -s "$gw" -d "$queries" -l "${DNS_SECONDS:-5}" -c 8 -q 64 -t 2 -v "${limit[@]}" \
+        >"$tmp/dnsperf-$label-$run.out" 2>&1 || die "dnsperf failed: $(tail -5 "$tmp/dnsperf-$label-$run.out")"
+      python3 - "$tmp/dnsperf-$label-$run.out" "$run" "$label" "$note" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 qps = float(re.search(r'Queries per second:\s+([\d.]+)', text).group(1))
 lost = re.search(r'Queries lost:\s+(\d+)', text).group(1)
 # -v: one line per query, "> RCODE name type latency-in-seconds" ("> T name type" when it timed out).
 lat = sorted(float(m.group(1)) * 1000 for m in re.finditer(r'^> [A-Z]+ \S+ \S+ ([\d.]+)$', text, re.M))
+codes = {}
+for m in re.finditer(r'^> ([A-Z]+) \S+ \S+ [\d.]+$', text, re.M):
+    codes[m.group(1)] = codes.get(m.group(1), 0) + 1
 p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
 how = '64 in flight' if sys.argv[2] == 'saturated' else 'rate-limited'
-print(f'dns        qps {qps:.0f}  p99 {p(0.99):.2f} ms  p50 {p(0.5):.2f} ms  ({how}; {len(lat)} answers, {lost} lost)')
+rcodes = ' '.join(f'{k} {v}' for k, v in sorted(codes.items()))
+print(f'dns        {sys.argv[3]:<10} qps {qps:6.0f}  p99 {p(0.99):6.2f} ms  p50 {p(0.5):5.2f} ms  ({how}; {len(lat)} answers: {rcodes}; {lost} lost){sys.argv[4]}')
 PY
+    done
+  }
+
+  say "dns: dnsperf from c1 (node1) against its gateway $gw, ${DNS_SECONDS:-5} s, names of both hosts"
+  local domain; domain=$(lab name dns-domain --network dnsbench)
+  printf '%s\n' 'c1 A' 'c2 A' "c2.$domain A" "c1.$domain AAAA" >"$tmp/queries-local"
+  dns_perf local "$tmp/queries-local" ""
+
+  # Forwarded names: dnsmasq in the lab's internet (the upstream given to overlayd above) answers them
+  # itself. Its own answers carry TTL 0 (dnsmasq's local-ttl), so a cache in overlayd cannot keep them:
+  # every query crosses overlayd's forwarder to dnsmasq and back. The `cacheable` names (two) have TTL
+  # 300, as real answers do: what a client sees from a forwarder that caches (the same as `forwarded`
+  # from one that does not).
+  local internet
+  internet=$(lab addr internet)
+  lab bg internet --log "$tmp/dnsmasq.log" --tag dnsmasq -- dnsmasq --keep-in-foreground --conf-file=/dev/null \
+    --pid-file= --user=root --no-resolv --no-hosts --log-facility=- --listen-address="$internet" \
+    --bind-interfaces --port 53 --address=/fwd.test/203.0.113.7 --address=/fwd.test/2001:db8::7 \
+    --address=/nx.test/ --host-record=www.cached.test,203.0.113.9,300 \
+    --host-record=api.cached.test,203.0.113.10,300 >/dev/null
+  for try in $(seq 50); do
+    [ "$(lab run 1 -- dig +short +time=1 +tries=1 @"$internet" www.fwd.test)" = 203.0.113.7 ] && break
+    [ "$try" = 50 ] && die "dnsmasq did not start in the lab's internet: $(tail -5 "$tmp/dnsmasq.log")"
+    sleep 0.1
   done
+  [ "$(lab run c1 -- dig +short +time=3 +tries=1 @"$gw" www.fwd.test)" = 203.0.113.7 ] ||
+    die "c1 gets no forwarded answer: $(tail -5 "$tmp/overlayd-1.log")"
+  say "dns: dnsperf from c1 against its gateway, ${DNS_SECONDS:-5} s, names overlayd forwards to dnsmasq ($internet)"
+  # 10,000 different questions (A, AAAA, NXDOMAIN): those in flight at once differ, as from many
+  # clients, and none can be answered by another's upstream exchange.
+  python3 -c "
+for i in range(2500):
+    print(f'h{i}.fwd.test A'); print(f'h{i}.fwd.test AAAA'); print(f'n{i}.fwd.test A'); print(f'h{i}.nx.test A')
+" >"$tmp/queries-forwarded"
+  dns_perf forwarded "$tmp/queries-forwarded" "  (upstream TTL 0)"
+  printf '%s\n' 'www.cached.test A' 'api.cached.test A' >"$tmp/queries-cacheable"
+  dns_perf cacheable "$tmp/queries-cacheable" "  (upstream TTL 300)"
 
   say "dns: ADD returning on node2 until node1's server answers the name, ${TRIALS:-50} trials"
   # The poller asks every millisecond from c1 (a dig process per try would cost ~5 ms each).

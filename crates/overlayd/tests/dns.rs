@@ -2,9 +2,9 @@
 //! (vxlan-overlay + etcd-ipam) and an overlayd on each host: containers resolve and ping each
 //! other by name across hosts right after ADD; another network's containers see none of it; a
 //! deleted container stops resolving within milliseconds; AAAA, PTR, aliases; other names go to
-//! the upstream resolver (dnsmasq in the lab's internet); a restarted overlayd answers again; no
-//! query is lost while records change; hostAccess networks are served on the bridge; a sandbox
-//! made anew under a running server is followed.
+//! the upstream resolver (dnsmasq in the lab's internet), past one that refuses; a restarted
+//! overlayd answers again; no query is lost while records change; hostAccess networks are served
+//! on the bridge; a sandbox made anew under a running server is followed.
 //!
 //! Each container gets the resolv.conf its CNI result describes, in /etc/netns/<its namespace>/
 //! (bind-mounted by `ip netns exec`), removed afterwards. Without root, etcd,
@@ -514,47 +514,58 @@ fn dual_stack_answers_aaaa_and_ptr_over_both_families() {
     assert!(ping6.success(), "ping -6 test2 failed");
 }
 
+/// Starts dnsmasq (tag `tag`) on the lab's internet address, port `port`, answering from `answers`
+/// (`--address=...`) only: with no upstream of its own, it refuses every other name (REFUSED).
+/// Waits until it answers.
+fn dnsmasq(w: &mut World, tag: &str, port: u16, answers: &[&str]) {
+    let internet = w.lab.internet.clone();
+    let port = port.to_string();
+    let listen = format!("--listen-address={INTERNET_ADDR}");
+    let mut args = vec![
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--pid-file=",
+        "--user=root",
+        "--no-resolv",
+        "--no-hosts",
+        &listen,
+        "--bind-interfaces",
+        "--port",
+        &port,
+    ];
+    args.extend_from_slice(answers);
+    w.lab.spawn(tag, &internet, "dnsmasq", &args, &[]);
+    let host = w.lab.host(0).ns.clone();
+    let ready = common::eventually(Duration::from_secs(5), || {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &host, "dig", "+time=1", "+tries=1", "-p", &port,
+            ])
+            .args([&format!("@{INTERNET_ADDR}"), "dnsmasq.ready.test"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("status: ")
+    });
+    assert!(
+        ready.is_some(),
+        "{tag} (dnsmasq) did not start in the lab's internet"
+    );
+}
+
 #[test]
 fn other_names_are_forwarded_to_the_upstream_resolver() {
     // The first upstream is silent (an address on the hosts' underlay that nobody holds: ARP
     // goes unanswered): asked once, it costs one timeout, then it is tried last.
     let silent = "192.168.205.250";
     let mut w = World::with_upstreams(2, &format!("{silent},{INTERNET_ADDR}"));
-    let internet = w.lab.internet.clone();
-    w.lab.spawn(
+    dnsmasq(
+        &mut w,
         "dnsmasq",
-        &internet,
-        "dnsmasq",
+        53,
         &[
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--pid-file=",
-            "--user=root",
-            "--no-resolv",
-            "--no-hosts",
             "--address=/example.test/203.0.113.7",
             "--address=/upstreamhost/203.0.113.8",
-            "--listen-address=203.0.113.1",
-            "--bind-interfaces",
-            "--port",
-            "53",
         ],
-        &[],
-    );
-    let host = w.lab.host(0).ns.clone();
-    let ready = common::eventually(Duration::from_secs(5), || {
-        let out = Command::new("ip")
-            .args([
-                "netns", "exec", &host, "dig", "+short", "+time=1", "+tries=1",
-            ])
-            .args(["@203.0.113.1", "example.test"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim() == "203.0.113.7"
-    });
-    assert!(
-        ready.is_some(),
-        "dnsmasq did not start in the lab's internet"
     );
 
     let net = OverlayNet::new("fwd", 4700, "10.47.0.0/24");
@@ -594,6 +605,43 @@ fn other_names_are_forwarded_to_the_upstream_resolver() {
     let (status, _) = dig(&t1, &["+time=6", "www.example.test"]);
     assert_eq!(status, "SERVFAIL");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn an_upstream_that_refuses_is_passed_over() {
+    // The first upstream answers at once, but REFUSED (a resolver that does not serve overlayd's
+    // host, or one with no upstream of its own left, as SERVFAIL would be): the next one is asked,
+    // every time, as glibc does. Only when all refuse or fail does the client get that answer.
+    let upstreams = format!("{INTERNET_ADDR}:5300,{INTERNET_ADDR}");
+    let mut w = World::with_upstreams(1, &upstreams);
+    dnsmasq(
+        &mut w,
+        "refusing",
+        5300,
+        &["--address=/other.test/203.0.113.9"],
+    );
+    dnsmasq(
+        &mut w,
+        "dnsmasq",
+        53,
+        &["--address=/example.test/203.0.113.7"],
+    );
+    let net = OverlayNet::new("refused", 4750, "10.47.50.0/24");
+    let t1 = w.add(0, &net, "test1");
+    for i in 0..10 {
+        let name = format!("h{i}.example.test");
+        assert_eq!(
+            dig(&t1, &[&name]),
+            ("NOERROR".to_string(), vec!["203.0.113.7".to_string()]),
+            "question {i}\n{}",
+            w.log(0)
+        );
+    }
+    // The first one answers what it knows.
+    assert_eq!(short(&t1, &["www.other.test"]), ["203.0.113.9"]);
+    // A name both refuse: the client is told so.
+    let (status, _) = dig(&t1, &["www.nowhere.test"]);
+    assert_eq!(status, "REFUSED");
 }
 
 #[test]
