@@ -55,8 +55,12 @@ impl CniArgs {
     /// `K8S_POD_NAME`, qualified as `<pod>.<namespace>` when `K8S_POD_NAMESPACE` is given.
     /// Kubernetes pod names are unique only within a namespace, so two pods `web` in `prod` and
     /// `dev` are two names (`web.prod`, `web.dev`), as Kubernetes' own DNS qualifies them; podman
-    /// sends no namespace and its container names stay as they are. Code 4 for a name that could
-    /// not be a DNS name's labels.
+    /// sends no namespace and its container names stay as they are.
+    ///
+    /// Any name a runtime accepts is accepted, whatever its length (Kubernetes takes pod names of
+    /// up to 253 characters): it is reserved for uniqueness, and served by DNS only if it can be a
+    /// DNS name (`model::names::dns_unservable`). Refused with code 4 only what no runtime sends
+    /// and what would break an etcd key segment: `/`, control characters (see [`check_name`]).
     pub fn container_name(&self) -> Result<Option<String>, CniError> {
         let Some(pod) = self.pod_name() else {
             return Ok(None);
@@ -69,12 +73,6 @@ impl CniArgs {
             }
             None => pod.to_string(),
         };
-        if name.len() > MAX_NAME {
-            return Err(CniError::invalid_env(
-                "CNI_ARGS",
-                format!("the name {name:?} is longer than {MAX_NAME} characters"),
-            ));
-        }
         Ok(Some(name))
     }
 
@@ -96,16 +94,10 @@ impl CniArgs {
     }
 }
 
-/// A DNS name's limit: the network's domain still has to fit after it, which DNS checks itself.
-const MAX_NAME: usize = 253;
-
+/// A name (or namespace) is one segment of an etcd key (`ipam/<net>/names/<name>`): no `/`, and
+/// no control characters, which no runtime sends. An empty value is no name at all ([`CniArgs::get`]).
 fn check_name(key: &str, value: &str) -> Result<(), CniError> {
-    let valid = value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !value.starts_with('.')
-        && !value.ends_with('.')
-        && !value.contains("..");
+    let valid = !value.is_empty() && !value.chars().any(|c| c == '/' || c.is_control());
     if valid {
         Ok(())
     } else {
@@ -153,20 +145,36 @@ mod tests {
         assert_eq!(name("K8S_POD_NAMESPACE=prod").unwrap(), None);
         for bad in [
             "K8S_POD_NAME=a/b",
-            "K8S_POD_NAME=.a",
-            "K8S_POD_NAME=a..b",
-            "K8S_POD_NAME=web;K8S_POD_NAMESPACE=a b",
-            "K8S_POD_NAME=web;K8S_POD_NAMESPACE=prod.",
+            "K8S_POD_NAME=web;K8S_POD_NAMESPACE=a/b",
+            "K8S_POD_NAME=a\u{1}b",
+            "K8S_POD_NAME=web;K8S_POD_NAMESPACE=prod\n",
+            "K8S_POD_NAME=tab\there",
         ] {
             let e = name(bad).unwrap_err();
             assert_eq!(e.code, crate::codes::INVALID_ENVIRONMENT, "{bad}");
             assert!(e.msg.starts_with("CNI_ARGS: K8S_POD_"), "{bad}: {}", e.msg);
         }
-        let long = format!("K8S_POD_NAME={};K8S_POD_NAMESPACE=prod", "a".repeat(250));
+    }
+
+    #[test]
+    fn any_name_a_runtime_accepts_is_accepted() {
+        let name = |raw: &str| CniArgs::parse(raw).unwrap().container_name().unwrap();
+        // Kubernetes: pod names up to 253 characters, in a namespace.
+        let pod = "y".repeat(250);
         assert_eq!(
-            name(&long).unwrap_err().code,
-            crate::codes::INVALID_ENVIRONMENT
+            name(&format!("K8S_POD_NAME={pod};K8S_POD_NAMESPACE=prod")),
+            Some(format!("{pod}.prod"))
         );
+        assert_eq!(
+            name(&format!("K8S_POD_NAME={}", "x".repeat(100))),
+            Some("x".repeat(100))
+        );
+        // podman's rule, [a-zA-Z0-9][a-zA-Z0-9_.-]*, takes these; DNS will not serve them all.
+        for ok in ["a..b", "web.", "A_b-c.d", "0"] {
+            assert_eq!(name(&format!("K8S_POD_NAME={ok}")).as_deref(), Some(ok));
+        }
+        // No runtime sends these, but they break no key either.
+        assert_eq!(name("K8S_POD_NAME=bad name!").as_deref(), Some("bad name!"));
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! hash of (container id, ifname). The bridge's alias `cni-overlay:<network>` and its derived MAC
 //! tie it to its network; a container veth's alias `<container id>/<ifname>` names its attachment.
 //! The network's DNS domain is `<network>.overlay`; its conflist `60-cni-overlay-<network>.conflist`.
+//!
+//! Container names: any name a runtime sends is reserved (etcd-ipam), but only names that can be
+//! DNS names are served ([`dns_unservable`] is the one rule).
+
+use std::net::IpAddr;
 
 use crate::types::{Mac, Vni};
 
@@ -31,11 +36,22 @@ const CONFLIST_PREFIX: &str = "60-cni-overlay-";
 const CONFLIST_SUFFIX: &str = ".conflist";
 const BRIDGE_ALIAS_PREFIX: &str = "cni-overlay:";
 
+/// The longest DNS label (RFC 1035).
+pub const MAX_DNS_LABEL: usize = 63;
+/// The longest DNS name in its text form, without the root's dot (RFC 1035's 255 octets on the wire).
+pub const MAX_DNS_NAME: usize = 253;
+
 /// How many hex digits of the hash go into a host-side veth name.
 const VETH_HASH_DIGITS: usize = 11;
 
 pub fn bridge(vni: Vni) -> String {
     format!("{BRIDGE_PREFIX}{vni}")
+}
+
+/// The VNI a bridge's name stands for: None unless `name` is exactly `ovbr<vni>`.
+pub fn vni_of_bridge(name: &str) -> Option<Vni> {
+    let vni = Vni::new(name.strip_prefix(BRIDGE_PREFIX)?.parse().ok()?).ok()?;
+    (bridge(vni) == name).then_some(vni)
 }
 
 pub fn vxlan(vni: Vni) -> String {
@@ -105,6 +121,30 @@ pub fn bridge_alias(network: &str) -> String {
     format!("{BRIDGE_ALIAS_PREFIX}{network}")
 }
 
+/// The network a bridge's [`bridge_alias`] names.
+pub fn network_of_bridge_alias(alias: &str) -> Option<&str> {
+    alias
+        .strip_prefix(BRIDGE_ALIAS_PREFIX)
+        .filter(|n| !n.is_empty())
+}
+
+/// The MAC of a container's interface: derived from its network and address (its first IPv4
+/// address, else its first), as Docker's overlay derives it. Derived, so that vxlan-overlay can
+/// write the endpoint record (which carries it) before the veth exists: a host veth with an
+/// attachment alias then always has its record, unless the record was released since, which is
+/// what overlayd's stale check relies on (see `overlayd::stale`). From the address, so that an
+/// address that moves to a new container (its old host died and was reclaimed) keeps its MAC:
+/// the other containers' ARP and neighbour caches stay right, and reach the new owner at once
+/// instead of after the cached entry times out (up to a minute). None without an address.
+pub fn endpoint_mac(network: &str, addresses: &[IpAddr]) -> Option<Mac> {
+    let address = (addresses.iter().find(|a| a.is_ipv4())).or_else(|| addresses.first())?;
+    Some(derived_mac(&[
+        "cni-overlay endpoint",
+        network,
+        &address.to_string(),
+    ]))
+}
+
 /// The bridge's MAC, set in the very message that creates it: the kernel sets an alias only in
 /// a second message, so the MAC is what tells our bridge (also one caught between the two) from a
 /// stranger's. The bridge keeps it for life.
@@ -125,6 +165,43 @@ pub fn derived_mac(parts: &[&str]) -> Mac {
 /// plugin's result gives: `<network>.overlay`, lower-cased.
 pub fn dns_domain(network: &str) -> String {
     format!("{}.{DNS_TLD}", network.to_ascii_lowercase())
+}
+
+/// Why a container's name (or alias) cannot be served by DNS in `network`, or None when it can.
+/// The one rule of what DNS serves: every label 1 to [`MAX_DNS_LABEL`] characters of letters,
+/// digits, `-` and `_` (one trailing dot allowed: the absolute form), and the name under the
+/// network's domain (`<name>.<network>.overlay`) at most [`MAX_DNS_NAME`] characters. Names
+/// that break it are still reserved (uniqueness does not depend on DNS), only not served.
+pub fn dns_unservable(name: &str, network: &str) -> Option<String> {
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    if bare.is_empty() {
+        return Some("it is empty".into());
+    }
+    for label in bare.split('.') {
+        if label.is_empty() {
+            return Some("it has an empty label".into());
+        }
+        if label.len() > MAX_DNS_LABEL {
+            return Some(format!(
+                "a label of {} characters (DNS allows {MAX_DNS_LABEL})",
+                label.len()
+            ));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
+        {
+            return Some(format!("{c:?} is not a DNS name's character"));
+        }
+    }
+    let qualified = bare.len() + 1 + dns_domain(network).len();
+    if qualified > MAX_DNS_NAME {
+        return Some(format!(
+            "{qualified} characters under {} (DNS allows {MAX_DNS_NAME})",
+            dns_domain(network)
+        ));
+    }
+    None
 }
 
 /// The per-host lock of a network's devices.
@@ -257,6 +334,78 @@ mod tests {
         assert_eq!(fnv1a64(&[b""]), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(&[b"a"]), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a64(&[b"foobar"]), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn bridge_names_and_aliases_lead_back() {
+        assert_eq!(vni_of_bridge("ovbr42"), Some(vni(42)));
+        for other in ["ovbr042", "ovbr0", "ovbr", "ovx42", "ovbr16777216"] {
+            assert_eq!(vni_of_bridge(other), None, "{other}");
+        }
+        assert_eq!(network_of_bridge_alias(&bridge_alias("demo")), Some("demo"));
+        assert_eq!(network_of_bridge_alias("cni-overlay:"), None);
+        assert_eq!(network_of_bridge_alias("c1/eth0"), None);
+    }
+
+    #[test]
+    fn endpoint_macs_follow_the_address() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let a = endpoint_mac("demo", &[ip("10.0.0.2")]).unwrap();
+        assert!(a.is_unicast());
+        assert_eq!(a.octets()[0] & 0x03, 0x02, "locally administered unicast");
+        // The first IPv4 address counts, wherever it is; else the first address.
+        assert_eq!(
+            endpoint_mac("demo", &[ip("fd00::2"), ip("10.0.0.2"), ip("10.0.0.9")]),
+            Some(a)
+        );
+        assert_ne!(endpoint_mac("demo", &[ip("fd00::2")]), Some(a));
+        assert_ne!(endpoint_mac("demo", &[ip("10.0.0.3")]), Some(a));
+        assert_ne!(endpoint_mac("other", &[ip("10.0.0.2")]), Some(a));
+        assert_eq!(endpoint_mac("demo", &[]), None);
+        // Pinned: a record written by one release must match the interface the next one makes.
+        assert_eq!(
+            a,
+            derived_mac(&["cni-overlay endpoint", "demo", "10.0.0.2"])
+        );
+    }
+
+    #[test]
+    fn which_names_dns_serves() {
+        for good in [
+            "test1",
+            "web-0.prod",
+            "Web_1",
+            "api.v1",
+            "web.",
+            &"a".repeat(63),
+            &format!("{}.{}", "a".repeat(63), "b".repeat(63)),
+        ] {
+            assert_eq!(dns_unservable(good, "demo"), None, "{good}");
+        }
+        let why = |name: &str| dns_unservable(name, "demo").unwrap_or_default();
+        assert_eq!(
+            why(&"y".repeat(100)),
+            "a label of 100 characters (DNS allows 63)"
+        );
+        assert_eq!(why(""), "it is empty");
+        assert_eq!(why("."), "it is empty");
+        assert_eq!(why(".a"), "it has an empty label");
+        assert_eq!(why("a..b"), "it has an empty label");
+        assert_eq!(why("bad name!"), "' ' is not a DNS name's character");
+        assert_eq!(why("*"), "'*' is not a DNS name's character");
+        assert_eq!(why("caf\u{e9}"), "'\u{e9}' is not a DNS name's character");
+        // A 250-character pod name in namespace prod: labels fit, the whole does not.
+        let long = format!("{}.prod", vec!["y".repeat(62); 4].join("."));
+        assert!(long.len() > 250);
+        assert!(
+            why(&long).ends_with("under demo.overlay (DNS allows 253)"),
+            "{}",
+            why(&long)
+        );
+        // The network's domain counts: what fits under a short one may not under a long one.
+        let name = vec!["n".repeat(60); 3].join(".");
+        assert_eq!(dns_unservable(&name, "demo"), None);
+        assert!(dns_unservable(&name, &"x".repeat(70)).is_some());
     }
 
     #[test]

@@ -311,6 +311,10 @@ pub async fn inspect(store: &mut Store, name: &str) -> Result<Inspection, Error>
         endpoints: endpoints
             .into_iter()
             .map(|e| EndpointView {
+                in_dns: e
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| model::names::dns_unservable(n, name).is_none()),
                 name: e.name,
                 container_id: e.container_id,
                 ifname: e.ifname,
@@ -335,7 +339,10 @@ pub struct Inspection {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointView {
+    /// The reserved name, whatever it is: names DNS cannot carry are reserved all the same.
     pub name: Option<String>,
+    /// Whether DNS serves the name (`model::names::dns_unservable`).
+    pub in_dns: bool,
     pub container_id: String,
     pub ifname: String,
     /// With prefix length, as in the record.
@@ -367,8 +374,12 @@ impl Render for Inspection {
         if !self.endpoints.is_empty() {
             let mut table = Table::new(&["NAME", "CONTAINER ID", "ADDRESSES", "MAC", "NODE"]);
             for e in &self.endpoints {
+                let name = match (&e.name, e.in_dns) {
+                    (Some(name), false) => format!("{name} (not in DNS)"),
+                    (name, _) => or_dash(name.as_ref()),
+                };
                 table.row(vec![
-                    or_dash(e.name.as_ref()),
+                    name,
                     short_id(&e.container_id),
                     joined(&e.addresses),
                     e.mac.to_string(),

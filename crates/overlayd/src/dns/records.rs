@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use model::names::{dns_domain, DNS_TLD as TLD};
+use model::names::{dns_domain, dns_unservable, DNS_TLD as TLD};
 use model::records::Endpoint;
 
 /// Containers come and go within seconds; a longer TTL would have clients keep dead addresses.
@@ -75,8 +75,8 @@ impl Zone {
         }
     }
 
-    /// The zone of `network` from its endpoint records. Names that are not valid DNS names are
-    /// left out (and reported), the rest of the record still counts.
+    /// The zone of `network` from its endpoint records. Names DNS cannot carry
+    /// ([`dns_unservable`]) are left out, the rest of the record still counts.
     pub fn build<'a>(network: &str, endpoints: impl IntoIterator<Item = &'a Endpoint>) -> Zone {
         let mut zone = Zone::empty(network);
         let domain = Name::from(zone.domain.clone());
@@ -85,16 +85,20 @@ impl Zone {
             let labels = e.name.iter().chain(e.aliases.iter());
             let mut first = true;
             for label in labels {
-                let Some(bare) = parse_name(label) else {
-                    log::warn!(
-                        "endpoint {}/{} of {network}: {label:?} is not a DNS name, not served",
-                        e.container_id,
-                        e.ifname
-                    );
-                    continue;
+                // Names DNS cannot carry are reserved all the same, only not served: the
+                // model's one rule. Not a problem to warn about: the runtime accepted them.
+                let servable = match dns_unservable(label, network) {
+                    None => parse_name(label)
+                        .and_then(|bare| Some((bare.clone(), bare.append_domain(&domain).ok()?))),
+                    Some(_) => None,
                 };
-                let Ok(qualified) = bare.clone().append_domain(&domain) else {
-                    log::warn!("{label:?} is too long to serve under {domain}");
+                let Some((bare, qualified)) = servable else {
+                    log::debug!(
+                        "endpoint {}/{} of {network}: {label:?} is not served by DNS ({})",
+                        e.container_id,
+                        e.ifname,
+                        dns_unservable(label, network).unwrap_or_else(|| "not a DNS name".into())
+                    );
                     continue;
                 };
                 for name in [&bare, &qualified] {
@@ -358,6 +362,35 @@ mod tests {
         assert_eq!(rdata(&a(&z, "anon.", RecordType::A)), ["10.0.0.4"]);
         // The invalid name is skipped, the alias of the same record still works.
         assert_eq!(rdata(&a(&z, "ok4.", RecordType::A)), ["10.0.0.5"]);
+    }
+
+    #[test]
+    fn names_dns_cannot_carry_are_left_out() {
+        let long = format!("{}.prod", "y".repeat(250));
+        let eps = [
+            endpoint("Demo", "c1", Some(&long), &[], &["10.0.0.2/24"]),
+            endpoint(
+                "Demo",
+                "c2",
+                Some(&"x".repeat(100)),
+                &["web"],
+                &["10.0.0.3/24"],
+            ),
+            endpoint("Demo", "c3", Some("a..b"), &[], &["10.0.0.4/24"]),
+            endpoint("Demo", "c4", Some("short"), &[], &["10.0.0.5/24"]),
+        ];
+        let z = Zone::build("Demo", eps.iter());
+        assert_eq!(z.len(), 2, "short and web");
+        assert_eq!(rdata(&a(&z, "web.", RecordType::A)), ["10.0.0.3"]);
+        // Their addresses answer PTR with what is served (the alias), or not at all.
+        assert_eq!(
+            rdata(&a(&z, "3.0.0.10.in-addr.arpa.", RecordType::PTR)),
+            ["web.demo.overlay."]
+        );
+        assert_eq!(
+            a(&z, "2.0.0.10.in-addr.arpa.", RecordType::PTR),
+            Answer::Forward
+        );
     }
 
     #[test]
