@@ -75,6 +75,28 @@ pub struct Node {
     pub since: u64,
 }
 
+/// The mark of a node whose lease is gone: the value of `gone/<node>`, written by the reclaimer
+/// (overlayd's elected one) when it sees the node's lease go, or at its election for a node that
+/// holds allocations or endpoints without a live lease; never while `nodes/<node>` exists. Removed
+/// when the node's holdings are released, or when the node registers again. `since` is what the
+/// grace period (`--reclaim-after`) is counted from, so a new reclaimer continues the countdown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Gone {
+    /// Unix seconds when the reclaimer saw the node without a lease.
+    pub since: u64,
+}
+
+/// The elected reclaimer: the value of `reclaimer`, under the lease of the overlayd that holds
+/// it (a few seconds' TTL, so that a dead one is replaced within seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reclaimer {
+    pub node: String,
+    /// Unix seconds when it was elected.
+    pub since: u64,
+}
+
 /// A network created with overlayctl: the value of `networks/<name>`. Its addressing (range sets,
 /// usage) is [`crate::addressing::Addressing`]'s business.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +209,10 @@ mod tests {
         round_trip::<Holder>(r#"{"containerId":"c1","ifname":"eth0","node":"node1"}"#);
         let n: Node = round_trip(r#"{"name":"node1","vtep":"192.168.205.10","since":1700000000}"#);
         assert_eq!(n.vtep, ip("192.168.205.10"));
+        let g: Gone = round_trip(r#"{"since":1700000000}"#);
+        assert_eq!(g.since, 1_700_000_000);
+        let r: Reclaimer = round_trip(r#"{"node":"node1","since":1700000000}"#);
+        assert_eq!(r.node, "node1");
     }
 
     #[test]

@@ -144,9 +144,20 @@ pub struct CreateArgs {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum NodeCommand {
-    /// List the hosts: those with a live overlayd, and those only named by endpoint records.
+    /// List the hosts: those with a live overlayd, and those that hold allocations or endpoint
+    /// records without one (dead since when, and how much they hold).
     #[command(visible_alias = "list")]
     Ls,
+    /// Release every allocation, name and endpoint record of a dead node (idempotent); what it
+    /// released is printed. Refused while the node's lease is alive, unless --force.
+    #[command(visible_alias = "remove")]
+    Rm {
+        node: String,
+        /// Release even though the node is alive: its overlayd then takes its containers off the
+        /// overlay.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -187,6 +198,21 @@ mod tests {
         assert_eq!(config.prefix, "/cni-overlay");
         assert!(config.tls.is_some());
         assert_eq!(args.output, Format::Json);
+    }
+
+    #[test]
+    fn node_rm_takes_a_node_and_force() {
+        let args = Args::try_parse_args(["overlayctl", "node", "rm", "h2", "--force"]).unwrap();
+        assert!(matches!(
+            args.command,
+            Command::Node(NodeCommand::Rm { ref node, force: true }) if node == "h2"
+        ));
+        let args = Args::try_parse_args(["overlayctl", "node", "rm", "h2"]).unwrap();
+        assert!(matches!(
+            args.command,
+            Command::Node(NodeCommand::Rm { force: false, .. })
+        ));
+        assert!(Args::try_parse_args(["overlayctl", "node", "rm"]).is_err());
     }
 
     #[test]

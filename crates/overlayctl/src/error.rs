@@ -35,6 +35,15 @@ pub enum Error {
         list: String,
     },
 
+    #[error(
+        "node {0} is alive (its overlayd holds a lease) and its containers use what it holds: \
+             refusing to release it; --force releases it anyway"
+    )]
+    NodeAlive(String),
+
+    #[error("node {node} registered again during the release: stopped after releasing {released}")]
+    NodeBack { node: String, released: String },
+
     #[error("writing the output: {0}")]
     Output(#[source] io::Error),
 

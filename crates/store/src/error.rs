@@ -27,6 +27,9 @@ pub enum StoreError {
     },
     #[error("corrupt record at {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    /// Other writers kept changing the records being worked on; a later attempt normally succeeds.
+    #[error("{0}")]
+    Contended(String),
     /// A watch ended, or went silent: whoever follows the prefix lists it again.
     #[error("the watch of {prefix} was lost: {reason}")]
     WatchLost { prefix: String, reason: String },
@@ -42,7 +45,8 @@ impl From<StoreError> for CniError {
             // a certificate refused during a rotation. DEL must never pass while etcd is unusable.
             StoreError::Unavailable { .. }
             | StoreError::Handshake(_)
-            | StoreError::WatchLost { .. } => codes::TRY_AGAIN_LATER,
+            | StoreError::WatchLost { .. }
+            | StoreError::Contended(_) => codes::TRY_AGAIN_LATER,
             StoreError::Refused(_) | StoreError::Corrupt { .. } => codes::IO_FAILURE,
         };
         CniError::new(code, e.to_string())

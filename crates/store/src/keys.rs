@@ -24,6 +24,19 @@ impl Keys {
         format!("{}/ipam/{net}/", self.prefix)
     }
 
+    /// Where every network's allocations are: `ipam/`.
+    pub fn ipam_root(&self) -> String {
+        format!("{}/ipam/", self.prefix)
+    }
+
+    /// The network of a key under [`Keys::ipam_root`].
+    pub fn network_of_ipam_key<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.ipam_root())?
+            .split('/')
+            .next()
+            .filter(|n| !n.is_empty())
+    }
+
     pub fn owner(&self, net: &str, container_id: &str, ifname: &str) -> String {
         format!("{}/ipam/{net}/owners/{container_id}/{ifname}", self.prefix)
     }
@@ -91,6 +104,25 @@ impl Keys {
         format!("{}/nodes/", self.prefix)
     }
 
+    /// The mark of a node whose lease is gone ([`model::records::Gone`]).
+    pub fn gone(&self, node: &str) -> String {
+        format!("{}/gone/{node}", self.prefix)
+    }
+
+    pub fn gones(&self) -> String {
+        format!("{}/gone/", self.prefix)
+    }
+
+    /// The elected reclaimer ([`model::records::Reclaimer`]), under its lease.
+    pub fn reclaimer(&self) -> String {
+        format!("{}/reclaimer", self.prefix)
+    }
+
+    /// The last segment of a key: the node of `nodes/<node>` and `gone/<node>`.
+    pub fn last_segment(key: &str) -> &str {
+        key.rsplit('/').next().unwrap_or(key)
+    }
+
     pub fn network(&self, name: &str) -> String {
         format!("{}/networks/{name}", self.prefix)
     }
@@ -155,6 +187,22 @@ mod tests {
         let k = Keys::new("/p");
         assert_eq!(k.vni(Vni::new(42).unwrap()), "/p/vnis/00000042");
         assert_eq!(k.vni(Vni::MAX), "/p/vnis/16777215");
+    }
+
+    #[test]
+    fn networks_of_ipam_keys_and_node_keys() {
+        let k = Keys::new("/p");
+        assert_eq!(
+            k.network_of_ipam_key(&k.owner("net-1", "c", "eth0")),
+            Some("net-1")
+        );
+        assert_eq!(k.network_of_ipam_key("/p/ipam/"), None);
+        assert_eq!(k.network_of_ipam_key("/p/nodes/n"), None);
+        assert_eq!(k.gone("n1"), "/p/gone/n1");
+        assert!(k.gone("n1").starts_with(&k.gones()));
+        assert_eq!(Keys::last_segment(&k.gone("n1")), "n1");
+        assert_eq!(Keys::last_segment(&k.node("n.2")), "n.2");
+        assert_eq!(k.reclaimer(), "/p/reclaimer");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! | `ipam/<net>/cursor/<range set>` | last address handed out (a hint, never compared) | etcd-ipam |
 //! | `endpoints/<net>/<container id>/<ifname>` | `Endpoint` | vxlan-overlay |
 //! | `nodes/<node>` | `Node`, under a lease | overlayd |
+//! | `gone/<node>` | `Gone`: since when the node has had no lease | overlayd's elected reclaimer |
+//! | `reclaimer` | `Reclaimer`, under its lease | overlayd's elected reclaimer |
 //! | `networks/<net>` and `vnis/<vni>` | `Network`, network name | overlayctl |
 //!
 //! Addresses are keyed by their number in fixed-width hex so that a key range read returns them in
@@ -21,7 +23,9 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod nodes;
 pub mod plugin;
+pub mod release;
 pub mod watch;
 
 pub use client::Store;

@@ -302,56 +302,20 @@ fn requested_per_pool(
     Ok(fixed)
 }
 
-/// Releases everything of one attachment. Ok(false) when nothing was held.
+/// Releases everything of one attachment of node `node` (the store's rule, shared with the
+/// release of a whole node): the owner record if it is still the one read, its address and name
+/// keys only if created with it. Ok(false) when nothing of that node was held: an allocation
+/// another node wrote under the same key (the same container id on another host) is left alone.
 pub async fn release(
     store: &mut Store,
     net: &str,
+    node: &str,
     container_id: &str,
     ifname: &str,
 ) -> Result<bool, CniError> {
-    let keys = store.keys().clone();
-    let owner_key = keys.owner(net, container_id, ifname);
-    for _ in 0..MAX_ATTEMPTS {
-        let resp = store.get(owner_key.clone(), None).await?;
-        let Some(kv) = resp.kvs().first() else {
-            return Ok(false);
-        };
-        let allocation: Allocation = records::decode(kv.key(), kv.value())?;
-        // The address and name keys were created in the owner's transaction, so they share its
-        // create revision: deleting only keys with that revision never frees another container's.
-        let mut then = vec![TxnOp::delete(owner_key.clone(), None)];
-        let mut owned = Vec::new();
-        for ip in &allocation.ips {
-            owned.push(keys.ip(net, ip.address.ip()));
-        }
-        if let Some(name) = &allocation.name {
-            owned.push(keys.name(net, name));
-        }
-        for key in owned {
-            then.push(TxnOp::txn(
-                Txn::new()
-                    .when(vec![Compare::create_revision(
-                        key.clone(),
-                        CompareOp::Equal,
-                        kv.create_revision(),
-                    )])
-                    .and_then(vec![TxnOp::delete(key, None)]),
-            ));
-        }
-        let txn = Txn::new()
-            .when(vec![Compare::mod_revision(
-                owner_key.clone(),
-                CompareOp::Equal,
-                kv.mod_revision(),
-            )])
-            .and_then(then);
-        if store.txn(txn).await?.succeeded() {
-            return Ok(true);
-        }
-    }
-    Err(CniError::try_again(format!(
-        "allocation of {container_id}/{ifname} kept changing while being released"
-    )))
+    let released =
+        store::release::release_allocation(store, net, container_id, ifname, Some(node)).await?;
+    Ok(released.is_some())
 }
 
 pub async fn get(
@@ -395,6 +359,7 @@ pub async fn gc(
         match release(
             store,
             &cfg.network,
+            &cfg.node,
             &allocation.container_id,
             &allocation.ifname,
         )

@@ -48,6 +48,7 @@ impl Plugin for EtcdIpam {
             allocator::release(
                 &mut store,
                 &cfg.network,
+                &cfg.node,
                 &req.env.container_id,
                 &req.env.ifname,
             )

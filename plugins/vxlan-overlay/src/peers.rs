@@ -98,19 +98,15 @@ pub async fn get(
         .transpose()
 }
 
+/// Removes the endpoint record of an attachment if it is this node's (the store's rule): a record
+/// of another node under the same key is left alone.
 pub async fn remove(
     store: &mut Store,
     cfg: &OverlayConfig,
     container_id: &str,
     ifname: &str,
 ) -> Result<(), CniError> {
-    let key = store.keys().endpoint(&cfg.network, container_id, ifname);
-    store
-        .call(|mut c| {
-            let key = key.clone();
-            async move { c.delete(key, None).await }
-        })
-        .await?;
+    store::release::release_endpoint(store, &cfg.network, container_id, ifname, &cfg.node).await?;
     Ok(())
 }
 

@@ -25,6 +25,9 @@ pub async fn run(command: &Command, store: &mut Store, format: Format) -> Result
             emit(format, &network::remove(store, name).await?)
         }
         Command::Node(NodeCommand::Ls) => emit(format, &node::list(store).await?),
+        Command::Node(NodeCommand::Rm { node, force }) => {
+            emit(format, &node::remove(store, node, *force).await?)
+        }
         Command::Ipam(IpamCommand::Usage { name }) => {
             emit(format, &ipam::usage(store, name.as_deref()).await?)
         }
