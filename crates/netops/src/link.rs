@@ -454,6 +454,16 @@ impl Netlink {
         .await
     }
 
+    /// Takes a link down (IFF_UP cleared); a bridge port's learnt FDB entries go with it.
+    pub async fn set_down(&self, index: u32) -> Result<(), Error> {
+        self.set_link(
+            "take down",
+            index,
+            LinkUnspec::new_with_index(index).down().build(),
+        )
+        .await
+    }
+
     /// Sets IFLA_IFALIAS; an empty alias removes it.
     pub async fn set_alias(&self, index: u32, alias: &str) -> Result<(), Error> {
         self.set_link(

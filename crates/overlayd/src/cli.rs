@@ -40,6 +40,18 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(2..=86_400))]
     pub lease_ttl: u64,
 
+    /// How long a node must have had no lease (its overlayd dead or cut off) before what it holds
+    /// (addresses, names, endpoint records) is released by the elected reclaimer: a duration such
+    /// as 90s, 10m or 1h30m; 0 turns automatic reclaim off for this overlayd.
+    #[arg(long, env = "OVERLAYD_RECLAIM_AFTER", default_value = crate::reclaim::DEFAULT_AFTER,
+          value_parser = crate::reclaim::parse_after)]
+    pub reclaim_after: Duration,
+
+    /// Attachments released per etcd transaction when reclaiming.
+    #[arg(long, env = "OVERLAYD_RECLAIM_BATCH", default_value_t = store::nodes::DEFAULT_BATCH as u64,
+          value_parser = clap::value_parser!(u64).range(1..=50))]
+    pub reclaim_batch: u64,
+
     /// Serve DNS for each network's container names at its gateway address (the default).
     #[arg(long, overrides_with = "no_dns")]
     pub dns: bool,
@@ -97,6 +109,15 @@ impl Args {
         Duration::from_secs(self.lease_ttl)
     }
 
+    /// The reclaimer's settings.
+    pub fn reclaim(&self) -> crate::reclaim::Settings {
+        crate::reclaim::Settings {
+            node: self.node.clone(),
+            after: self.reclaim_after,
+            batch: self.reclaim_batch as usize,
+        }
+    }
+
     /// DNS is on unless --no-dns came last.
     pub fn dns_enabled(&self) -> bool {
         !self.no_dns
@@ -124,6 +145,32 @@ mod tests {
         a.validate_node().unwrap();
         assert!(a.dns_enabled());
         assert!(a.dns_upstream.is_empty());
+        let r = a.reclaim();
+        assert_eq!(
+            (r.node.as_str(), r.after.as_secs(), r.batch),
+            ("n1", 600, 32)
+        );
+    }
+
+    #[test]
+    fn reclaim_flags() {
+        let base = ["--etcd", "h:1", "--node", "n"];
+        let with = |extra: &[&str]| parse(&[&base[..], extra].concat());
+        let r = with(&["--reclaim-after", "90s", "--reclaim-batch", "1"])
+            .unwrap()
+            .reclaim();
+        assert_eq!((r.after.as_secs(), r.batch), (90, 1));
+        assert!(with(&["--reclaim-after", "0"])
+            .unwrap()
+            .reclaim()
+            .after
+            .is_zero());
+        assert!(
+            with(&["--reclaim-after", "90"]).is_err(),
+            "a unit is needed"
+        );
+        assert!(with(&["--reclaim-batch", "0"]).is_err());
+        assert!(with(&["--reclaim-batch", "51"]).is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::cli::Args;
 use crate::endpoints::EndpointCache;
 use crate::error::Error;
-use crate::{conflists, dns, peers, registration};
+use crate::{conflists, dns, peers, reclaim, registration, stale};
 
 pub async fn run(args: Args) -> Result<(), Error> {
     // Handlers first: a SIGTERM during start-up must still mean a clean exit, not the default
@@ -67,6 +67,14 @@ pub async fn run(args: Args) -> Result<(), Error> {
         };
         tokio::spawn(conflists::run(Store::new(config.clone())?, settings))
     };
+    // Attachments of this host released while it was gone come off the overlay.
+    let mut stale = tokio::spawn(stale::run(
+        Store::new(config.clone())?,
+        args.node.clone(),
+        cache.subscribe(),
+    ));
+    // Campaigns for the reclaimer's seat (unless --reclaim-after 0) and reclaims while it holds it.
+    let mut reclaim = tokio::spawn(reclaim::run(config.clone(), args.reclaim()));
     let mut feeder = tokio::spawn(crate::watch::run(Store::new(config.clone())?, cache));
     let (stop, stopped) = watch::channel(false);
     let mut registration = tokio::spawn(registration::run(
@@ -85,12 +93,17 @@ pub async fn run(args: Args) -> Result<(), Error> {
         r = &mut dns => Err(ended("dns", r)),
         r = &mut conflists => Err(ended("conflists", r)),
         r = &mut feeder => Err(ended("endpoint watch", r)),
+        r = &mut stale => Err(ended("stale attachments", r)),
+        r = &mut reclaim => Err(ended("reclaim", r)),
         r = &mut registration => Err(ended("registration", r)),
     };
     peers.abort();
     dns.abort();
     conflists.abort();
     feeder.abort();
+    stale.abort();
+    // The seat's lease expires within its TTL; another overlayd takes over then.
+    reclaim.abort();
     let signal = outcome?;
     log::info!("{signal} received, shutting down");
     let _ = stop.send(true);

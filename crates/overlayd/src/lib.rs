@@ -7,6 +7,9 @@
 //!   host's VXLAN devices (`ovx<vni>`) equal to the endpoints of the other hosts.
 //! * [`dns`]: another consumer; per network with a container on this host, a DNS server at the
 //!   gateway address answering the names of the network's containers on every host.
+//! * [`reclaim`]: one overlayd at a time, elected through etcd, releases what a node holds once
+//!   its lease has been gone for `--reclaim-after`.
+//! * [`stale`]: this host's attachments released while it was gone are taken off the overlay.
 //!
 //! The vxlan-overlay plugin programs every remote endpoint that exists when it creates a
 //! network's VXLAN device, so overlayd only follows changes (plus a full reconciliation at start,
@@ -20,8 +23,10 @@ pub mod dns;
 pub mod endpoints;
 pub mod error;
 pub mod peers;
+pub mod reclaim;
 pub mod registration;
 pub mod retry;
+pub mod stale;
 pub mod watch;
 
 pub use error::Error;

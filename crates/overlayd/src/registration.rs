@@ -1,12 +1,15 @@
 //! The node record: `nodes/<node>` under an etcd lease that this process keeps alive, so that
 //! the record disappears on its own when the host (or overlayd) dies, and at once when overlayd
-//! stops cleanly (the lease is revoked).
+//! stops cleanly (the lease is revoked). Registering also removes the node's mark `gone/<node>`
+//! (the reclaimer's countdown, see [`crate::reclaim`]): a node that is back is not reclaimed.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use model::records::{self, Node};
-use store::etcd_client::{Error as EtcdError, PutOptions};
+use model::records::{self, Gone, Node};
+use store::etcd_client::{
+    DeleteOptions, Error as EtcdError, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use store::Store;
 use tokio::sync::watch;
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
@@ -18,7 +21,7 @@ use crate::retry::Retry;
 const REVOKE_WITHIN: Duration = Duration::from_secs(1);
 
 /// How a keep-alive session ended.
-enum SessionEnd {
+pub(crate) enum SessionEnd {
     /// etcd no longer knows the lease (it expired while we could not reach etcd): the record
     /// went with it, so register again.
     Expired,
@@ -102,21 +105,44 @@ async fn register(store: &mut Store, key: &str, node: &Node, ttl: i64) -> Result
         .await?;
     let id = grant.id();
     let value = records::encode(node);
-    let put = store
-        .call(|mut c| {
-            let (key, value) = (key.to_string(), value.clone());
-            let options = PutOptions::new().with_lease(id).with_prev_key();
-            async move { c.put(key, value, Some(options)).await }
-        })
-        .await?;
-    if let Some(prev) = put.prev_key() {
-        // Our own record from before a restart is expected; another host's is a misconfiguration.
-        match records::decode::<Node>(prev.key(), prev.value()) {
-            Ok(old) if old.vtep != node.vtep => log::warn!(
-                "node {} was registered with vtep {}: two hosts with one --node name?",
-                node.name,
-                old.vtep
-            ),
+    let mark = store.keys().gone(&node.name);
+    // The record and the end of the node's mark, together: no reclaimer counts down a node
+    // that is registered.
+    let txn = Txn::new().and_then(vec![
+        TxnOp::put(
+            key,
+            value,
+            Some(PutOptions::new().with_lease(id).with_prev_key()),
+        ),
+        TxnOp::delete(mark, Some(DeleteOptions::new().with_prev_key())),
+    ]);
+    let resp = store.txn(txn).await?;
+    for op in resp.op_responses() {
+        match op {
+            TxnOpResponse::Put(put) => {
+                let Some(prev) = put.prev_key() else { continue };
+                // Our own record from before a restart is expected; another host's is a
+                // misconfiguration.
+                match records::decode::<Node>(prev.key(), prev.value()) {
+                    Ok(old) if old.vtep != node.vtep => log::warn!(
+                        "node {} was registered with vtep {}: two hosts with one --node name?",
+                        node.name,
+                        old.vtep
+                    ),
+                    _ => {}
+                }
+            }
+            TxnOpResponse::Delete(deleted) => {
+                for prev in deleted.prev_kvs() {
+                    if let Ok(gone) = records::decode::<Gone>(prev.key(), prev.value()) {
+                        log::warn!(
+                            "node {} was marked gone {} s ago; back before being reclaimed",
+                            node.name,
+                            crate::reclaim::now_secs().saturating_sub(gone.since)
+                        );
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -125,7 +151,12 @@ async fn register(store: &mut Store, key: &str, node: &Node, ttl: i64) -> Result
 
 /// Keeps lease `id` alive on the current connection, with a keep-alive every TTL/3, until the
 /// lease is gone or the connection breaks.
-async fn keep_alive(store: &mut Store, id: i64, ttl: Duration, retry: &mut Retry) -> SessionEnd {
+pub(crate) async fn keep_alive(
+    store: &mut Store,
+    id: i64,
+    ttl: Duration,
+    retry: &mut Retry,
+) -> SessionEnd {
     let mut client = match store.client().await {
         Ok(c) => c,
         Err(e) => return SessionEnd::Broken(e.into()),

@@ -162,11 +162,45 @@ async fn attach(
     }
     let mtu = underlay.container_mtu(cfg);
     let host_name = names::host_veth(&req.env.container_id, &req.env.ifname);
+    // The MAC is derived, so the record can be written before the veth exists: a host veth that
+    // carries an attachment alias then always has its record (until it is released), and
+    // overlayd can take any such veth without one for a stale attachment (released while its
+    // host was gone) without mistaking an ADD in flight for one.
+    let addresses: Vec<_> = ipam.ips.iter().map(|ip| ip.address.ip()).collect();
+    let mac = names::endpoint_mac(&cfg.network, &addresses).ok_or_else(|| {
+        CniError::invalid_config(format!("IPAM plugin {} returned no address", cfg.ipam_type))
+    })?;
+    let record = Endpoint {
+        network: cfg.network.clone(),
+        container_id: req.env.container_id.clone(),
+        ifname: req.env.ifname.clone(),
+        name: req.env.args.container_name()?,
+        aliases: req
+            .conf
+            .runtime_config
+            .aliases
+            .get(&cfg.network)
+            .cloned()
+            .unwrap_or_default(),
+        ips: ipam.ips.iter().map(|ip| ip.address).collect(),
+        mac,
+        node: cfg.node.clone(),
+        vtep: underlay.vtep,
+        vni: cfg.vni,
+    };
+    let endpoints = peers::publish_and_list(store, cfg, &record).await?;
+
     let (devices, host_end, peer) = {
         let _lock = network::lock(cfg)?;
         let devices = network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?;
         let (host_end, peer) = host
-            .create_veth(&host_name, &req.env.ifname, container, mtu, None)
+            .create_veth(
+                &host_name,
+                &req.env.ifname,
+                container,
+                mtu,
+                Some(mac.octets()),
+            )
             .await?;
         // The alias names the attachment, so that GC can tell which veth belongs to whom.
         host.set_alias(
@@ -193,32 +227,16 @@ async fn attach(
         });
         inside.add_route(route.dst, gw, peer.index).await?;
     }
-
-    let mac = peer.mac.map(Mac::from).ok_or_else(|| {
-        CniError::new(
+    if peer.mac.map(Mac::from) != Some(mac) {
+        return Err(CniError::new(
             codes::KERNEL,
-            format!("interface {} has no MAC address", req.env.ifname),
-        )
-    })?;
-    let record = Endpoint {
-        network: cfg.network.clone(),
-        container_id: req.env.container_id.clone(),
-        ifname: req.env.ifname.clone(),
-        name: req.env.args.container_name()?,
-        aliases: req
-            .conf
-            .runtime_config
-            .aliases
-            .get(&cfg.network)
-            .cloned()
-            .unwrap_or_default(),
-        ips: ipam.ips.iter().map(|ip| ip.address).collect(),
-        mac,
-        node: cfg.node.clone(),
-        vtep: underlay.vtep,
-        vni: cfg.vni,
-    };
-    let endpoints = peers::publish_and_list(store, cfg, &record).await?;
+            format!(
+                "interface {} has MAC {}, not {mac} as asked",
+                req.env.ifname,
+                mac_text(peer.mac)
+            ),
+        ));
+    }
     peers::program(host, devices.vxlan.index, cfg, &endpoints).await?;
 
     let mut result = CniResult {
@@ -324,6 +342,14 @@ async fn check(
                 req.env.container_id, req.env.ifname
             ))
         })?;
+    // A record of another node under this key: this attachment was released while its host was
+    // gone, and the name and addresses may be someone else's now.
+    if record.node != cfg.node {
+        return Err(failed(format!(
+            "endpoint record of {}/{} belongs to node {}, not {}",
+            req.env.container_id, req.env.ifname, record.node, cfg.node
+        )));
+    }
     if link.mac.map(Mac::from) != Some(record.mac) {
         return Err(failed(format!(
             "endpoint record has MAC {}, the interface {mac}",
@@ -339,13 +365,8 @@ async fn gc(
     store: &mut Store,
 ) -> Result<(), CniError> {
     let mut first_error = None;
-    for record in peers::of_node(store, cfg).await? {
-        if !valid.contains(&(record.container_id.clone(), record.ifname.clone())) {
-            if let Err(e) = peers::remove(store, cfg, &record.container_id, &record.ifname).await {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
+    // The veths first, then the records, as DEL does: a veth with an attachment alias and no
+    // record is what overlayd takes for a stale attachment.
     let host = Netlink::current().await?;
     let lock = network::lock(cfg)?;
     if let Some(bridge) = host.link(&cfg.bridge_name()).await? {
@@ -368,6 +389,14 @@ async fn gc(
     }
     if let Err(e) = network::remove_if_unused(&host, cfg, &lock).await {
         first_error.get_or_insert(e);
+    }
+    drop(lock);
+    for record in peers::of_node(store, cfg).await? {
+        if !valid.contains(&(record.container_id.clone(), record.ifname.clone())) {
+            if let Err(e) = peers::remove(store, cfg, &record.container_id, &record.ifname).await {
+                first_error.get_or_insert(e);
+            }
+        }
     }
     first_error.map_or(Ok(()), Err)
 }
