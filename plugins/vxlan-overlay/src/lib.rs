@@ -188,10 +188,17 @@ async fn attach(
         vtep: underlay.vtep,
         vni: cfg.vni,
     };
+    // The network's devices and gateway sandbox before the record: overlayd starts serving the
+    // network's names when this host's first record of it arrives, and must find the sandbox then.
+    {
+        let _lock = network::lock(cfg)?;
+        network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?;
+    }
     let endpoints = peers::publish_and_list(store, cfg, &record).await?;
 
     let (devices, host_end, peer) = {
         let _lock = network::lock(cfg)?;
+        // Again: a DEL of the network's last other container may have removed them meanwhile.
         let devices = network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?;
         let (host_end, peer) = host
             .create_veth(
