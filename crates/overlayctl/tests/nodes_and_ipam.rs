@@ -10,7 +10,10 @@ use testutils::Etcd;
 fn node_ls_shows_live_nodes_and_nodes_known_only_from_endpoints() {
     let etcd = Etcd::start();
     let empty = ctl(&etcd, &["node", "ls"]);
-    assert_eq!(empty.ok(), "NAME   VTEP   ALIVE   ENDPOINTS\n");
+    assert_eq!(
+        empty.ok(),
+        "NAME   VTEP   ALIVE   DEAD SINCE   ALLOCATIONS   NAMES   ENDPOINTS\n"
+    );
 
     put_node(&etcd, "node1", "192.168.205.10");
     put_node(&etcd, "idle", "192.168.205.12");
@@ -30,15 +33,25 @@ fn node_ls_shows_live_nodes_and_nodes_known_only_from_endpoints() {
             .unwrap()
             .split_whitespace()
             .collect::<Vec<_>>(),
-        ["NAME", "VTEP", "ALIVE", "ENDPOINTS"]
+        [
+            "NAME",
+            "VTEP",
+            "ALIVE",
+            "DEAD",
+            "SINCE",
+            "ALLOCATIONS",
+            "NAMES",
+            "ENDPOINTS"
+        ]
     );
     assert_eq!(
         rows(&table),
         vec![
-            vec!["idle", "192.168.205.12", "yes", "0"],
-            vec!["node1", "192.168.205.10", "yes", "1"],
-            // No node record: its overlayd is gone; the VTEP is the one its endpoints carry.
-            vec!["node2", "192.168.205.15", "no", "2"],
+            vec!["idle", "192.168.205.12", "yes", "-", "0", "0", "0"],
+            vec!["node1", "192.168.205.10", "yes", "-", "0", "0", "1"],
+            // No node record: its overlayd is gone; the VTEP is the one its endpoints carry. No
+            // reclaimer marked it, so since when is unknown.
+            vec!["node2", "192.168.205.15", "no", "unknown", "0", "0", "2"],
         ]
     );
 
@@ -46,9 +59,12 @@ fn node_ls_shows_live_nodes_and_nodes_known_only_from_endpoints() {
     assert_eq!(
         json,
         json!([
-            {"name": "idle", "vtep": "192.168.205.12", "alive": true, "since": 1_700_000_000, "endpoints": 0},
-            {"name": "node1", "vtep": "192.168.205.10", "alive": true, "since": 1_700_000_000, "endpoints": 1},
-            {"name": "node2", "vtep": "192.168.205.15", "alive": false, "since": null, "endpoints": 2},
+            {"name": "idle", "vtep": "192.168.205.12", "alive": true, "since": 1_700_000_000,
+             "deadSince": null, "deadFor": null, "allocations": 0, "names": 0, "endpoints": 0},
+            {"name": "node1", "vtep": "192.168.205.10", "alive": true, "since": 1_700_000_000,
+             "deadSince": null, "deadFor": null, "allocations": 0, "names": 0, "endpoints": 1},
+            {"name": "node2", "vtep": "192.168.205.15", "alive": false, "since": null,
+             "deadSince": null, "deadFor": null, "allocations": 0, "names": 0, "endpoints": 2},
         ])
     );
 }

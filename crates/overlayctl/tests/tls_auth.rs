@@ -96,7 +96,7 @@ fn networks_and_nodes_over_tls_with_a_user() {
     assert_eq!(
         nodes,
         json!([{"name": "node1", "vtep": "192.0.2.10", "alive": true, "since": 1_700_000_000,
-                "endpoints": 0}])
+                "deadSince": null, "deadFor": null, "allocations": 0, "names": 0, "endpoints": 0}])
     );
     secured(&etcd, &good, &["ipam", "usage"]).ok();
     secured(&etcd, &good, &["network", "rm", "demo"]).ok();
