@@ -311,14 +311,16 @@ async fn add(req: &Request, cfg: &Config) -> Result<CniResult, CniError> {
     let tag = tag(req, cfg);
     let fw = Firewall::new();
     let lock = host_lock()?;
-    // Refuse a taken port before anything changes (add_container checks again, under this lock).
+    // Refuse a taken port before anything changes (add_container checks again, under this lock,
+    // with the targets known). The container's other networks may publish the same mappings on
+    // its shared interface (podman hands each network all of them): add_container decides those.
     if !requested.is_empty() {
         let published = fw.list_port_mappings()?;
         for (protocol, pm) in &requested {
-            if let Some(p) = published
-                .iter()
-                .find(|p| p.mapping.overlaps(*protocol, pm.host_ip(), pm.host_port))
-            {
+            if let Some(p) = published.iter().find(|p| {
+                p.mapping.overlaps(*protocol, pm.host_ip(), pm.host_port)
+                    && !firewall::is_tag_of(&p.tag, &req.env.container_id, &cfg.ifname)
+            }) {
                 return Err(firewall::Error::PortInUse {
                     protocol: *protocol,
                     port: pm.host_port,

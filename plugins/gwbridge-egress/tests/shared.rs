@@ -119,13 +119,19 @@ fn assert_nothing_left(lab: &Lab) {
     assert!(!state.lock_file, "the lock file is left");
 }
 
-/// front then back for one container; its ports on both; DEL in the given order.
+/// front then back for one container; its ports on both (9090 on both, as podman hands every
+/// network of a container all its mappings); DEL in the given order.
 fn scenario_two_networks(main: &MainPlugin, front_first: bool) {
     let mut lab = Lab::new(2);
     let _locks = LockFiles::of(&lab);
     let (front, back) = chains(&lab, main);
-    let on_front = Attachment::new("two-c1", lab.container("c1")).publish(8080, 80, "tcp");
-    let on_back = on_front.another_network("eth1").publish(8081, 81, "tcp");
+    let on_front = Attachment::new("two-c1", lab.container("c1"))
+        .publish(8080, 80, "tcp")
+        .publish(9090, 90, "tcp");
+    let on_back = on_front
+        .another_network("eth1")
+        .publish(8081, 81, "tcp")
+        .publish(9090, 90, "tcp");
     let ns = on_front.ns.clone();
     let rf = added(&front, &lab, &on_front);
     let rb = added(&back, &lab, &on_back);
@@ -170,6 +176,7 @@ fn scenario_two_networks(main: &MainPlugin, front_first: bool) {
     let internet_side = format!("{UNDERLAY}.1");
     let _s80 = TcpServer::start(&ns, "0.0.0.0:80", "front-port");
     let _s81 = TcpServer::start(&ns, "0.0.0.0:81", "back-port");
+    let _s90 = TcpServer::start(&ns, "0.0.0.0:90", "both-port");
     let ask = |port: u16| {
         eventually(&format!("{host}:{port} from the internet"), || {
             tcp_ask(&lab.internet, &format!("{host}:{port}"))
@@ -177,6 +184,7 @@ fn scenario_two_networks(main: &MainPlugin, front_first: bool) {
     };
     assert_eq!(ask(8080), format!("front-port {internet_side}"));
     assert_eq!(ask(8081), format!("back-port {internet_side}"));
+    assert_eq!(ask(9090), format!("both-port {internet_side}"));
     assert!(lab.ping_within(&ns, INTERNET_ADDR, std::time::Duration::from_secs(5)));
     let gw = front.position("gwbridge-egress");
     front.check(&lab, 0, &on_front, gw, &rf).ok();
