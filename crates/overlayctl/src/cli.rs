@@ -3,7 +3,7 @@
 //! Values that overlayctl checks itself (names, addresses, VNI, MTU) are taken as strings, so that
 //! a bad one gets the same one-line error and exit status 1 whatever is wrong with it.
 
-use clap::{Args as ClapArgs, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args as ClapArgs, Parser, Subcommand};
 use model::types::{FIRST_AUTO_VNI, MAX_MTU, MAX_VNI, MIN_MTU};
 use store::cli::{EtcdArgs, Tuning};
 
@@ -43,8 +43,7 @@ impl Args {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = EtcdArgs::tune(Args::command(), &ETCD_FLAGS).try_get_matches_from(args)?;
-        Args::from_arg_matches(&matches)
+        store::cli::parse(args, &ETCD_FLAGS)
     }
 }
 

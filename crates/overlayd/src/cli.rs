@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
 use store::cli::{EtcdArgs, Tuning};
 use store::EtcdConfig;
 
@@ -78,8 +78,7 @@ impl Args {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = EtcdArgs::tune(Args::command(), &ETCD_FLAGS).try_get_matches_from(args)?;
-        Args::from_arg_matches(&matches)
+        store::cli::parse(args, &ETCD_FLAGS)
     }
 
     /// The store configuration; invalid values are refused here, before anything starts.

@@ -3,7 +3,7 @@
 //! variables' prefix, a default endpoint, the time budget, whether the flags may follow a
 //! subcommand) is set by [`EtcdArgs::tune`] on the tool's command.
 
-use clap::{Args, Command};
+use clap::{Args, Command, CommandFactory, FromArgMatches};
 
 use crate::config::{EtcdConfig, TlsFiles, DEFAULT_PREFIX, DEFAULT_TIMEOUT_MS};
 
@@ -66,6 +66,18 @@ const FLAGS: [&str; 8] = [
     "timeout_ms",
 ];
 
+/// Parses a tool's command line (the process's: `std::env::args_os()`), its flattened
+/// [`EtcdArgs`] tuned with `tuning`.
+pub fn parse<A, I, T>(args: I, tuning: &Tuning) -> Result<A, clap::Error>
+where
+    A: CommandFactory + FromArgMatches,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = EtcdArgs::tune(A::command(), tuning).try_get_matches_from(args)?;
+    A::from_arg_matches(&matches)
+}
+
 impl EtcdArgs {
     /// `command` (which flattens [`EtcdArgs`]) with the etcd flags tuned for one tool.
     pub fn tune(command: Command, tuning: &Tuning) -> Command {
@@ -108,7 +120,7 @@ impl EtcdArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+    use clap::{Parser, Subcommand};
 
     #[derive(Debug, Parser)]
     struct Tool {
@@ -124,9 +136,7 @@ mod tests {
     }
 
     fn parse(tuning: &Tuning, args: &[&str]) -> Result<Tool, clap::Error> {
-        let matches = EtcdArgs::tune(Tool::command(), tuning)
-            .try_get_matches_from(std::iter::once("tool").chain(args.iter().copied()))?;
-        Tool::from_arg_matches(&matches)
+        super::parse(std::iter::once("tool").chain(args.iter().copied()), tuning)
     }
 
     const DAEMON: Tuning = Tuning {

@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod plugin;
 pub mod watch;
 
 pub use client::Store;

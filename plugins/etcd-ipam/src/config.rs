@@ -220,6 +220,26 @@ impl IpamConfig {
     }
 }
 
+impl store::plugin::PluginConf for Conf {
+    type Complete = IpamConfig;
+
+    fn settings(&self) -> &PluginSettings {
+        &self.settings
+    }
+
+    fn network(&self) -> &str {
+        &self.network
+    }
+
+    fn needs_record(&self) -> bool {
+        Conf::needs_record(self)
+    }
+
+    fn complete(self, record: Option<&Network>) -> Result<IpamConfig, CniError> {
+        Conf::complete(self, record)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

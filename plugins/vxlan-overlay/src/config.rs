@@ -212,6 +212,26 @@ impl OverlayConfig {
     }
 }
 
+impl store::plugin::PluginConf for Conf {
+    type Complete = OverlayConfig;
+
+    fn settings(&self) -> &PluginSettings {
+        &self.settings
+    }
+
+    fn network(&self) -> &str {
+        &self.network
+    }
+
+    fn needs_record(&self) -> bool {
+        Conf::needs_record(self)
+    }
+
+    fn complete(self, record: Option<&Network>) -> Result<OverlayConfig, CniError> {
+        Conf::complete(self, record)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

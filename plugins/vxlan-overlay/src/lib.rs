@@ -9,7 +9,6 @@ pub mod peers;
 use std::collections::HashSet;
 use std::future::Future;
 
-use cni::skel::block_on;
 use cni::{codes, CniError, CniResult, Command, Interface, Plugin, Request};
 use model::records::Endpoint;
 use model::{names, Mac};
@@ -21,22 +20,13 @@ use crate::network::Underlay;
 
 pub struct VxlanOverlay;
 
-/// Runs one verb: the configuration parsed (no I/O), then one store, one etcd connection, for
-/// the network's record (when the conflist leaves the VNI to it) and the work.
+/// Runs one verb: the configuration parsed (no I/O), then one store, one etcd connection
+/// ([`store::plugin::run`]).
 fn run<T, F>(req: &Request, work: impl FnOnce(OverlayConfig, Store) -> F) -> Result<T, CniError>
 where
     F: Future<Output = Result<T, CniError>>,
 {
-    let conf = Conf::parse(&req.conf)?;
-    let mut store = Store::new(conf.settings.etcd.clone())?;
-    block_on(async move {
-        let record = match conf.needs_record() {
-            true => store.network(&conf.network).await?,
-            false => None,
-        };
-        let cfg = conf.complete(record.as_ref())?;
-        work(cfg, store).await
-    })?
+    store::plugin::run(Conf::parse(&req.conf)?, work)
 }
 
 impl Plugin for VxlanOverlay {
