@@ -592,7 +592,7 @@ mod tests {
         };
         let mut db = on("back", "c3", "db", "10.2.0.3/24");
         db.node = "n2".into();
-        let records = vec![
+        let records = [
             on("front", "c1", "web", "10.1.0.2/24"),
             on("front", "c2", "api", "10.1.0.3/24"),
             on("front", "c5", "shared", "10.1.0.5/24"),
