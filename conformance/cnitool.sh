@@ -227,8 +227,10 @@ verdict cnitool 1.0.0 ADD "two networks: one gateway address, in both results" "
 why=""
 defaults=$(ip -n "$mweb_ns" -4 route show default | awk '{print $1, $2, $3, $4, $5}')
 [ "$defaults" = "default via 172.29.0.1 dev gwb0" ] || why+="default routes: $(echo "$defaults" | oneline);"
-ip -n "$mweb_ns" -4 route | grep -q '^10.46.0.0/24 dev eth0' || why+="no 10.46.0.0/24 on eth0;"
-ip -n "$mweb_ns" -4 route | grep -q '^10.47.0.0/24 dev eth1' || why+="no 10.47.0.0/24 on eth1;"
+# (into a variable first: under pipefail, grep -q closing the pipe early can fail the pipeline)
+routes=$(ip -n "$mweb_ns" -4 route)
+grep -q '^10.46.0.0/24 dev eth0' <<<"$routes" || why+="no 10.46.0.0/24 on eth0;"
+grep -q '^10.47.0.0/24 dev eth1' <<<"$routes" || why+="no 10.47.0.0/24 on eth1;"
 verdict cnitool 1.0.0 ADD "two networks: one default route (via gwb0), each subnet on its own interface" "$why"
 mcnt 1 check "$mfront" mweb eth0 mweb; why=$([ "$C_RC" = 0 ] || echo "front: $C_ERR;")
 mcnt 1 check "$mback" mweb eth1 mweb; why+=$([ "$C_RC" = 0 ] || echo "back: $C_ERR;")
@@ -261,8 +263,8 @@ ip -n "$mweb_ns" link show eth1 >/dev/null 2>&1 && why+="eth1 stays;"
 [ -z "$(record_of "$mback" mweb)" ] || why+="back keeps mweb's endpoint record;"
 [ -n "$(record_of "$mfront" mweb)" ] || why+="front lost mweb's endpoint record;"
 [ "$(keys_under "ipam/$mback/owners/" | wc -l)" = 1 ] || why+="back's owners: $(keys_under "ipam/$mback/owners/" | oneline);"
-ectl get --print-value-only "/cni-overlay/ipam/$mback/names/mweb" | grep -q . && why+="back keeps the name mweb;"
-ectl get --print-value-only "/cni-overlay/ipam/$mfront/names/mweb" | grep -q . || why+="front lost the name mweb;"
+ectl get --print-value-only "/cni-overlay/ipam/$mback/names/mweb" | grep . >/dev/null && why+="back keeps the name mweb;"
+ectl get --print-value-only "/cni-overlay/ipam/$mfront/names/mweb" | grep . >/dev/null || why+="front lost the name mweb;"
 [ "$(ls "$WORK/data-multi-h1/$mgw" 2>/dev/null | grep -c '^172\.')" = 1 ] || why+="the gateway allocation went;"
 verdict cnitool 1.0.0 DEL "two networks: DEL of back (eth1) keeps gwb0 and front, releases back's name and record" "$why"
 why="$(dns_is mweb 10.46.0.1 mdb.cf-back.overlay NXDOMAIN)$(dns_is mweb 10.46.0.1 mapi NOERROR "$ipapi")"
