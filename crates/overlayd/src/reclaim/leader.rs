@@ -132,17 +132,16 @@ impl Countdown {
     async fn run(&mut self, store: &mut Store, mut events: UnboundedReceiver<NodeEvent>) -> String {
         loop {
             let (due_node, due_at) = match self.next_due() {
-                Some((node, at)) => (Some(node), at),
-                None => (None, Instant::now()),
+                Some((node, at)) => (node, at),
+                None => (String::new(), Instant::now()),
             };
             let outcome = tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => self.on_event(store, event).await,
                     None => return "the node watch ended".into(),
                 },
-                () = sleep_until(due_at), if due_node.is_some() => {
-                    let node = due_node.clone().expect("guarded");
-                    self.reclaim(store, &node).await
+                () = sleep_until(due_at), if !due_node.is_empty() => {
+                    self.reclaim(store, &due_node).await
                 }
                 () = sleep_until(self.next_census), if self.live.is_some() => {
                     self.census(store).await
