@@ -158,6 +158,7 @@ pub async fn run(mut store: Store, settings: Settings) -> Result<(), Error> {
     };
     loop {
         let lost = store.list_and_watch(&prefix, &mut writer).await;
+        crate::metrics::get().watch_restarted("network watch");
         store.reset();
         writer.retry.failed(lost).await;
     }
@@ -180,6 +181,7 @@ impl Follower for Writer {
             })
             .collect();
         reconcile(&self.settings, &networks);
+        crate::metrics::get().set_conflists_written();
     }
 
     /// Writes are idempotent: a change seen again after a new listing is harmless.

@@ -5,6 +5,7 @@
 //! * [`watch`]: lists and watches the endpoint records into the [`endpoints::EndpointCache`].
 //! * [`peers`]: one consumer of that cache; it keeps the static FDB and neighbour entries of this
 //!   host's VXLAN devices (`ovx<vni>`) equal to the endpoints of the other hosts.
+//! * [`metrics`] and [`http`]: liveness, readiness and Prometheus metrics on `--metrics-addr`.
 //! * [`dns`]: another consumer; per network with a container on this host, a DNS server at the
 //!   gateway address answering the names of the network's containers on every host.
 //!
@@ -19,6 +20,8 @@ pub mod daemon;
 pub mod dns;
 pub mod endpoints;
 pub mod error;
+pub mod http;
+pub mod metrics;
 pub mod peers;
 pub mod registration;
 pub mod retry;
