@@ -234,8 +234,17 @@ r = subprocess.run(argv, env=run_env(), capture_output=True, text=True)
 check("overlayd accepts the DaemonSet's flags: " + " ".join(agent.get("args", [])), r.returncode == 0, r.stdout + r.stderr)
 helps = r.stdout + subprocess.run([in_image(init["command"][0]), "install-cni", "--help"], capture_output=True, text=True).stdout
 known = set(re.findall(r"env:\s+(OVERLAYD_[A-Z_]+)", helps)) | {"OVERLAYD_CNI_CONFLIST"}
-settings = {k for k in data if k.startswith("OVERLAYD_")} | {e for c in (init, agent) for e in env_of(c) if e.startswith("OVERLAYD_")}
-check("every OVERLAYD_* setting of the manifests is one overlayd reads", settings <= known, sorted(settings - known))
+# The settings offered commented out in the ConfigMap count too. OVERLAYD_METRICS_ADDR is excepted only
+# while this overlayd has no --metrics-addr (the health and metrics endpoints are another change).
+if "--metrics-addr" not in r.stdout:
+    known.add("OVERLAYD_METRICS_ADDR")
+commented = set()
+for name in sorted(os.listdir(k8s)):
+    if name.endswith(".yaml"):
+        commented |= set(re.findall(r"^\s*#\s*(OVERLAYD_[A-Z_]+):", open(os.path.join(k8s, name)).read(), re.M))
+settings = ({k for k in data if k.startswith("OVERLAYD_")} | commented
+            | {e for c in (init, agent) for e in env_of(c) if e.startswith("OVERLAYD_")})
+check("every OVERLAYD_* setting of the manifests, commented out or not, is one overlayd reads", settings <= known, sorted(settings - known))
 PY
   else
     notok "the DaemonSet's commands against the built overlayd" "not built: $BIN/overlayd (cargo build --profile ci --workspace --bins)"

@@ -93,6 +93,20 @@ else
   notok "systemd-analyze verify accepts the installed unit, without a warning" "systemd-analyze not found (Debian package systemd)"
 fi
 
+# Every OVERLAYD_* variable the settings file and the unit name, commented out or not, is one overlayd
+# reads (its --help lists each flag's variable). OVERLAYD_METRICS_ADDR is excepted only while this
+# overlayd has no --metrics-addr (the health and metrics endpoints are another change of issue 15).
+settings_known() {
+  local known named pending=""
+  known=$("$FROM/overlayd" --help | grep -o 'env: OVERLAYD_[A-Z_]*' | cut -d' ' -f2 | sort -u)
+  grep -q -- '--metrics-addr' <<<"$("$FROM/overlayd" --help)" || pending=OVERLAYD_METRICS_ADDR
+  named=$(grep -ohE '^(#|Environment=)?OVERLAYD_[A-Z_]+=' "$ROOT/deploy/systemd/overlayd.env" "$ROOT/deploy/systemd/overlayd.service" \
+    | grep -oE 'OVERLAYD_[A-Z_]+' | sort -u)
+  [ -n "$named" ] || { echo "no OVERLAYD_* variable found"; return 1; }
+  comm -23 <(echo "$named") <(printf '%s\n' $known $pending | sort -u) | { ! grep .; }
+}
+check "every OVERLAYD_* variable in overlayd.env and the unit is one overlayd reads" settings_known
+
 # 2. Again: nothing rewritten (same listing, mtimes included).
 after_first=$(listing "$host")
 if run && [ "$(listing "$host")" = "$after_first" ] && ! grep -q '^installed ' "$tmp/out"; then
