@@ -20,7 +20,7 @@ matrix_case() { # KIND_INDEX VERSION_INDEX
     overlay+gwbridge)
       conflist "$dir/$net.conflist" "$v" "$net" "$(overlay_plugin "$vni" node1 "$subnet" "$data")" \
         "$(gw_plugin "$gwbr" "172.31.$vi.0/24" "$data")"
-      ifnames+=(eth1) ;;
+      ifnames+=(gwb0) ;;
     overlay+host-local) conflist "$dir/$net.conflist" "$v" "$net" "$(overlay_plugin "$vni" node1 "$subnet" "$data" host-local)"; uses_ipam=0 ;;
     bridge+etcd-ipam) conflist "$dir/$net.conflist" "$v" "$net" "$(bridge_plugin "$bridge" "$subnet" node1 "$data")"; tolerated+=("$bridge"); uses_ov=0 ;;
   esac
@@ -59,7 +59,7 @@ matrix_case() { # KIND_INDEX VERSION_INDEX
     verdict "$rt" "$v" CHECK "$case" "$([ "$C_RC" = 0 ] || echo "exit $C_RC: $C_ERR")"
     # CHECK must notice an attachment that is not as ADD left it: our plugins' interface loses its address.
     local tamper=eth0
-    [ "$kind" = overlay+gwbridge ] && tamper=eth1
+    [ "$kind" = overlay+gwbridge ] && tamper=gwb0
     if [ "$kind" != bridge+etcd-ipam ]; then
       ip -n "$cns" addr flush dev "$tamper"
       cnt 1 "$dir" check "$net" "$netns"
@@ -190,3 +190,91 @@ done
 [ -n "$(sandbox_ns "$rvni")" ] && why+="sandboxes left: $(sandbox_ns "$rvni" | tr '\n' ' ')"
 verdict cnitool 1.0.0 DEL "concurrent: DEL of all ten leaves nothing" "$why"
 
+
+# One container on two networks, as a runtime sends them (CNI_IFNAME eth0, then eth1; cnitool takes the
+# container id from the namespace path, so both are one container): the chains overlayd writes
+# (vxlan-overlay without routes + gwbridge-egress), one gateway interface and one default route, each
+# network's subnet on its own interface, DNS answers per network, nothing left after the last DEL.
+say "cnitool: one container on two networks (eth0, eth1), overlayd's chains"
+mfront=cf-front mback=cf-back mfvni=$((VBASE + 46)) mbvni=$((VBASE + 47)) mgw=cfgwm
+for h in 1 2; do
+  for n in front back; do
+    vni=$([ $n = front ] && echo "$mfvni" || echo "$mbvni") sub=$([ $n = front ] && echo 10.46.0.0/24 || echo 10.47.0.0/24)
+    conflist "$WORK/netconf/multi-node$h/cf-$n.conflist" 1.0.0 "cf-$n" "$(overlay_net_plugin "$vni" "node$h" "$sub" "$WORK/data-multi-h$h")" \
+      "$(gw_plugin "$mgw" 172.29.0.0/24 "$WORK/data-multi-h$h")"
+  done
+done
+mcnt() { # HOST VERB NET CONTAINER IFNAME NAME
+  cnt "$1" "$WORK/netconf/multi-node$1" "$2" "$3" "/run/netns/$(lab ns "$4")" CNI_IFNAME="$5" CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=$6"
+}
+mbefore=$(host_links 1) mnft_before=$(lab run 1 -- nft -s list ruleset 2>/dev/null)
+container mweb; mweb_ns=$CNS; container mapi; container mdb
+mcnt 1 add "$mfront" mweb eth0 mweb; rf=$C_OUT; why=$([ "$C_RC" = 0 ] || echo "front: $C_ERR;")
+mcnt 1 add "$mback" mweb eth1 mweb; rb=$C_OUT; why+=$([ "$C_RC" = 0 ] || echo "back: $C_ERR;")
+verdict cnitool 1.0.0 ADD "two networks: ADD of front (eth0) and back (eth1) for one container" "$why"
+mcnt 2 add "$mfront" mapi eth0 mapi; why=$([ "$C_RC" = 0 ] || echo "mapi: $C_ERR;")
+mcnt 2 add "$mback" mdb eth0 mdb; why+=$([ "$C_RC" = 0 ] || echo "mdb: $C_ERR;")
+verdict cnitool 1.0.0 ADD "two networks: a container on front only and one on back only, on node2" "$why"
+links=$(ip -n "$mweb_ns" -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }' | sort | tr '\n' ' ')
+verdict cnitool 1.0.0 ADD "two networks: the container has eth0, eth1 and one gwb0" "$([ "$links" = "eth0 eth1 gwb0 lo " ] || echo "interfaces: $links")"
+gwaddr=$(jq -r '.interfaces as $i | .ips[] | select($i[.interface].name == "gwb0") | .address' <<<"$rf")
+why=""
+[ "$(jq -r '.interfaces as $i | .ips[] | select($i[.interface].name == "gwb0") | .address' <<<"$rb")" = "$gwaddr" ] || why+="back's result lists another gwb0 address than front's ($gwaddr): $(jq -c .ips <<<"$rb");"
+why+="$(res_sandbox "$rb" "/run/netns/$mweb_ns" eth1 gwb0)"
+n=$(ls "$WORK/data-multi-h1/$mgw" 2>/dev/null | grep -c '^172\.')
+[ "$n" = 1 ] || why+="$n gateway-bridge allocations;"
+verdict cnitool 1.0.0 ADD "two networks: one gateway address, in both results" "$why"
+why=""
+defaults=$(ip -n "$mweb_ns" -4 route show default | awk '{print $1, $2, $3, $4, $5}')
+[ "$defaults" = "default via 172.29.0.1 dev gwb0" ] || why+="default routes: $(echo "$defaults" | oneline);"
+# (into a variable first: under pipefail, grep -q closing the pipe early can fail the pipeline)
+routes=$(ip -n "$mweb_ns" -4 route)
+grep -q '^10.46.0.0/24 dev eth0' <<<"$routes" || why+="no 10.46.0.0/24 on eth0;"
+grep -q '^10.47.0.0/24 dev eth1' <<<"$routes" || why+="no 10.47.0.0/24 on eth1;"
+verdict cnitool 1.0.0 ADD "two networks: one default route (via gwb0), each subnet on its own interface" "$why"
+mcnt 1 check "$mfront" mweb eth0 mweb; why=$([ "$C_RC" = 0 ] || echo "front: $C_ERR;")
+mcnt 1 check "$mback" mweb eth1 mweb; why+=$([ "$C_RC" = 0 ] || echo "back: $C_ERR;")
+verdict cnitool 1.0.0 CHECK "two networks: CHECK of both" "$why"
+# NAME's record in NET: its container id, interface and first address.
+record_of() { ectl get --prefix --print-value-only "/cni-overlay/endpoints/$1/" | jq -r --arg n "$2" 'select(.name == $n) | "\(.containerId) \(.ifname) \(.ips[0])"'; }
+ipapi=$(record_of "$mfront" mapi | awk '{print $3}' | cut -d/ -f1)
+ipdb=$(record_of "$mback" mdb | awk '{print $3}' | cut -d/ -f1)
+ipweb_back=$(jq -r '.ips[0].address' <<<"$rb" | cut -d/ -f1)
+why=""
+wait_for 10 lab run mweb -- ping -c1 -W1 "$ipapi" || why+="no reply from mapi ($ipapi);"
+wait_for 10 lab run mweb -- ping -c1 -W1 "$ipdb" || why+="no reply from mdb ($ipdb);"
+verdict cnitool 1.0.0 ADD "two networks: the container reaches front's and back's members on node2 by address" "$why"
+lab run mapi -- ping -c1 -W1 "$ipdb" >/dev/null 2>&1 && w="mapi (front only) reaches mdb on back" || w=""
+verdict cnitool 1.0.0 ADD "two networks: a container on front only does not reach back" "$w"
+why=""
+wait_for 5 eval 'dns_in mweb 10.46.0.1 mdb; [ "$DNS_ANSWERS" = "$ipdb" ]'
+why+="$(dns_is mweb 10.46.0.1 mdb NOERROR "$ipdb")$(dns_is mweb 10.46.0.1 mapi NOERROR "$ipapi")"
+why+="$(dns_is mweb 10.46.0.1 mdb.cf-back.overlay NOERROR "$ipdb")$(dns_is mweb 10.46.0.1 mapi.cf-front.overlay NOERROR "$ipapi")"
+why+="$(dns_is mweb 10.47.0.1 mapi NOERROR "$ipapi")$(dns_is mweb 10.47.0.1 mweb NOERROR "$ipweb_back")"
+verdict cnitool 1.0.0 ADD "two networks: DNS answers the names of both networks, bare and qualified, at either gateway" "$why"
+why="$(dns_is mapi 10.46.0.1 mdb.cf-back.overlay NXDOMAIN)$(dns_is mdb 10.47.0.1 mapi.cf-front.overlay NXDOMAIN)"
+dns_in mapi 10.46.0.1 mdb; [ -z "$DNS_ANSWERS" ] || why+="mapi resolves mdb: $DNS_ANSWERS;"
+verdict cnitool 1.0.0 ADD "two networks: a container on one network sees none of the other's names" "$why"
+
+mcnt 1 del "$mback" mweb eth1 mweb; why=$([ "$C_RC" = 0 ] || echo "exit $C_RC: $C_ERR;")
+ip -n "$mweb_ns" link show gwb0 >/dev/null 2>&1 || why+="gwb0 went with back;"
+ip -n "$mweb_ns" link show eth1 >/dev/null 2>&1 && why+="eth1 stays;"
+[ "$(ip -n "$mweb_ns" -4 route show default | awk '{print $1, $2, $3, $4, $5}')" = "default via 172.29.0.1 dev gwb0" ] || why+="default route: $(ip -n "$mweb_ns" -4 route show default | oneline);"
+[ -z "$(record_of "$mback" mweb)" ] || why+="back keeps mweb's endpoint record;"
+[ -n "$(record_of "$mfront" mweb)" ] || why+="front lost mweb's endpoint record;"
+[ "$(keys_under "ipam/$mback/owners/" | wc -l)" = 1 ] || why+="back's owners: $(keys_under "ipam/$mback/owners/" | oneline);"
+ectl get --print-value-only "/cni-overlay/ipam/$mback/names/mweb" | grep . >/dev/null && why+="back keeps the name mweb;"
+ectl get --print-value-only "/cni-overlay/ipam/$mfront/names/mweb" | grep . >/dev/null || why+="front lost the name mweb;"
+[ "$(ls "$WORK/data-multi-h1/$mgw" 2>/dev/null | grep -c '^172\.')" = 1 ] || why+="the gateway allocation went;"
+verdict cnitool 1.0.0 DEL "two networks: DEL of back (eth1) keeps gwb0 and front, releases back's name and record" "$why"
+why="$(dns_is mweb 10.46.0.1 mdb.cf-back.overlay NXDOMAIN)$(dns_is mweb 10.46.0.1 mapi NOERROR "$ipapi")"
+verdict cnitool 1.0.0 DEL "two networks: after leaving back, the container no longer sees back's names" "$why"
+mcnt 1 del "$mfront" mweb eth0 mweb; why=$([ "$C_RC" = 0 ] || echo "exit $C_RC: $C_ERR;")
+mcnt 2 del "$mfront" mapi eth0 mapi; why+=$([ "$C_RC" = 0 ] || echo "mapi: $C_ERR;")
+mcnt 2 del "$mback" mdb eth0 mdb; why+=$([ "$C_RC" = 0 ] || echo "mdb: $C_ERR;")
+why+="$(left_etcd "$mfront" 1 1)$(left_etcd "$mback" 1 1)$(left_hostlocal "$WORK/data-multi-h1" "$mgw")"
+why+="$(left_links "$mbefore" "$(host_links 1)")"
+[ "$mnft_before" = "$(lab run 1 -- nft -s list ruleset 2>/dev/null)" ] || why+="nft ruleset changed;"
+why+="$(ip -n "$mweb_ns" -o link show 2>/dev/null | grep -v ': lo:' | awk -F': ' '{print "container keeps " $2 ";"}')"
+[ -n "$(sandbox_ns "$mfvni")$(sandbox_ns "$mbvni")" ] && why+="sandboxes left: $(sandbox_ns "$mfvni") $(sandbox_ns "$mbvni");"
+verdict cnitool 1.0.0 DEL "two networks: nothing left after the last DEL" "$why"

@@ -87,13 +87,35 @@ overlay_plugin() { # VNI NODE SUBNET DATADIR [IPAM_TYPE]
   jq -nc --argjson vni "$1" --arg node "$2" --arg e "$E" --argjson ipam "$ipam" \
     '{type: "vxlan-overlay", vni: $vni, node: $node, etcd: {endpoints: [$e]}, ipam: $ipam}'
 }
+# VNI NODE SUBNET DATADIR: as overlayd writes it: etcd-ipam without routes (the container's way out is
+# gwbridge-egress's interface), the container's name and aliases from the runtime.
+overlay_net_plugin() {
+  jq -nc --argjson vni "$1" --arg node "$2" --arg e "$E" --arg s "$3" --arg d "$4" \
+    '{type: "vxlan-overlay", vni: $vni, node: $node, etcd: {endpoints: [$e]}, capabilities: {aliases: true},
+      ipam: {type: "etcd-ipam", subnet: $s, dataDir: $d}}'
+}
 gw_plugin() { # BRIDGE SUBNET DATADIR
   jq -nc --arg b "$1" --arg s "$2" --arg d "$3" \
-    '{type: "gwbridge-egress", bridge: $b, ifname: "eth1", ipam: {type: "host-local", subnet: $s, dataDir: $d}}'
+    '{type: "gwbridge-egress", bridge: $b, ipam: {type: "host-local", subnet: $s, dataDir: $d}}'
 }
 bridge_plugin() { # BRIDGE SUBNET NODE DATADIR
   jq -nc --arg b "$1" --arg s "$2" --arg n "$3" --arg e "$E" --arg d "$4" \
     '{type: "bridge", bridge: $b, isGateway: true, ipam: {type: "etcd-ipam", subnet: $s, node: $n, dataDir: $d, etcd: {endpoints: [$e]}}}'
+}
+# dns_in CONTAINER SERVER NAME [TYPE]: a DNS query asked in a lab container; the status (NOERROR, NXDOMAIN, ...,
+# "NO ANSWER") in $DNS_STATUS, the answers' data in $DNS_ANSWERS (space-separated). Call it directly, not in $(...).
+dns_in() {
+  local out
+  out=$(lab run "$1" -- dig +time=1 +tries=1 +nocmd +noquestion +nostats +noauthority +noadditional "@$2" "$3" "${4:-A}" 2>&1)
+  DNS_STATUS=$(sed -n 's/.*status: \([A-Z]*\),.*/\1/p' <<<"$out" | head -1)
+  [ -n "$DNS_STATUS" ] || DNS_STATUS="NO ANSWER"
+  DNS_ANSWERS=$(grep -v '^;' <<<"$out" | awk 'NF >= 5 { print $5 }' | tr '\n' ' ' | sed 's/ $//')
+}
+# dns_is CONTAINER SERVER NAME WANT_STATUS [WANT_ANSWERS]: a reason unless the query gets exactly that.
+dns_is() {
+  dns_in "$1" "$2" "$3"
+  [ "$DNS_STATUS" = "$4" ] && [ "$DNS_ANSWERS" = "${5:-}" ] ||
+    echo "$3 @$2 from $1: $DNS_STATUS [$DNS_ANSWERS], expected $4 [${5:-}];"
 }
 conflist() { # FILE VERSION NAME PLUGIN_JSON...
   local f=$1 v=$2 n=$3; shift 3

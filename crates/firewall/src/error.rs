@@ -73,14 +73,14 @@ mod tests {
         let err = Error::PortInUse {
             protocol: Protocol::Udp,
             port: 5353,
-            holder: "demo:abc/eth1".to_string(),
+            holder: "demo:abc/gwb0".to_string(),
         };
         let cni: cni::CniError = err.into();
         assert_eq!(cni.code, cni::codes::PORT_IN_USE);
         assert_eq!(cni.code, 106);
         assert_eq!(
             cni.msg,
-            "host port 5353/udp is already published on this host by demo:abc/eth1"
+            "host port 5353/udp is already published on this host by demo:abc/gwb0"
         );
     }
 

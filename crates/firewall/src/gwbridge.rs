@@ -23,7 +23,7 @@ use crate::nft::{
     DSTNAT, FILTER, SRCNAT,
 };
 use crate::ports::{check_conflicts, Mapping, Protocol, Published};
-use crate::tag::is_tag;
+use crate::tag::{is_tag, is_tag_of};
 
 /// The table every gwbridge-egress rule lives in.
 pub const TABLE: &str = "cni_gwbridge";
@@ -241,6 +241,15 @@ impl Firewall {
     /// The tags of every container that has rules here.
     pub fn tags(&self) -> Result<BTreeSet<String>> {
         Ok(tags_in(&self.snapshot()?))
+    }
+
+    /// The tags of the attachments of (`container_id`, `ifname`) on this host, one per network
+    /// whose chain put that interface in the container: who shares it.
+    pub fn attachments_of(&self, container_id: &str, ifname: &str) -> Result<BTreeSet<String>> {
+        Ok(tags_in(&self.snapshot()?)
+            .into_iter()
+            .filter(|t| is_tag_of(t, container_id, ifname))
+            .collect())
     }
 
     /// Removes every rule tagged `tag`, and the table when nothing else is left. Returns how many

@@ -67,4 +67,4 @@ pub use error::{Error, Result};
 pub use gwbridge::{BridgeRules, ContainerRules, Firewall, TABLE};
 pub use overlay_isolation::OverlayIsolation;
 pub use ports::{Mapping, Protocol, Published};
-pub use tag::{parse_tag, tag};
+pub use tag::{is_tag_of, parse_tag, tag};

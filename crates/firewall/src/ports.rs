@@ -92,7 +92,10 @@ pub struct Published {
 
 /// Refuses `mappings` (wanted by the container tagged `tag`) with [`Error::PortInUse`] when one
 /// overlaps a mapping already published (`existing`, whoever holds it), or an earlier one of the
-/// same request other than its other-family twin.
+/// same request other than its other-family twin. Exactly the same mapping (same target address
+/// and port) is no conflict: the target is an address of one container's gateway interface, so
+/// only another network of that container publishes it (podman hands every network of a
+/// container its port mappings), and each network keeps its own rule until its DEL.
 pub(crate) fn check_conflicts(
     existing: &[Published],
     tag: &str,
@@ -104,7 +107,10 @@ pub(crate) fn check_conflicts(
         holder: holder.to_string(),
     };
     for (i, m) in mappings.iter().enumerate() {
-        if let Some(p) = existing.iter().find(|p| p.mapping.overlaps_mapping(m)) {
+        if let Some(p) = existing
+            .iter()
+            .find(|p| p.mapping.overlaps_mapping(m) && p.mapping != *m)
+        {
             return Err(in_use(m, &p.tag));
         }
         // The same port twice in one request is fine only as the two families of one mapping.
@@ -347,6 +353,24 @@ mod tests {
             holder(&[], &[v4.clone(), v6, v4]).as_deref(),
             Some("new:c/eth1")
         );
+    }
+
+    #[test]
+    fn the_same_mapping_from_another_network_of_the_container_is_no_conflict() {
+        let same = mapping(Protocol::Tcp, "", 8080, "172.18.0.2", 80);
+        let existing = [published("front:c/gwb0", same.clone())];
+        assert_eq!(holder(&existing, &[same]), None);
+        // Another target behind the same host port still is.
+        for other in [
+            mapping(Protocol::Tcp, "", 8080, "172.18.0.2", 81),
+            mapping(Protocol::Tcp, "", 8080, "172.18.0.3", 80),
+            mapping(Protocol::Tcp, "192.0.2.1", 8080, "172.18.0.2", 80),
+        ] {
+            assert_eq!(
+                holder(&existing, &[other]),
+                Some("front:c/gwb0".to_string())
+            );
+        }
     }
 
     #[test]

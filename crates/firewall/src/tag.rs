@@ -35,6 +35,13 @@ pub fn parse_tag(tag: &str) -> Option<(&str, Option<&str>, &str)> {
     Some((network, id, ifname))
 }
 
+/// Whether `tag` is the tag of an attachment of (`container_id`, `ifname`) on any network: the
+/// network is read back from the tag and the tag made again, so that a shortened one (whose id
+/// cannot be read back) is recognised exactly too.
+pub fn is_tag_of(tag: &str, container_id: &str, ifname: &str) -> bool {
+    parse_tag(tag).is_some_and(|(network, _, _)| self::tag(network, container_id, ifname) == tag)
+}
+
 /// Whether a rule's comment is a container's tag. The bridge comments of an IPv6 subnet
 /// (`bridge br0 masquerade fd00::/64`) would parse as a tag; the space tells them apart.
 pub(crate) fn is_tag(comment: &str) -> bool {
@@ -90,6 +97,23 @@ mod tests {
             parse_tag(&t),
             Some(("net", Some("odd:id/with/slashes"), "eth0"))
         );
+    }
+
+    #[test]
+    fn a_tag_is_recognised_as_its_attachments_on_any_network() {
+        let long_net = "n".repeat(60);
+        for net in ["front", "back", long_net.as_str()] {
+            let t = tag(net, ID, "gwb0");
+            assert!(is_tag_of(&t, ID, "gwb0"), "{t}");
+            assert!(!is_tag_of(&t, ID, "gwb1"), "{t}");
+            assert!(!is_tag_of(&t, &ID[1..], "gwb0"), "{t}");
+            // Another container whose id shares the kept part of a shortened tag.
+            let mut other = ID.to_string();
+            other.replace_range(63.., "0");
+            assert!(!is_tag_of(&t, &other, "gwb0"), "{t}");
+        }
+        assert!(parse_tag(&tag(&long_net, ID, "gwb0")).unwrap().1.is_none());
+        assert!(!is_tag_of("bridge br0 masquerade 10.0.0.0/8", ID, "gwb0"));
     }
 
     #[test]

@@ -25,6 +25,13 @@ pub const HOST_VETH_PREFIX: &str = "ov";
 pub const DNS_TLD: &str = "overlay";
 /// The per-host lock of the isolation table (shared by every hostAccess network).
 pub const ISOLATION_LOCK: &str = "isolation";
+/// gwbridge-egress's interface in the container (its `ifname` default). Outside every name a
+/// runtime hands out for CNI_IFNAME (podman, nerdctl, Docker: `eth0`, `eth1`, ...; Multus:
+/// `net1`, ...), so a container's second network never collides with it; one per container,
+/// shared by all its networks that chain gwbridge-egress.
+pub const GWBRIDGE_IFNAME: &str = "gwb0";
+/// The prefixes runtimes number their CNI_IFNAMEs from (`eth0`, `net1`, ...).
+const RUNTIME_IFNAME_PREFIXES: [&str; 2] = ["eth", "net"];
 /// The marker field of the conflists overlayd writes (runtimes ignore unknown top-level fields).
 pub const CONFLIST_MARKER: &str = "cniOverlayManaged";
 const CONFLIST_PREFIX: &str = "60-cni-overlay-";
@@ -87,6 +94,16 @@ pub fn host_veth_name(prefix: &str, container_id: &str, ifname: &str) -> String 
     let hash = fnv1a64(&[container_id.as_bytes(), ifname.as_bytes()]);
     let digits = format!("{hash:016x}");
     format!("{}{}", &prefix[..cut], &digits[..VETH_HASH_DIGITS])
+}
+
+/// Whether `ifname` is one a runtime hands out for a container's networks (`eth<N>`, `net<N>`):
+/// a chained plugin's own interface of such a name collides with the container's next network.
+pub fn is_runtime_ifname(ifname: &str) -> bool {
+    RUNTIME_IFNAME_PREFIXES.iter().any(|p| {
+        ifname
+            .strip_prefix(p)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// The alias of a container veth's host end: the attachment it belongs to.
@@ -170,6 +187,25 @@ mod tests {
 
     fn vni(n: u32) -> Vni {
         Vni::new(n).unwrap()
+    }
+
+    #[test]
+    fn runtime_interface_names_and_ours() {
+        for runtime in ["eth0", "eth1", "eth12", "net1", "net0"] {
+            assert!(is_runtime_ifname(runtime), "{runtime}");
+        }
+        for other in [
+            GWBRIDGE_IFNAME,
+            "eth",
+            "net",
+            "eth1a",
+            "ethx",
+            "egress0",
+            "veth1",
+            "lo",
+        ] {
+            assert!(!is_runtime_ifname(other), "{other}");
+        }
     }
 
     #[test]

@@ -166,6 +166,33 @@ impl World {
         self.add_with(host, net, name, json!({}))
     }
 
+    /// ADD or DEL of container `c` on one more network, as its interface `ifname` (eth1 for a
+    /// second network, as runtimes name it): same container id, name and namespace.
+    fn connect(
+        &self,
+        host: usize,
+        net: &OverlayNet,
+        c: &Container,
+        command: &str,
+        ifname: &str,
+    ) -> Value {
+        let conf = net.config(&self.lab, host);
+        let netns = if command == "ADD" {
+            format!("/run/netns/{}", c.ns)
+        } else {
+            String::new()
+        };
+        let inv = Invocation::new(bin_dir().join("vxlan-overlay"), command)
+            .attachment(&c.name, &netns, ifname)
+            .env("CNI_PATH", &cni_path())
+            .env(
+                "CNI_ARGS",
+                &format!("IgnoreUnknown=1;K8S_POD_NAME={}", c.name),
+            )
+            .stdin(&conf);
+        self.lab.run_on(host, &inv).ok()
+    }
+
     fn del(&self, host: usize, net: &OverlayNet, name: &str) {
         let conf = net.config(&self.lab, host);
         self.call(host, "DEL", name, "", &conf).ok();
@@ -512,6 +539,117 @@ fn dual_stack_answers_aaaa_and_ptr_over_both_families() {
         .status()
         .unwrap();
     assert!(ping6.success(), "ping -6 test2 failed");
+}
+
+/// The resolv.conf a runtime writes for a container on several networks: the results' `dns`
+/// merged in order (podman does so).
+fn write_resolv_conf(c: &Container, results: &[&Value]) {
+    let (mut servers, mut search) = (Vec::new(), Vec::new());
+    for r in results {
+        for s in r["dns"]["nameservers"].as_array().unwrap() {
+            servers.push(format!("nameserver {}\n", s.as_str().unwrap()));
+        }
+        for d in r["dns"]["search"].as_array().unwrap() {
+            search.push(d.as_str().unwrap().to_string());
+        }
+    }
+    let text = format!("{}search {}\n", servers.concat(), search.join(" "));
+    std::fs::write(c.etc.join("resolv.conf"), text).unwrap();
+}
+
+/// web on front (node1) and back (node1, eth1); api on front only and db on back only (node2);
+/// secret on a third network (node1). web resolves api and db, bare and qualified, by PTR, and
+/// pings them across hosts; it sees nothing of the third network; api does not see back's names,
+/// db not front's. Once web leaves back (DEL of eth1), it no longer sees db.
+#[test]
+fn a_container_on_two_networks_resolves_the_names_of_both_and_no_other() {
+    let mut w = World::new(2);
+    let front = OverlayNet::new("front", 4701, "10.71.0.0/24");
+    let back = OverlayNet::new("back", 4702, "10.72.0.0/24");
+    let other = OverlayNet::new("other", 4703, "10.73.0.0/24");
+    let web = w.add(0, &front, "web");
+    let web_back = w.connect(0, &back, &web, "ADD", "eth1");
+    write_resolv_conf(&web, &[&web.result, &web_back]);
+    let api = w.add(1, &front, "api");
+    let db = w.add(1, &back, "db");
+    let secret = w.add(0, &other, "secret");
+    let (a_api, a_db) = (api.addr(false), db.addr(false));
+    let web_on_back = web_back["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // web, asking front's gateway (its first nameserver) from its front address; named explicitly,
+    // since dig (like glibc) would try back's gateway after a forwarded name timed out.
+    assert!(
+        until(&web, &["@10.71.0.1", "db"], SOON, |s, a| s == "NOERROR"
+            && *a == [a_db.as_str()])
+        .is_some(),
+        "web does not resolve db of back:\n{}",
+        w.log(0)
+    );
+    assert_eq!(short(&web, &["@10.71.0.1", "api"]), [a_api.as_str()]);
+    assert_eq!(
+        short(&web, &["@10.71.0.1", "db.back.overlay"]),
+        [a_db.as_str()]
+    );
+    assert_eq!(
+        short(&web, &["@10.71.0.1", "api.front.overlay"]),
+        [a_api.as_str()]
+    );
+    assert_eq!(
+        short(&web, &["@10.71.0.1", "+tcp", "DB.Back.overlay"]),
+        [a_db.as_str()]
+    );
+    assert_eq!(
+        short(&web, &["@10.71.0.1", "-x", &a_db]),
+        ["db.back.overlay."]
+    );
+    assert_eq!(
+        short(&web, &["@10.71.0.1", "-x", &a_api]),
+        ["api.front.overlay."]
+    );
+    // The same from back's gateway, asked from web's back address.
+    assert_eq!(short(&web, &["@10.72.0.1", "api"]), [a_api.as_str()]);
+    assert_eq!(short(&web, &["@10.72.0.1", "db"]), [a_db.as_str()]);
+    // Bare names: the network asked first (web's own name on each network).
+    assert_eq!(short(&web, &["@10.72.0.1", "web"]), [web_on_back.as_str()]);
+    assert_eq!(short(&web, &["web"]), [web.addr(false).as_str()]);
+    assert!(
+        ping(&web, "db"),
+        "web cannot ping db by name:\n{}",
+        w.log(0)
+    );
+    assert!(ping(&web, "api"), "web cannot ping api by name");
+    assert!(ping(&web, "db.back.overlay"));
+
+    // Nothing of a network web is not on.
+    assert_eq!(dig(&web, &["secret.other.overlay"]).0, "NXDOMAIN");
+    assert!(!short(&web, &["secret"]).contains(&secret.addr(false)));
+    assert!(short(&web, &["-x", &secret.addr(false)]).is_empty());
+    // A container on one network sees that one only.
+    assert_eq!(dig(&api, &["db.back.overlay"]).0, "NXDOMAIN");
+    assert!(!short(&api, &["db"]).contains(&a_db));
+    assert_eq!(short(&api, &["web"]), [web.addr(false).as_str()]);
+    assert_eq!(dig(&db, &["api.front.overlay"]).0, "NXDOMAIN");
+    assert_eq!(short(&db, &["web"]), [web_on_back.as_str()]);
+    assert_eq!(dig(&secret, &["web.front.overlay"]).0, "NXDOMAIN");
+
+    // web leaves back: its names go from web's view at once.
+    w.connect(0, &back, &web, "DEL", "eth1");
+    write_resolv_conf(&web, &[&web.result]);
+    assert!(
+        until(&web, &["@10.71.0.1", "db.back.overlay"], SOON, |s, _| s
+            == "NXDOMAIN")
+        .is_some(),
+        "web still sees back after leaving it:\n{}",
+        w.log(0)
+    );
+    assert!(!short(&web, &["@10.71.0.1", "db"]).contains(&a_db));
+    assert_eq!(short(&web, &["@10.71.0.1", "api"]), [a_api.as_str()]);
 }
 
 /// Starts dnsmasq (tag `tag`) on the lab's internet address, port `port`, answering from `answers`

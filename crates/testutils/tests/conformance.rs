@@ -572,7 +572,7 @@ fn gc_status(s: &Suite) {
     // 1.1.1 does not speak 1.1.0).
     let wov = overlay_110(&lab, 0, "cf-gwgc", 145, "10.45.0.0/24");
     let wgw = json!({"cniVersion": "1.1.0", "name": "cf-gwgc", "type": "gwbridge-egress",
-        "bridge": "cfgwgc", "ifname": "eth1",
+        "bridge": "cfgwgc", "ifname": "gwb0",
         "ipam": {"type": "etcd-ipam", "subnet": "172.28.0.0/24", "node": lab.host(0).name,
                  "etcd": {"endpoints": [lab.etcd_endpoint]}, "dataDir": lab.host(0).dir.join("ipam")}});
     let nft = || in_ns(&lab.host(0).ns, &["nft", "-s", "list", "ruleset"]);
@@ -1023,7 +1023,7 @@ fn bad_gwbridge_egress(s: &Suite) {
     let b = Bad::new(s);
     let p = "gwbridge-egress";
     let gw = json!({"cniVersion": "1.0.0", "name": "cf-bad", "type": "gwbridge-egress",
-        "bridge": "cfgwbad", "ifname": "eth1",
+        "bridge": "cfgwbad", "ifname": "gwb0",
         "ipam": {"type": "host-local", "subnet": "172.29.0.0/24", "dataDir": b.data_dir()},
         "prevResult": {"cniVersion": "1.0.0",
             "interfaces": [{"name": "eth0", "sandbox": b.netns, "mac": "02:00:00:00:00:01"}],

@@ -5,7 +5,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub const DEFAULT_BRIDGE: &str = "cni_gwbridge";
-pub const DEFAULT_IFNAME: &str = "eth1";
+/// `gwb0`: no runtime hands it out as CNI_IFNAME (`eth1` would be podman's, nerdctl's and Docker's
+/// name for a container's second network).
+pub const DEFAULT_IFNAME: &str = model::names::GWBRIDGE_IFNAME;
 /// The IPAM used when the configuration has no `ipam` section: host-local, the same private range
 /// on every host (the bridge is local, its addresses never leave the host unmasqueraded).
 pub const DEFAULT_SUBNET: &str = "172.18.0.0/16";
@@ -14,7 +16,8 @@ pub const DEFAULT_SUBNET: &str = "172.18.0.0/16";
 pub struct Config {
     /// The host's gateway bridge.
     pub bridge: String,
-    /// Our interface in the container (CNI_IFNAME is the chain's main interface).
+    /// Our interface in the container (CNI_IFNAME is the chain's main interface), shared by every
+    /// network of the container that chains onto the same bridge.
     pub ifname: String,
     pub ip_masq: bool,
     /// Inter-container communication over the bridge; false isolates the bridge ports.
@@ -57,6 +60,13 @@ impl Config {
             return Err(CniError::invalid_config(format!(
                 "ifname {ifname:?} is not a valid interface name"
             )));
+        }
+        if model::names::is_runtime_ifname(&ifname) {
+            log::warn!(
+                "ifname {ifname:?} is a name runtimes give a container's networks (eth<N>, \
+                 net<N>): a container on a second network will collide with it; the default is \
+                 {DEFAULT_IFNAME}"
+            );
         }
         // GC, STATUS and VERSION have no CNI_IFNAME.
         if !req.env.ifname.is_empty() && ifname == req.env.ifname {
@@ -161,7 +171,7 @@ mod tests {
                 c.icc,
                 c.mtu
             ),
-            ("cni_gwbridge", "eth1", true, false, None)
+            ("cni_gwbridge", "gwb0", true, false, None)
         );
         assert_eq!(c.ipam_type, "host-local");
         let delegate: Value = serde_json::from_slice(&c.ipam_stdin).unwrap();
@@ -219,6 +229,16 @@ mod tests {
         ] {
             let e = Config::from_request(&request(conf.clone(), "eth0")).unwrap_err();
             assert_eq!(e.code, code, "{conf}: {}", e.msg);
+        }
+        // The default is refused only where a runtime would hand it out, which none does.
+        assert_eq!(
+            Config::from_request(&request(base.clone(), "gwb0"))
+                .unwrap_err()
+                .code,
+            7
+        );
+        for runtime in ["eth0", "eth1", "eth2", "net1"] {
+            Config::from_request(&request(base.clone(), runtime)).unwrap();
         }
     }
 }

@@ -1,17 +1,29 @@
-//! gwbridge-egress: a chained CNI plugin that gives a container a second interface (`ifname`,
-//! default eth1) on a bridge local to the host (`bridge`, default cni_gwbridge), for egress through
+//! gwbridge-egress: a chained CNI plugin that gives a container one more interface (`ifname`,
+//! default gwb0) on a bridge local to the host (`bridge`, default cni_gwbridge), for egress through
 //! masquerade and for published ports: Docker's docker_gwbridge, for any main plugin (vxlan-overlay).
+//!
+//! The interface belongs to the container, not to a network: a container on several networks
+//! whose chains include gwbridge-egress has one, shared (as Docker's containers have one
+//! docker_gwbridge interface whatever their overlay networks). Each network's use of it is an
+//! attachment record in nftables (`attachments` chain, tagged network:container/ifname); the
+//! records of the container on that interface are its reference count. ADD of a further network
+//! records its attachment and publishes its ports to the shared address (no veth, no IPAM ADD,
+//! no route); DEL removes that network's rules, and the veth and allocation only with the last
+//! record. All of it under the per-host lock, so two networks' ADDs for one container make one
+//! interface.
 //!
 //! - ADD (prevResult required): IPAM ADD; the bridge on first use, with the gateway addresses of
 //!   the IPAM result, and forwarding on; a veth `gw<hash>` on the bridge and `ifname` in the
 //!   container with its addresses, the on-link subnet, and a default route via the gateway unless
 //!   the chain already has one for that family; in nftables, masquerade for the subnet, icc=false
 //!   filtering, and the container's published ports. Everything done is undone when a step fails.
-//! - DEL: veth, rules and allocation of the attachment; the bridge and its rules when it has no
-//!   port left. Idempotent, needs neither prevResult nor CNI_NETNS.
+//! - DEL: rules of the attachment; veth and allocation when no other network of the container
+//!   uses them; the bridge and its rules when it has no port left. Idempotent, needs neither
+//!   prevResult nor CNI_NETNS.
 //! - CHECK: interface, addresses, routes, bridge port, masquerade and published ports as ADD left
 //!   them; IPAM CHECK.
-//! - GC: attachments of this network that are not valid lose rules, veth and allocation.
+//! - GC: attachments of this network that are not valid lose their rules, and veth and
+//!   allocation when no other network of that container still uses them.
 //! - STATUS: the IPAM's.
 //!
 //! The IPAM sees the bridge's name as network name and `ifname` as CNI_IFNAME: one pool per bridge,
@@ -29,7 +41,7 @@ use firewall::{BridgeRules, Firewall, Mapping, Protocol};
 use ipnetwork::IpNetwork;
 use model::names::{derived_mac, host_veth_name};
 use model::Mac;
-use netops::{HostLock, Netlink, Netns};
+use netops::{HostLock, Link, Netlink, Netns};
 
 pub use crate::config::Config;
 use crate::ipam::{Ipam, Who};
@@ -299,14 +311,16 @@ async fn add(req: &Request, cfg: &Config) -> Result<CniResult, CniError> {
     let tag = tag(req, cfg);
     let fw = Firewall::new();
     let lock = host_lock()?;
-    // Refuse a taken port before anything changes (add_container checks again, under this lock).
+    // Refuse a taken port before anything changes (add_container checks again, under this lock,
+    // with the targets known). The container's other networks may publish the same mappings on
+    // its shared interface (podman hands each network all of them): add_container decides those.
     if !requested.is_empty() {
         let published = fw.list_port_mappings()?;
         for (protocol, pm) in &requested {
-            if let Some(p) = published
-                .iter()
-                .find(|p| p.mapping.overlaps(*protocol, pm.host_ip(), pm.host_port))
-            {
+            if let Some(p) = published.iter().find(|p| {
+                p.mapping.overlaps(*protocol, pm.host_ip(), pm.host_port)
+                    && !firewall::is_tag_of(&p.tag, &req.env.container_id, &cfg.ifname)
+            }) {
                 return Err(firewall::Error::PortInUse {
                     protocol: *protocol,
                     port: pm.host_port,
@@ -315,6 +329,14 @@ async fn add(req: &Request, cfg: &Config) -> Result<CniResult, CniError> {
                 .into());
             }
         }
+    }
+    // The container's interface may already be there, made for another of its networks: then
+    // this network joins it (under the lock, so a concurrent ADD of another network of the
+    // container either made it before or finds it made).
+    let host = Netlink::current().await?;
+    let inside = Netlink::in_netns(&container_ns).await?;
+    if let Some(shared) = shared_interface(req, cfg, &fw, &host, &inside).await? {
+        return join(req, cfg, prev, &shared, &tag, &fw, &inside, &requested).await;
     }
     let ipam = ipam(req, cfg);
     let allocation = ipam.add(who(req, cfg))?;
@@ -427,11 +449,38 @@ async fn attach(
     fw.add_container(tag, &addresses, &mappings)?;
     done.rules = true;
 
+    let mut result = our_result(
+        req,
+        cfg,
+        prev,
+        &host_veth,
+        &container_veth,
+        allocation,
+        routes,
+    );
+    // The main plugin's DNS stays; the IPAM's is used only when the chain has none.
+    if result.dns.is_empty() {
+        result.dns = allocation.dns.clone();
+    }
+    Ok(result)
+}
+
+/// prevResult plus our two interfaces (the host veth; `ifname` with sandbox and MAC), the
+/// addresses of `allocation` on ours, and `routes`.
+fn our_result(
+    req: &Request,
+    cfg: &Config,
+    prev: &CniResult,
+    host_veth: &Link,
+    container_veth: &Link,
+    allocation: &CniResult,
+    routes: Vec<Route>,
+) -> CniResult {
     let mut result = prev.clone();
     result.push_interface(Interface {
-        name: host_name,
+        name: host_veth.name.clone(),
         mac: host_veth.mac.as_ref().map(mac_text).unwrap_or_default(),
-        mtu: Some(mtu),
+        mtu: Some(host_veth.mtu),
         ..Default::default()
     });
     let ours = result.push_interface(Interface {
@@ -441,7 +490,7 @@ async fn attach(
             .as_ref()
             .map(mac_text)
             .unwrap_or_default(),
-        mtu: Some(mtu),
+        mtu: Some(container_veth.mtu),
         sandbox: req.env.netns.clone(),
         ..Default::default()
     });
@@ -451,11 +500,163 @@ async fn attach(
         interface: Some(ours),
     }));
     result.routes.extend(routes);
-    // The main plugin's DNS stays; the IPAM's is used only when the chain has none.
-    if result.dns.is_empty() {
-        result.dns = allocation.dns.clone();
+    result
+}
+
+/// The container's gateway interface as another of its networks left it.
+struct Shared {
+    /// The other networks' attachment tags.
+    holders: BTreeSet<String>,
+    host_veth: Link,
+    container_veth: Link,
+    /// Its addresses (those the attachments record) with their gateways (the bridge's).
+    allocation: CniResult,
+}
+
+/// The container's interface `ifname` when another network of the container already made it
+/// (its attachment is recorded); None when this ADD is the container's first on this bridge.
+/// Recorded but not there (the veth, or its peer in this namespace): an error, since making it
+/// anew would need a second allocation for the same (container id, ifname), and releasing the
+/// first is the other network's DEL's business.
+async fn shared_interface(
+    req: &Request,
+    cfg: &Config,
+    fw: &Firewall,
+    host: &Netlink,
+    inside: &Netlink,
+) -> Result<Option<Shared>, CniError> {
+    let own = tag(req, cfg);
+    let holders: BTreeSet<String> = fw
+        .attachments_of(&req.env.container_id, &cfg.ifname)?
+        .into_iter()
+        .filter(|t| *t != own)
+        .collect();
+    if holders.is_empty() {
+        return Ok(None);
     }
-    Ok(result)
+    let list = holders.iter().cloned().collect::<Vec<_>>().join(", ");
+    let broken = |what: String| {
+        CniError::new(
+            codes::KERNEL,
+            format!(
+                "the gateway interface {} of container {} is recorded for {list}, but {what}: \
+                 DEL those attachments (or GC) first",
+                cfg.ifname, req.env.container_id
+            ),
+        )
+    };
+    let host_name = host_veth_name(VETH_PREFIX, &req.env.container_id, &cfg.ifname);
+    let host_veth = host
+        .link(&host_name)
+        .await?
+        .ok_or_else(|| broken(format!("its host veth {host_name} is missing")))?;
+    let container_veth = inside
+        .link(&cfg.ifname)
+        .await?
+        .filter(|l| l.peer_index == Some(host_veth.index))
+        .ok_or_else(|| {
+            broken(format!(
+                "{} in {} is not the peer of {host_name}",
+                cfg.ifname, req.env.netns
+            ))
+        })?;
+    let bridge = host
+        .link(&cfg.bridge)
+        .await?
+        .filter(|b| b.kind == "bridge" && host_veth.master == Some(b.index))
+        .ok_or_else(|| broken(format!("{host_name} is not a port of {}", cfg.bridge)))?;
+    let gateways = host.addresses(bridge.index).await?;
+    let mut recorded = BTreeSet::new();
+    for holder in &holders {
+        if let Some(rules) = fw.container(holder)? {
+            recorded.extend(rules.addresses);
+        }
+    }
+    let mut allocation = CniResult::default();
+    for address in inside.addresses(container_veth.index).await? {
+        if !recorded.contains(&address.ip()) {
+            continue;
+        }
+        let gateway = gateways
+            .iter()
+            .find(|g| g.prefix() == address.prefix() && g.contains(address.ip()))
+            .map(|g| g.ip());
+        allocation.ips.push(IpConfig {
+            address,
+            gateway,
+            interface: None,
+        });
+    }
+    if allocation.ips.is_empty() {
+        return Err(broken(format!(
+            "{} has none of the addresses recorded for it",
+            cfg.ifname
+        )));
+    }
+    Ok(Some(Shared {
+        holders,
+        host_veth,
+        container_veth,
+        allocation,
+    }))
+}
+
+/// ADD of a further network of a container onto its existing gateway interface: the attachment
+/// record and this network's published ports (to the shared addresses), nothing else. The
+/// result lists the shared interface and addresses, so that the runtime sees the way out, and
+/// the routes ADD would have made that are on the interface (the default route stays the one
+/// the first network's ADD made).
+#[allow(clippy::too_many_arguments)]
+async fn join(
+    req: &Request,
+    cfg: &Config,
+    prev: &CniResult,
+    shared: &Shared,
+    tag: &str,
+    fw: &Firewall,
+    inside: &Netlink,
+    requested: &[(Protocol, &cni::PortMapping)],
+) -> Result<CniResult, CniError> {
+    let addresses: Vec<IpAddr> = shared
+        .allocation
+        .ips
+        .iter()
+        .map(|ip| ip.address.ip())
+        .collect();
+    let mappings = mappings_for(requested, &addresses)?;
+    for ip in &shared.allocation.ips {
+        fw.ensure_bridge_rules(&cfg.bridge, ip.address, bridge_rules(cfg))?;
+    }
+    // One transaction: recorded with its ports, or nothing changed.
+    fw.add_container(tag, &addresses, &mappings)?;
+    log::info!(
+        "{tag}: joined the container's gateway interface {} (also used by {})",
+        cfg.ifname,
+        shared
+            .holders
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let present = inside.routes(shared.container_veth.index).await?;
+    let routes = container_routes(prev, &shared.allocation)
+        .into_iter()
+        .filter(|r| {
+            present
+                .iter()
+                .any(|(dst, gw)| network_of(*dst) == r.dst && *gw == r.gw)
+        })
+        .collect();
+    Ok(our_result(
+        req,
+        cfg,
+        prev,
+        &shared.host_veth,
+        &shared.container_veth,
+        &shared.allocation,
+        routes,
+    ))
 }
 
 /// Removes the bridge and its rules when no port is left on it. Returns true when nothing of
@@ -484,6 +685,17 @@ async fn del(req: &Request, cfg: &Config) -> Result<(), CniError> {
     let fw = Firewall::new();
     let lock = host_lock()?;
     let host = Netlink::current().await?;
+    fw.remove_tagged(&tag)?;
+    // The interface is the container's: it stays while another of its networks uses it.
+    let others = fw.attachments_of(&req.env.container_id, &cfg.ifname)?;
+    if !others.is_empty() {
+        log::info!(
+            "{tag}: removed; the gateway interface {} stays for {}",
+            cfg.ifname,
+            others.into_iter().collect::<Vec<_>>().join(", ")
+        );
+        return Ok(());
+    }
     // The host side goes by name and takes the container side with it: no namespace needed.
     host.delete_link(&host_veth_name(
         VETH_PREFIX,
@@ -491,7 +703,6 @@ async fn del(req: &Request, cfg: &Config) -> Result<(), CniError> {
         &cfg.ifname,
     ))
     .await?;
-    fw.remove_tagged(&tag)?;
     // The allocation goes even if the cleanup below fails; its error is reported after.
     let released = ipam(req, cfg).del(who(req, cfg));
     let clean = remove_bridge_if_unused(cfg, &fw).await?;
@@ -640,6 +851,12 @@ async fn gc(req: &Request, cfg: &Config) -> Result<(), CniError> {
             log::warn!("GC: {stale} has a shortened container id: its allocation stays");
             continue;
         };
+        // Another network of the container (valid, or that network's GC to judge) still uses
+        // the interface: it and its allocation stay.
+        if !fw.attachments_of(container_id, ifname)?.is_empty() {
+            log::info!("GC: {container_id}/{ifname} stays, another network uses it");
+            continue;
+        }
         host.delete_link(&host_veth_name(VETH_PREFIX, container_id, ifname))
             .await?;
         let gone = Who {

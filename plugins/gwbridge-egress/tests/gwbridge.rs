@@ -44,7 +44,7 @@ fn scenario_egress(main: &MainPlugin) {
         "{result}"
     );
     assert!(host_side.get("sandbox").is_none(), "{result}");
-    assert_eq!(ours["name"], "eth1");
+    assert_eq!(ours["name"], "gwb0");
     assert_eq!(ours["sandbox"], c1.netns_path);
     assert_eq!(ours["mac"].as_str().unwrap().len(), 17);
     let ip = result["ips"].as_array().unwrap().last().unwrap();
@@ -59,7 +59,7 @@ fn scenario_egress(main: &MainPlugin) {
         json!([{"dst": "0.0.0.0/0", "gw": "172.18.0.1"}])
     );
     assert_eq!(result["cniVersion"], VERSION);
-    assert!(in_ns(&c1.ns, &["ip", "route"]).contains("default via 172.18.0.1 dev eth1"));
+    assert!(in_ns(&c1.ns, &["ip", "route"]).contains("default via 172.18.0.1 dev gwb0"));
 
     assert!(lab.ping_within(&c1.ns, INTERNET_ADDR, std::time::Duration::from_secs(5)));
     let _seen = TcpServer::start(&lab.internet, &format!("{INTERNET_ADDR}:8000"), "inet");
@@ -119,7 +119,7 @@ fn scenario_published_ports(main: &MainPlugin, br_netfilter: bool) {
     let table = nft_table(&lab, 0);
     assert!(table.contains("tcp dport 8080 dnat ip to"), "{table}");
     assert!(
-        table.contains(&format!("comment \"{NET}:pub-c1/eth1\"")),
+        table.contains(&format!("comment \"{NET}:pub-c1/gwb0\"")),
         "{table}"
     );
     assert_all_ok(&chain.del(&lab, 0, &c1, Some(&r1)));
@@ -146,8 +146,8 @@ fn scenario_isolation(main: &MainPlugin, br_netfilter: bool) {
         .add(&lab, 0, &b)
         .unwrap_or_else(|(i, out)| panic!("{i}: {out:?}"));
     let (addr_a, addr_b) = (
-        address_on(&ra, "eth1", &a.netns_path),
-        address_on(&rb, "eth1", &b.netns_path),
+        address_on(&ra, "gwb0", &a.netns_path),
+        address_on(&rb, "gwb0", &b.netns_path),
     );
     assert!(lab.ping_within(&lab.host(0).ns, &addr_a, std::time::Duration::from_secs(5)));
     assert!(lab.ping(&lab.host(0).ns, &addr_b));
@@ -224,7 +224,7 @@ fn scenario_port_in_use(main: &MainPlugin) {
     let err = out.err(106);
     let msg = err["msg"].as_str().unwrap();
     assert!(
-        msg.contains("8080/tcp") && msg.contains("taken-c1/eth1"),
+        msg.contains("8080/tcp") && msg.contains("taken-c1/gwb0"),
         "{msg}"
     );
     assert_eq!(
@@ -232,7 +232,7 @@ fn scenario_port_in_use(main: &MainPlugin) {
         before,
         "a refused ADD changed the host"
     );
-    assert!(!try_in_ns(&c2.ns, &["ip", "link", "show", "eth1"]));
+    assert!(!try_in_ns(&c2.ns, &["ip", "link", "show", "gwb0"]));
 
     let c2 = Attachment {
         port_mappings: vec![json!({"hostPort": 8080, "containerPort": 80, "protocol": "udp"})],
@@ -341,12 +341,12 @@ fn scenario_cleanup(main: &MainPlugin) {
     assert_all_ok(&chain.del(&lab, 0, &gone, None));
     assert_eq!(host_state(&lab, 0), before, "DEL left something behind");
 
-    // eth1 already in the container: ADD fails with 103 and undoes itself completely.
+    // gwb0 already in the container: ADD fails with 103 and undoes itself completely.
     let c3 = Attachment::new("clean-c3", lab.container("c3")).publish(8080, 80, "tcp");
     in_ns(
         &c3.ns,
         &[
-            "ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
+            "ip", "link", "add", "gwb0", "type", "veth", "peer", "name", "gwb0p",
         ],
     );
     let r3 = lab.run_on(0, &chain.invocation("ADD", 0, &c3, None)).ok();
@@ -373,7 +373,7 @@ fn scenario_no_prev_result(main: &MainPlugin) {
     assert_eq!(host_state(&lab, 0), before);
 }
 
-/// CHECK passes after ADD (ours and the IPAM's) and fails (107) once eth1 is removed by hand.
+/// CHECK passes after ADD (ours and the IPAM's) and fails (107) once gwb0 is removed by hand.
 fn scenario_check(main: &MainPlugin) {
     let mut lab = Lab::new(2);
     let _locks = LockFiles::of(&lab);
@@ -394,9 +394,9 @@ fn scenario_check(main: &MainPlugin) {
     let err = chain.check(&lab, 0, &other, 1, &r1).err(107);
     assert!(err["msg"].as_str().unwrap().contains("9090"), "{err}");
 
-    in_ns(&c1.ns, &["ip", "link", "del", "eth1"]);
+    in_ns(&c1.ns, &["ip", "link", "del", "gwb0"]);
     let err = chain.check(&lab, 0, &c1, 1, &r1).err(107);
-    assert!(err["msg"].as_str().unwrap().contains("eth1"), "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("gwb0"), "{err}");
     assert_all_ok(&chain.del(&lab, 0, &c1, Some(&r1)));
 }
 
@@ -416,7 +416,7 @@ fn scenario_full_chain(main: &MainPlugin) {
         .add(&lab, 0, &c1)
         .unwrap_or_else(|(i, out)| panic!("ADD of plugin {i}: {out:?}"));
     assert_eq!(
-        address_on(&result, "eth1", &c1.netns_path)
+        address_on(&result, "gwb0", &c1.netns_path)
             .split('.')
             .take(2)
             .collect::<Vec<_>>(),
@@ -479,7 +479,7 @@ fn scenario_full_chain(main: &MainPlugin) {
     assert!(after.allocations.is_empty(), "{:?}", after.allocations);
 }
 
-/// Dual stack on the gateway bridge: both families on eth1 with a default route each, IPv6
+/// Dual stack on the gateway bridge: both families on gwb0 with a default route each, IPv6
 /// forwarding on, a published port reached over IPv6 from the host and (hairpin) from another
 /// container, and everything gone after DEL.
 fn scenario_dual_stack(main: &MainPlugin) {
@@ -503,7 +503,7 @@ fn scenario_dual_stack(main: &MainPlugin) {
         .filter(|ip| ip["gateway"] == "172.18.0.1" || ip["gateway"] == "fd00:18::1")
         .collect();
     assert_eq!(ours.len(), 2, "{r1}");
-    assert!(in_ns(&c1.ns, &["ip", "-6", "route"]).contains("default via fd00:18::1 dev eth1"));
+    assert!(in_ns(&c1.ns, &["ip", "-6", "route"]).contains("default via fd00:18::1 dev gwb0"));
     assert_eq!(
         in_ns(
             &lab.host(0).ns,
@@ -610,7 +610,7 @@ fn scenario_gc() {
         &["ip", "link", "show", &stale_veth]
     ));
     let log = std::fs::read_to_string(ipam_dir.path().join("log")).unwrap();
-    assert!(log.lines().any(|l| l == "DEL gc-stale eth1"), "{log}");
+    assert!(log.lines().any(|l| l == "DEL gc-stale gwb0"), "{log}");
     assert!(
         !log.lines()
             .any(|l| l.starts_with("DEL gc-keep") || l.starts_with("DEL gc-other")),
@@ -641,36 +641,6 @@ fn scenario_gc() {
     run("DEL", "demo", &stale, json!({})).ok();
     assert!(!nft_table(&lab, 0).contains("cni_gwbridge"));
 }
-
-/// A prevResult for CHECK of `att` built from what is in its namespace (the fake IPAM's address).
-fn check_prev_result(att: &Attachment) -> Value {
-    let addr = in_ns(&att.ns, &["ip", "-o", "-4", "addr", "show", "dev", "eth1"]);
-    let cidr = addr.split_whitespace().nth(3).unwrap().to_string();
-    let mac = in_ns(&att.ns, &["cat", "/sys/class/net/eth1/address"])
-        .trim()
-        .to_string();
-    json!({"cniVersion": "1.1.0",
-        "interfaces": [{"name": "eth1", "mac": mac, "sandbox": att.netns_path}],
-        "ips": [{"address": cidr, "gateway": "172.20.0.1", "interface": 0}],
-        "routes": [{"dst": "0.0.0.0/0", "gw": "172.20.0.1"}]})
-}
-
-/// An IPAM test double speaking 1.1.0: hands out 172.20.0.2, .3, ... and logs every call.
-const FAKE_IPAM: &str = r#"#!/bin/sh
-cat > /dev/null
-echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME" >> "$FAKE_IPAM_DIR/log"
-case "$CNI_COMMAND" in
-ADD)
-    n=$(cat "$FAKE_IPAM_DIR/next" 2>/dev/null || echo 2)
-    echo $((n + 1)) > "$FAKE_IPAM_DIR/next"
-    echo "{\"cniVersion\":\"1.1.0\",\"ips\":[{\"address\":\"172.20.0.$n/16\",\"gateway\":\"172.20.0.1\"}]}"
-    ;;
-VERSION)
-    echo '{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}'
-    ;;
-esac
-exit 0
-"#;
 
 #[test]
 fn egress_is_masqueraded_to_the_underlay_address() {
@@ -713,7 +683,7 @@ fn add_without_prev_result_is_code_7() {
 }
 
 #[test]
-fn check_passes_after_add_and_fails_without_eth1() {
+fn check_passes_after_add_and_fails_without_gwb0() {
     scenario_check(&reference_bridge());
 }
 
@@ -755,7 +725,7 @@ fn overlay_del_leaves_the_host_as_before() {
 }
 
 #[test]
-fn overlay_check_passes_after_add_and_fails_without_eth1() {
+fn overlay_check_passes_after_add_and_fails_without_gwb0() {
     scenario_check(&vxlan_overlay());
 }
 

@@ -1,6 +1,9 @@
 //! Per-network DNS: the containers of a network find each other by name, on every host.
 //!
-//! * [`records`]: a network's names as an immutable [`records::Zone`], swapped whole on change.
+//! * [`records`]: a network's names as an immutable [`records::Zone`]; the zones of this host's
+//!   networks and which networks each local container is on as one [`records::View`], swapped
+//!   whole on change, so that a container on several networks is answered the names of all of
+//!   them (and of no other).
 //! * [`server`]: UDP and TCP port 53 on the network's gateway addresses (in its sandbox
 //!   namespace, or on its bridge with hostAccess), answering from the zone.
 //! * [`forward`]: everything else goes to the upstream resolvers.
@@ -31,7 +34,7 @@ use tokio::time::{sleep_until, Instant};
 use crate::endpoints::Change;
 use crate::error::Error;
 use forward::Forwarder;
-use records::{Zone, ZoneCell};
+use records::{View, ViewCell, Zone};
 use server::{sandbox_path, Gateway, Place, Serving};
 
 /// Binding failed (no sandbox or address yet, port taken): first retry after this, doubling.
@@ -44,7 +47,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// One network's records, zone and server on this host.
 struct Net {
     endpoints: BTreeMap<String, Arc<Endpoint>>,
-    zone: Arc<ZoneCell>,
+    zone: Arc<Zone>,
     serving: Option<Serving>,
     /// When to try binding again, and the wait before the attempt after that.
     retry: Option<(Instant, Duration)>,
@@ -54,7 +57,7 @@ impl Net {
     fn new(name: &str) -> Net {
         Net {
             endpoints: BTreeMap::new(),
-            zone: Arc::new(ZoneCell::new(Zone::empty(name))),
+            zone: Arc::new(Zone::empty(name)),
             serving: None,
             retry: None,
         }
@@ -65,6 +68,8 @@ struct Dns {
     node: String,
     host: Netlink,
     forwarder: Arc<Forwarder>,
+    /// What every server answers from, swapped whole after each change.
+    view: Arc<ViewCell>,
     nets: HashMap<String, Net>,
     /// The network each record key was filed under (a Delete is found by key alone).
     key_net: HashMap<String, String>,
@@ -81,6 +86,7 @@ pub async fn run(
         node,
         host: Netlink::current().await?,
         forwarder: Arc::new(Forwarder::new(upstreams)),
+        view: Arc::new(ViewCell::default()),
         nets: HashMap::new(),
         key_net: HashMap::new(),
     };
@@ -93,6 +99,7 @@ pub async fn run(
                     return Err(Error::Dns("the endpoint cache went away".into()));
                 };
                 dns.apply(change).await;
+                dns.publish();
             }
             _ = sleep_until(wake) => {
                 let now = Instant::now();
@@ -154,6 +161,18 @@ impl Dns {
             .insert(key, endpoint);
     }
 
+    /// A new view for the servers: every network's zone (shared, not copied) and the networks of
+    /// each local container, from the local records. Once per change, after its zones.
+    fn publish(&self) {
+        let zones = self
+            .nets
+            .iter()
+            .map(|(name, net)| (name.clone(), net.zone.clone()))
+            .collect();
+        let local = records::local_records(self.nets.values().map(|n| &n.endpoints), &self.node);
+        self.view.store(View::build(zones, local));
+    }
+
     /// Removes a record; the network it was in.
     fn remove(&mut self, key: &str) -> Option<String> {
         let name = self.key_net.remove(key)?;
@@ -185,10 +204,10 @@ impl Dns {
             None => Zone::empty(name),
         };
         log::debug!("DNS of network {name}: {} names", zone.len());
-        net.zone.store(zone);
         let Some(net) = self.nets.get_mut(name) else {
             return;
         };
+        net.zone = Arc::new(zone);
         match vni {
             None => {
                 if net.serving.take().is_some() {
@@ -220,7 +239,7 @@ impl Dns {
         };
         let started = found.and_then(|gateway| {
             let place = gateway.describe();
-            Serving::start(name, gateway, net.zone.clone(), self.forwarder.clone())
+            Serving::start(name, gateway, self.view.clone(), self.forwarder.clone())
                 .map(|serving| (serving, place))
         });
         match started {

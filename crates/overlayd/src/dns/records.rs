@@ -1,10 +1,20 @@
-//! The names of one network as an immutable table, and the answer it gives to one question.
+//! The names of one network as an immutable table, and the answer it gives to one question; the
+//! zones of every network served here as one immutable [`View`], with which networks each local
+//! container is on, and the answer a container on several networks is given.
 //!
 //! A [`Zone`] is built from the endpoint records of a network (of every host) and never changed
-//! afterwards: an update builds a new one and swaps it in ([`ZoneCell`]), so a query being
-//! answered keeps the table it started with and nobody waits for anybody.
+//! afterwards: an update builds a new one and a new [`View`] around it (the other zones shared,
+//! not copied), swapped in whole ([`ViewCell`]), so a query being answered keeps the tables it
+//! started with and nobody waits for anybody.
+//!
+//! A container on several networks (`front` and `back`) asks the gateway of one of them; the
+//! question's source address is its address on that network, and the local endpoint records
+//! tell which container that is and which other networks it is on. It is answered from the zones
+//! of all of them ([`lookup_in`]): bare names from the network asked first, then the others;
+//! `<name>.<network>.overlay` and PTR only for its own networks. An address that is no local
+//! container's (the host, with hostAccess) sees only the network asked.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, RwLock};
 
@@ -227,28 +237,164 @@ fn arpa_address(name: &Name) -> Option<IpAddr> {
     (net.prefix_len() == full).then(|| net.addr())
 }
 
-/// The current zone of a network, shared by the task that updates it and the queries that read
-/// it. The lock is only ever held to clone or replace an Arc (no await, no allocation inside),
-/// so a reader never waits for a rebuild: the rebuild happens before the lock is taken.
-#[derive(Debug)]
-pub struct ZoneCell(RwLock<Arc<Zone>>);
+/// The answer for a container on the networks of `zones`, the one the question arrived on first:
+///
+/// - a name under one of its networks' domains (`test2.back.overlay.`): that network's answer;
+/// - under another network's domain, or `.overlay` itself: NXDOMAIN (not visible, and not the
+///   upstream resolvers' business);
+/// - a bare name or an address (PTR): the first of its networks that has it, in order;
+/// - everything else is forwarded.
+pub fn lookup_in(zones: &[&Zone], original: &Name, qtype: RecordType, qclass: DNSClass) -> Answer {
+    let Some(first) = zones.first() else {
+        return Answer::Forward;
+    };
+    if qclass != DNSClass::IN && qclass != DNSClass::ANY {
+        return Answer::Forward;
+    }
+    let name = LowerName::new(original);
+    if let Some(zone) = zones.iter().find(|z| z.domain.zone_of(&name)) {
+        return zone.lookup(original, qtype, qclass);
+    }
+    if first.tld.zone_of(&name) {
+        return Answer::NxDomain;
+    }
+    for zone in zones {
+        match zone.lookup(original, qtype, qclass) {
+            Answer::Forward => continue,
+            answer => return answer,
+        }
+    }
+    Answer::Forward
+}
 
-impl ZoneCell {
-    pub fn new(zone: Zone) -> ZoneCell {
-        ZoneCell(RwLock::new(Arc::new(zone)))
+/// The zones of the networks served on this host, and the networks of each local container.
+#[derive(Debug, Default)]
+pub struct View {
+    zones: HashMap<String, Arc<Zone>>,
+    /// Per network: the addresses on it of local containers that are on other networks too,
+    /// and those other networks (sorted).
+    others: HashMap<String, HashMap<IpAddr, Vec<String>>>,
+}
+
+impl View {
+    /// `zones` by network name; `local` the endpoint records of this host's containers (of every
+    /// network), which tell which networks each container is on: a container is its container
+    /// id on this node (the records' key is network, container id and ifname).
+    pub fn build<'a>(
+        zones: HashMap<String, Arc<Zone>>,
+        local: impl IntoIterator<Item = &'a Endpoint>,
+    ) -> View {
+        let local: Vec<&Endpoint> = local.into_iter().collect();
+        let mut networks: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+        for e in &local {
+            networks
+                .entry(e.container_id.as_str())
+                .or_default()
+                .insert(e.network.as_str());
+        }
+        let mut others: HashMap<String, HashMap<IpAddr, Vec<String>>> = HashMap::new();
+        for e in &local {
+            let all = &networks[e.container_id.as_str()];
+            if all.len() < 2 {
+                continue;
+            }
+            let rest: Vec<String> = all
+                .iter()
+                .filter(|n| **n != e.network)
+                .map(|n| n.to_string())
+                .collect();
+            let by_addr = others.entry(e.network.clone()).or_default();
+            for ip in &e.ips {
+                by_addr.insert(ip.ip(), rest.clone());
+            }
+        }
+        View { zones, others }
     }
 
-    pub fn load(&self) -> Arc<Zone> {
+    /// The networks whose names `client`, asking on `network`, is answered from: `network`
+    /// first, then the other networks of its container, by name.
+    pub fn networks_of<'a>(&'a self, network: &'a str, client: IpAddr) -> Vec<&'a str> {
+        let mut out = vec![network];
+        if let Some(rest) = self.others.get(network).and_then(|m| m.get(&client)) {
+            out.extend(rest.iter().map(String::as_str));
+        }
+        out
+    }
+
+    /// The answer to `client`'s question on `network`'s server.
+    pub fn lookup(
+        &self,
+        network: &str,
+        client: IpAddr,
+        original: &Name,
+        qtype: RecordType,
+        qclass: DNSClass,
+    ) -> Answer {
+        let Some(own) = self.zones.get(network) else {
+            // Between a network's first record and its zone (never once served): its domain
+            // is still its own.
+            return Zone::empty(network).lookup(original, qtype, qclass);
+        };
+        match self.others.get(network).and_then(|m| m.get(&client)) {
+            None => own.lookup(original, qtype, qclass),
+            Some(rest) => {
+                let zones: Vec<&Zone> = std::iter::once(own.as_ref())
+                    .chain(
+                        rest.iter()
+                            .filter_map(|n| self.zones.get(n).map(|z| z.as_ref())),
+                    )
+                    .collect();
+                lookup_in(&zones, original, qtype, qclass)
+            }
+        }
+    }
+
+    /// The zone of a network, if it is in the view.
+    pub fn zone(&self, network: &str) -> Option<&Arc<Zone>> {
+        self.zones.get(network)
+    }
+}
+
+/// The records of `node`'s containers among the records of `networks`, for [`View::build`].
+pub fn local_records<'a>(
+    networks: impl IntoIterator<Item = &'a BTreeMap<String, Arc<Endpoint>>>,
+    node: &'a str,
+) -> impl Iterator<Item = &'a Endpoint> {
+    networks
+        .into_iter()
+        .flat_map(|records| records.values())
+        .filter(move |e| e.node == node)
+        .map(|e| e.as_ref())
+}
+
+/// The current view, shared by the task that updates it and the queries that read it. The lock
+/// is only ever held to clone or replace an Arc (no await, no allocation inside), so a reader
+/// never waits for a rebuild: the rebuild happens before the lock is taken.
+#[derive(Debug)]
+pub struct ViewCell(RwLock<Arc<View>>);
+
+impl Default for ViewCell {
+    fn default() -> Self {
+        ViewCell::new(View::default())
+    }
+}
+
+impl ViewCell {
+    pub fn new(view: View) -> ViewCell {
+        ViewCell(RwLock::new(Arc::new(view)))
+    }
+
+    pub fn load(&self) -> Arc<View> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn store(&self, zone: Zone) {
-        let zone = Arc::new(zone);
+    pub fn store(&self, view: View) {
+        let view = Arc::new(view);
         let old = std::mem::replace(
             &mut *self.0.write().unwrap_or_else(|p| p.into_inner()),
-            zone,
+            view,
         );
-        // The old table is freed here, outside the lock, unless a query still holds it.
+        // The old tables are freed here, outside the lock, unless a query still holds it.
         drop(old);
     }
 }
@@ -419,14 +565,190 @@ mod tests {
 
     #[test]
     fn cell_swaps_without_disturbing_readers() {
-        let cell = ZoneCell::new(Zone::empty("demo"));
+        let cell = ViewCell::default();
         let before = cell.load();
-        cell.store(demo());
-        assert!(before.is_empty(), "a reader keeps the table it loaded");
-        assert_eq!(
-            rdata(&a(&cell.load(), "test1.", RecordType::A)),
-            ["10.0.0.2"]
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        cell.store(View::build(
+            HashMap::from([("Demo".to_string(), Arc::new(demo()))]),
+            [],
+        ));
+        assert!(
+            before.zone("Demo").is_none(),
+            "a reader keeps the view it loaded"
         );
-        assert_eq!(cell.load().len(), 6);
+        let q = |view: &View| view.lookup("Demo", ip, &name("test1."), RecordType::A, DNSClass::IN);
+        assert_eq!(q(&before), Answer::Forward);
+        assert_eq!(rdata(&q(&cell.load())), ["10.0.0.2"]);
+        assert_eq!(cell.load().zone("Demo").unwrap().len(), 6);
+    }
+
+    /// front: web (c1, also on back), api (c2); back: web (c1), db (c3), and `shared`, a name on
+    /// both networks with different addresses; other: secret (c4). All local except db.
+    fn three_networks() -> View {
+        let on = |net: &str, cid: &str, n: &str, ip: &str| {
+            let mut e = endpoint(net, cid, Some(n), &[], &[ip]);
+            e.ifname = if net == "back" { "eth1" } else { "eth0" }.into();
+            e
+        };
+        let mut db = on("back", "c3", "db", "10.2.0.3/24");
+        db.node = "n2".into();
+        let records = [
+            on("front", "c1", "web", "10.1.0.2/24"),
+            on("front", "c2", "api", "10.1.0.3/24"),
+            on("front", "c5", "shared", "10.1.0.5/24"),
+            on("back", "c1", "web", "10.2.0.2/24"),
+            db,
+            on("back", "c6", "shared", "10.2.0.6/24"),
+            on("other", "c4", "secret", "10.3.0.2/24"),
+        ];
+        let zone = |net: &str| {
+            Arc::new(Zone::build(
+                net,
+                records.iter().filter(|e| e.network == net),
+            ))
+        };
+        let zones = HashMap::from([
+            ("front".to_string(), zone("front")),
+            ("back".to_string(), zone("back")),
+            ("other".to_string(), zone("other")),
+        ]);
+        View::build(zones, records.iter().filter(|e| e.node == "n1"))
+    }
+
+    fn ask(view: &View, net: &str, client: &str, q: &str, t: RecordType) -> Answer {
+        view.lookup(net, client.parse().unwrap(), &name(q), t, DNSClass::IN)
+    }
+
+    #[test]
+    fn a_container_on_two_networks_sees_the_names_of_both() {
+        let v = three_networks();
+        // web asks on front (from its front address) and on back (from its back address).
+        for (net, web) in [("front", "10.1.0.2"), ("back", "10.2.0.2")] {
+            assert_eq!(v.networks_of(net, web.parse().unwrap()).len(), 2);
+            assert_eq!(
+                rdata(&ask(&v, net, web, "api.", RecordType::A)),
+                ["10.1.0.3"]
+            );
+            assert_eq!(
+                rdata(&ask(&v, net, web, "db.", RecordType::A)),
+                ["10.2.0.3"]
+            );
+            assert_eq!(
+                rdata(&ask(&v, net, web, "db.back.overlay.", RecordType::A)),
+                ["10.2.0.3"]
+            );
+            assert_eq!(
+                rdata(&ask(&v, net, web, "API.Front.overlay.", RecordType::A)),
+                ["10.1.0.3"]
+            );
+            // Under a network of its own: that network's answer, even for a name of the other.
+            assert_eq!(
+                ask(&v, net, web, "db.front.overlay.", RecordType::A),
+                Answer::NxDomain
+            );
+            assert_eq!(
+                ask(&v, net, web, "db.back.overlay.", RecordType::AAAA),
+                Answer::NoData
+            );
+            // Not its network: nothing, bare or qualified.
+            assert_eq!(ask(&v, net, web, "secret.", RecordType::A), Answer::Forward);
+            assert_eq!(
+                ask(&v, net, web, "secret.other.overlay.", RecordType::A),
+                Answer::NxDomain
+            );
+            // PTR of both networks' addresses, not of another's.
+            assert_eq!(
+                rdata(&ask(
+                    &v,
+                    net,
+                    web,
+                    "3.0.2.10.in-addr.arpa.",
+                    RecordType::PTR
+                )),
+                ["db.back.overlay."]
+            );
+            assert_eq!(
+                rdata(&ask(
+                    &v,
+                    net,
+                    web,
+                    "3.0.1.10.in-addr.arpa.",
+                    RecordType::PTR
+                )),
+                ["api.front.overlay."]
+            );
+            assert_eq!(
+                ask(&v, net, web, "2.0.3.10.in-addr.arpa.", RecordType::PTR),
+                Answer::Forward
+            );
+        }
+        // A bare name on both networks: the network asked answers first.
+        assert_eq!(
+            rdata(&ask(&v, "front", "10.1.0.2", "shared.", RecordType::A)),
+            ["10.1.0.5"]
+        );
+        assert_eq!(
+            rdata(&ask(&v, "back", "10.2.0.2", "shared.", RecordType::A)),
+            ["10.2.0.6"]
+        );
+        // Its own name on both: each network's address, the one asked first.
+        assert_eq!(
+            rdata(&ask(&v, "back", "10.2.0.2", "web.", RecordType::A)),
+            ["10.2.0.2"]
+        );
+    }
+
+    #[test]
+    fn a_container_on_one_network_sees_only_that_one() {
+        let v = three_networks();
+        // api is on front alone; the host (an address of no container) asks on back.
+        for (net, client, hidden, qualified) in [
+            ("front", "10.1.0.3", "db.", "db.back.overlay."),
+            ("back", "10.2.0.1", "api.", "api.front.overlay."),
+            // Not the address web has on back: web's front address asking on back is a stranger.
+            ("back", "10.1.0.2", "api.", "api.front.overlay."),
+        ] {
+            assert_eq!(v.networks_of(net, client.parse().unwrap()), [net]);
+            assert_eq!(ask(&v, net, client, hidden, RecordType::A), Answer::Forward);
+            assert_eq!(
+                ask(&v, net, client, qualified, RecordType::A),
+                Answer::NxDomain
+            );
+        }
+        assert_eq!(
+            rdata(&ask(&v, "front", "10.1.0.3", "web.", RecordType::A)),
+            ["10.1.0.2"]
+        );
+        assert_eq!(
+            ask(
+                &v,
+                "front",
+                "10.1.0.3",
+                "3.0.2.10.in-addr.arpa.",
+                RecordType::PTR
+            ),
+            Answer::Forward
+        );
+        // A network without a zone yet keeps its domain.
+        assert_eq!(
+            ask(&v, "new", "10.9.0.2", "x.new.overlay.", RecordType::A),
+            Answer::NxDomain
+        );
+    }
+
+    #[test]
+    fn lookup_in_follows_the_order_and_the_class() {
+        let v = three_networks();
+        let (front, back) = (v.zone("front").unwrap(), v.zone("back").unwrap());
+        let q = |zones: &[&Zone], n: &str| lookup_in(zones, &name(n), RecordType::A, DNSClass::IN);
+        assert_eq!(rdata(&q(&[front, back], "shared.")), ["10.1.0.5"]);
+        assert_eq!(rdata(&q(&[back, front], "shared.")), ["10.2.0.6"]);
+        assert_eq!(q(&[], "shared."), Answer::Forward);
+        assert_eq!(q(&[front, back], "overlay."), Answer::NxDomain);
+        assert_eq!(q(&[front, back], "example.com."), Answer::Forward);
+        assert_eq!(
+            lookup_in(&[front, back], &name("db."), RecordType::A, DNSClass::CH),
+            Answer::Forward
+        );
     }
 }

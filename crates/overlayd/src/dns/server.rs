@@ -1,6 +1,7 @@
 //! One network's DNS server on this host: UDP and TCP port 53 on each gateway address, created
 //! where the gateway lives (the sandbox namespace, or this namespace's bridge with hostAccess),
-//! answering from the network's [`ZoneCell`] and forwarding the rest.
+//! answering from the [`ViewCell`] (the network's names, and those of the asking container's
+//! other networks) and forwarding the rest.
 //!
 //! The sockets are made once, when the network gets its first local container, and live until
 //! its last one goes (or the sandbox is replaced under them). Record changes only swap the zone:
@@ -24,7 +25,7 @@ use netops::{Netlink, Netns};
 use tokio::task::JoinHandle;
 
 use super::forward::{Forwarder, EDNS_PAYLOAD};
-use super::records::{Answer, ZoneCell};
+use super::records::{Answer, ViewCell};
 use crate::error::Error;
 
 pub const PORT: u16 = 53;
@@ -153,11 +154,11 @@ pub struct Serving {
 }
 
 impl Serving {
-    /// Binds on the gateway's addresses and starts answering from `zone`.
+    /// Binds on the gateway's addresses and starts answering from `view`.
     pub fn start(
         network: &str,
         gateway: Gateway,
-        zone: Arc<ZoneCell>,
+        view: Arc<ViewCell>,
         forwarder: Arc<Forwarder>,
     ) -> Result<Serving, Error> {
         let ips: Vec<IpAddr> = gateway.addrs.iter().map(|a| a.ip()).collect();
@@ -173,7 +174,7 @@ impl Serving {
         };
         let handler = Handler {
             network: network.to_string(),
-            zone,
+            view,
             forwarder,
             clients: gateway.addrs.clone(),
             own: ips,
@@ -215,7 +216,7 @@ impl Drop for Serving {
 /// Answers one network's questions.
 struct Handler {
     network: String,
-    zone: Arc<ZoneCell>,
+    view: Arc<ViewCell>,
     forwarder: Arc<Forwarder>,
     /// The gateway subnets: only the network's own containers are answered. With hostAccess the
     /// server listens in the host namespace, and must not become an open resolver there.
@@ -283,11 +284,14 @@ impl Handler {
             return response.send_response(error(ResponseCode::FormErr)).await;
         };
         let query = info.query;
-        let zone = self.zone.load();
+        let view = self.view.load();
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.recursion_available = true;
         let none = std::iter::empty::<&Record>;
-        match zone.lookup(
+        // The asking address tells which container asks, and so which networks' names it sees.
+        match view.lookup(
+            &self.network,
+            request.src().ip(),
             query.original().name(),
             query.query_type(),
             query.query_class(),

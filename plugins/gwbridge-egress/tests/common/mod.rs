@@ -130,6 +130,8 @@ pub struct Attachment {
     pub container_id: String,
     pub ns: String,
     pub netns_path: String,
+    /// CNI_IFNAME: eth0 for a container's first network, eth1 for its second, as runtimes do.
+    pub ifname: String,
     pub port_mappings: Vec<Value>,
 }
 
@@ -139,6 +141,19 @@ impl Attachment {
             container_id: container_id.to_string(),
             ns,
             netns_path: path,
+            ifname: "eth0".to_string(),
+            port_mappings: Vec::new(),
+        }
+    }
+
+    /// The same container on another network: same id and namespace, CNI_IFNAME `ifname`, no
+    /// port mappings.
+    pub fn another_network(&self, ifname: &str) -> Attachment {
+        Attachment {
+            container_id: self.container_id.clone(),
+            ns: self.ns.clone(),
+            netns_path: self.netns_path.clone(),
+            ifname: ifname.to_string(),
             port_mappings: Vec::new(),
         }
     }
@@ -188,7 +203,7 @@ impl Chain {
             find_plugin(self.plugins[i]["type"].as_str().unwrap())
         });
         Invocation::new(binary, command)
-            .attachment(&att.container_id, &att.netns_path, "eth0")
+            .attachment(&att.container_id, &att.netns_path, &att.ifname)
             .env("CNI_PATH", &cni_path())
             .stdin(&self.stdin(i, att, prev))
     }
@@ -507,4 +522,34 @@ impl Drop for LockFiles {
             let _ = std::fs::remove_file(f);
         }
     }
+}
+
+/// An IPAM test double speaking 1.1.0: hands out 172.20.0.2, .3, ... and logs every call.
+pub const FAKE_IPAM: &str = r#"#!/bin/sh
+cat > /dev/null
+echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME" >> "$FAKE_IPAM_DIR/log"
+case "$CNI_COMMAND" in
+ADD)
+    n=$(cat "$FAKE_IPAM_DIR/next" 2>/dev/null || echo 2)
+    echo $((n + 1)) > "$FAKE_IPAM_DIR/next"
+    echo "{\"cniVersion\":\"1.1.0\",\"ips\":[{\"address\":\"172.20.0.$n/16\",\"gateway\":\"172.20.0.1\"}]}"
+    ;;
+VERSION)
+    echo '{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}'
+    ;;
+esac
+exit 0
+"#;
+
+/// A prevResult for CHECK of `att` built from what is in its namespace (the fake IPAM's address).
+pub fn check_prev_result(att: &Attachment) -> Value {
+    let addr = in_ns(&att.ns, &["ip", "-o", "-4", "addr", "show", "dev", "gwb0"]);
+    let cidr = addr.split_whitespace().nth(3).unwrap().to_string();
+    let mac = in_ns(&att.ns, &["cat", "/sys/class/net/gwb0/address"])
+        .trim()
+        .to_string();
+    json!({"cniVersion": "1.1.0",
+        "interfaces": [{"name": "gwb0", "mac": mac, "sandbox": att.netns_path}],
+        "ips": [{"address": cidr, "gateway": "172.20.0.1", "interface": 0}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": "172.20.0.1"}]})
 }
