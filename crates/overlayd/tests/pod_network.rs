@@ -20,6 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Daemon;
+use model::names::GWBRIDGE_IFNAME;
 use serde_json::{json, Value};
 use testutils::lab::{bin_dir, in_ns, Lab, INTERNET_ADDR};
 use testutils::{Invocation, Output};
@@ -243,7 +244,10 @@ fn the_configmaps_pod_network_works_as_the_daemonset_installs_it() {
     for a in [&a_web, &a_db] {
         assert!(a.starts_with("10.244."), "{a} is not in the pod CIDR");
     }
-    assert!(address(&r_web, "eth1").starts_with("172.18."), "{r_web}");
+    assert!(
+        address(&r_web, GWBRIDGE_IFNAME).starts_with("172.18."),
+        "{r_web}"
+    );
 
     let routes = in_ns(&web.ns, &["ip", "-4", "route", "show"]);
     assert!(
@@ -253,7 +257,7 @@ fn the_configmaps_pod_network_works_as_the_daemonset_installs_it() {
     assert!(
         routes
             .lines()
-            .any(|l| l.starts_with("default ") && l.contains("dev eth1")),
+            .any(|l| l.starts_with("default ") && l.contains(&format!("dev {GWBRIDGE_IFNAME}"))),
         "the default route on gwbridge-egress's interface:\n{routes}"
     );
 
