@@ -17,7 +17,7 @@
 //!   conflist first (`<conf-dir>/cni-overlay-tls/`, 0600) and the conflist names the copies.
 //!   Written with the conflists module's atomic writer; 0600 when it holds a password, 0644
 //!   otherwise. A file of that name without the marker is not ours: it is left alone, reported,
-//!   and the command fails.
+//!   and the command fails without installing anything.
 //!
 //! The file is `10-cni-overlay.conflist` by default: the kubelet's runtime (containerd, CRI-O)
 //! uses the first configuration of the directory in sort order, so ours sorts before the usual
@@ -287,11 +287,8 @@ pub fn run(args: &InstallArgs) -> Result<Report, Error> {
     }
 
     let mut report = Report::default();
-    for (name, bytes) in &binaries {
-        report
-            .steps
-            .push(install_file(&args.bin_dir.join(name), bytes, 0o755)?);
-    }
+    // A conflist of that name that is not ours stops everything, the binaries included: the
+    // node stays as it was until the operator moves it away.
     if let Some((conflist, _, _)) = files.last() {
         if conflist.exists() && !is_ours(conflist) {
             report.steps.push(Step {
@@ -301,6 +298,13 @@ pub fn run(args: &InstallArgs) -> Result<Report, Error> {
             });
             return Ok(report);
         }
+    }
+    for (name, bytes) in &binaries {
+        report
+            .steps
+            .push(install_file(&args.bin_dir.join(name), bytes, 0o755)?);
+    }
+    if !files.is_empty() {
         for (path, content, mode) in &files {
             report.steps.push(install_file(path, content, *mode)?);
         }
@@ -716,7 +720,10 @@ mod tests {
         std::fs::create_dir_all(&conf).unwrap();
         let foreign = conf.join(CONFLIST_NAME);
         std::fs::write(&foreign, "{\"name\": \"theirs\"}").unwrap();
-        std::env::set_var(CONFLIST_ENV, template().to_string());
+        // A file, not --conflist-from-env: setting the variable here would race with the other
+        // tests' threads reading the environment (tests/install_cni.rs covers the variable).
+        let tpl = t.0.join("conflist.json");
+        std::fs::write(&tpl, template().to_string()).unwrap();
         let report = run(&parse(&[
             "--bin-dir",
             t.0.join("bin").to_str().unwrap(),
@@ -724,12 +731,14 @@ mod tests {
             conf.to_str().unwrap(),
             "--source-dir",
             src.to_str().unwrap(),
-            "--conflist-from-env",
+            "--conflist",
+            tpl.to_str().unwrap(),
             "--etcd",
             "e:2379",
         ]))
         .unwrap();
         assert!(report.blocked());
+        assert!(!t.0.join("bin").exists(), "nothing installed");
         assert_eq!(
             std::fs::read_to_string(&foreign).unwrap(),
             "{\"name\": \"theirs\"}"

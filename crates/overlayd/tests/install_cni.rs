@@ -191,6 +191,7 @@ fn a_foreign_conflist_is_left_alone_and_the_step_fails() {
         "{out}"
     );
     assert!(dot_files(&conf).is_empty());
+    assert!(!bin.exists(), "no plugin installed either");
 }
 
 /// Runs install-cni with a file size limit below the first plugin's size. `ignore` decides
