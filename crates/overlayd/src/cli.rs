@@ -19,7 +19,8 @@ pub const ETCD_TIMEOUT_MS: u64 = 3000;
     name = "overlayd",
     version,
     about = "cni-overlay host agent: registers this node in etcd and keeps the VXLAN forwarding \
-             entries for the containers of other hosts"
+             entries for the containers of other hosts",
+    after_help = "Also: overlayd install-cni --help (installs the plugins and a conflist on this node)"
 )]
 pub struct Args {
     #[command(flatten)]

@@ -13,6 +13,9 @@
 //! network's VXLAN device, so overlayd only follows changes (plus a full reconciliation at start,
 //! after a lost watch, and every 30 s as a backstop). Later consumers of the endpoint records (a
 //! DNS server per network, a conflist writer) subscribe to the same cache.
+//!
+//! [`install`] is `overlayd install-cni`, a command of its own: the plugins and the pod network's
+//! conflist onto a node (the Kubernetes DaemonSet's init step).
 
 pub mod cli;
 pub mod conflists;
@@ -21,6 +24,7 @@ pub mod dns;
 pub mod endpoints;
 pub mod error;
 pub mod http;
+pub mod install;
 pub mod metrics;
 pub mod peers;
 pub mod registration;
