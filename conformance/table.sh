@@ -2,8 +2,9 @@
 # Prints the conformance summaries as the README's markdown table: one row per runtime and spec version,
 # one column per verb; a cell is "pass" when every check of it passed, "FAIL" when one failed, "n/a"
 # when nothing applied. The summaries are TSVs written with CONFORMANCE_SUMMARY=FILE by
-# conformance/run.sh (the runtimes) and by `cargo test -p testutils --test conformance` (the plugins run
-# directly: VERSION, GC, STATUS, bad input); give both.
+# conformance/run.sh (the runtimes), by `cargo test -p testutils --test conformance` (the plugins run
+# directly: VERSION, GC, STATUS, bad input) and by `cargo test -p cri-conformance --test cri` (CRI, as
+# the kubelet drives containerd); give all three.
 #
 # usage: conformance/table.sh SUMMARY.tsv...
 set -euo pipefail
@@ -29,16 +30,17 @@ awk -F'\t' '
       for (j = 1; j <= n; j++) if (order[j] == verbs_seen[i]) known = 1
       if (!known) cols[++ncols] = verbs_seen[i]
     }
-    # Rows: cnitool, podman, containerd, plugin, bad-input, then anything else; versions ascending,
-    # "invalid" last.
+    # Rows: cnitool, podman, containerd, CRI, plugin, bad-input, then anything else; versions
+    # ascending, "invalid" last.
     for (r = 1; r <= nrows; r++) {
       split(rows[r], f, "\t")
       p = 9
       if (f[1] ~ /^cnitool/) p = 1
       else if (f[1] ~ /^podman/) p = 2
       else if (f[1] ~ /^containerd/) p = 3
-      else if (f[1] == "plugin") p = 4
-      else if (f[1] == "bad-input") p = 5
+      else if (f[1] ~ /^CRI/) p = 4
+      else if (f[1] == "plugin") p = 5
+      else if (f[1] == "bad-input") p = 6
       v = (f[2] ~ /^[0-9.]+$/) ? f[2] : "9" f[2]
       key[r] = p "\t" v "\t" r
     }

@@ -3,7 +3,7 @@
 #
 #   source scripts/lib/busybox-image.sh
 #   busybox_rootfs_tar OUT.tar                   # rootfs tarball (for `podman import`)
-#   busybox_oci_archive ROOTFS.tar OUT.tar NAME  # OCI image-layout tarball (for `ctr image import`)
+#   busybox_oci_archive ROOTFS.tar OUT.tar NAME [CMD_JSON]  # OCI image-layout tarball (for `ctr image import`)
 #
 # The rootfs has bin/busybox plus a symlink per applet (sh, ping, nc, wget,
 # httpd, ip, sleep, ...), /sbin, /usr/bin, /usr/sbin -> bin, and a minimal
@@ -39,15 +39,16 @@ busybox_rootfs_tar() {
     return $rc
 }
 
-# busybox_oci_archive ROOTFS.tar OUT.tar NAME
+# busybox_oci_archive ROOTFS.tar OUT.tar NAME [CMD_JSON]
 # Wraps an uncompressed rootfs tarball as a single-layer OCI image layout
 # archive. NAME (e.g. localhost/busybox:latest) is stored in the
 # io.containerd.image.name annotation, which `ctr image import` uses as the
-# image name.
+# image name. CMD_JSON is the image's Cmd as a JSON array (default ["sh"]);
+# a CRI sandbox image runs it as the pod's infra process, e.g. ["sleep","inf"].
 busybox_oci_archive() {
-    local rootfs=$1 out=$2 name=$3 w lsha lsize csha csize msha msize rc
-    if [[ $# -ne 3 ]]; then
-        echo "usage: busybox_oci_archive ROOTFS.tar OUT.tar NAME" >&2
+    local rootfs=$1 out=$2 name=$3 cmd=${4:-'["sh"]'} w lsha lsize csha csize msha msize rc
+    if [[ $# -lt 3 || $# -gt 4 ]]; then
+        echo "usage: busybox_oci_archive ROOTFS.tar OUT.tar NAME [CMD_JSON]" >&2
         return 2
     fi
     w=$(mktemp -d "${out}.oci.XXXXXX") || return 1
@@ -55,8 +56,8 @@ busybox_oci_archive() {
     lsha=$(sha256sum "$rootfs" | cut -d' ' -f1)
     lsize=$(stat -c %s "$rootfs")
     cp "$rootfs" "$w/blobs/sha256/$lsha"
-    printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-        "$lsha" >"$w/config.json"
+    printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+        "$cmd" "$lsha" >"$w/config.json"
     csha=$(sha256sum "$w/config.json" | cut -d' ' -f1)
     csize=$(stat -c %s "$w/config.json")
     mv "$w/config.json" "$w/blobs/sha256/$csha"

@@ -19,7 +19,8 @@ pub const ETCD_TIMEOUT_MS: u64 = 3000;
     name = "overlayd",
     version,
     about = "cni-overlay host agent: registers this node in etcd and keeps the VXLAN forwarding \
-             entries for the containers of other hosts"
+             entries for the containers of other hosts",
+    after_help = "Also: overlayd install-cni --help (installs the plugins and a conflist on this node)"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -73,6 +74,27 @@ pub struct Args {
     /// Do not write conflists.
     #[arg(long, env = "OVERLAYD_NO_CONFLISTS")]
     pub no_conflists: bool,
+
+    /// Where to serve /healthz, /readyz and /metrics over HTTP, IP:PORT, or `off`. Loopback by
+    /// default: with hostNetwork, a kubelet's probes reach it there, and nothing else does.
+    #[arg(long, env = "OVERLAYD_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR,
+          value_parser = parse_metrics_addr)]
+    pub metrics_addr: MetricsAddr,
+}
+
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9393";
+
+/// `--metrics-addr`: an address, or None for `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if s == "off" {
+        return Ok(MetricsAddr(None));
+    }
+    s.parse()
+        .map(|a| MetricsAddr(Some(a)))
+        .map_err(|_| format!("{s:?} is not IP:PORT or off"))
 }
 
 /// overlayd's etcd flags: `--etcd` required, also read from `OVERLAYD_*`.
@@ -138,6 +160,10 @@ mod tests {
         assert_eq!(a.etcd.etcd, ["10.0.0.1:2379", "http://e2:2379"]);
         assert_eq!(a.lease_ttl, 10);
         assert_eq!(a.vtep, None);
+        assert_eq!(
+            a.metrics_addr,
+            MetricsAddr(Some("127.0.0.1:9393".parse().unwrap()))
+        );
         let c = a.etcd_config().unwrap();
         assert_eq!(c.prefix, "/cni-overlay");
         assert_eq!(c.timeout_ms, ETCD_TIMEOUT_MS);
@@ -227,6 +253,9 @@ mod tests {
         assert!(parse(&["--etcd", "h:1", "--node", "n", "--etcd-user", "u"]).is_err());
         assert!(parse(&["--etcd", "h:1", "--node", "n", "--etcd-cert", "c"]).is_err());
         assert!(parse(&["--etcd", "h:1", "--node", "n", "--vtep", "x"]).is_err());
+        assert!(parse(&["--etcd", "h:1", "--node", "n", "--metrics-addr", "9393"]).is_err());
+        let off = parse(&["--etcd", "h:1", "--node", "n", "--metrics-addr", "off"]).unwrap();
+        assert_eq!(off.metrics_addr, MetricsAddr(None));
         let bad_prefix = parse(&["--etcd", "h:1", "--node", "n", "--etcd-prefix", "p/"]).unwrap();
         assert!(bad_prefix.etcd_config().is_err());
         let bad_endpoint = parse(&["--etcd", "nohost", "--node", "n"]).unwrap();

@@ -29,14 +29,7 @@ pub struct Settings {
 
 /// The conflist of one network for this host.
 pub fn render(network: &Network, settings: &Settings) -> Value {
-    let mut etcd = json!({"endpoints": settings.etcd.endpoints, "prefix": settings.etcd.prefix});
-    if let Some(tls) = &settings.etcd.tls {
-        etcd["tls"] = json!({"ca": tls.ca, "cert": tls.cert, "key": tls.key});
-    }
-    if let (Some(user), Some(password)) = (&settings.etcd.username, &settings.etcd.password) {
-        etcd["username"] = json!(user);
-        etcd["password"] = json!(password);
-    }
+    let etcd = etcd_json(&settings.etcd);
     let mut overlay = json!({
         "type": "vxlan-overlay",
         "vni": network.vni,
@@ -62,8 +55,22 @@ pub fn render(network: &Network, settings: &Settings) -> Value {
     })
 }
 
+/// The `etcd` object of a plugin configuration that connects as `config` does (the plugins'
+/// own `timeoutMs` default applies).
+pub(crate) fn etcd_json(config: &EtcdConfig) -> Value {
+    let mut etcd = json!({"endpoints": config.endpoints, "prefix": config.prefix});
+    if let Some(tls) = &config.tls {
+        etcd["tls"] = json!({"ca": tls.ca, "cert": tls.cert, "key": tls.key});
+    }
+    if let (Some(user), Some(password)) = (&config.username, &config.password) {
+        etcd["username"] = json!(user);
+        etcd["password"] = json!(password);
+    }
+    etcd
+}
+
 /// Is this file one of ours? Only files with the marker are ever replaced or removed.
-fn is_ours(path: &Path) -> bool {
+pub(crate) fn is_ours(path: &Path) -> bool {
     std::fs::read(path)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
@@ -93,7 +100,12 @@ fn write(settings: &Settings, network: &Network) {
     }
 }
 
-fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+/// Writes `content` to `path` with `mode` atomically: a dot-file beside it, written and synced,
+/// then renamed over `path` (and the directory synced), so that `path` only ever holds the old
+/// content or the whole new one. The temporary file is removed when a step fails; a process
+/// killed in the middle leaves only the dot-file, which the next write reuses. Also used by
+/// `overlayd install-cni` for the plugin binaries (CNI_PATH lookups are by exact name).
+pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path.parent().expect("conflists live in a directory");
@@ -103,16 +115,24 @@ fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
         ".{}.tmp",
         path.file_name().expect("a file name").to_string_lossy()
     ));
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    file.write_all(content)?;
-    file.sync_all()?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&tmp, path)
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(content)?;
+        file.sync_all()?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return written;
+    }
+    // The rename itself, on disk: a crash after this returns keeps the new file.
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn remove(settings: &Settings, network: &str) {
@@ -158,6 +178,7 @@ pub async fn run(mut store: Store, settings: Settings) -> Result<(), Error> {
     };
     loop {
         let lost = store.list_and_watch(&prefix, &mut writer).await;
+        crate::metrics::get().watch_restarted("network watch");
         store.reset();
         writer.retry.failed(lost).await;
     }
@@ -180,6 +201,7 @@ impl Follower for Writer {
             })
             .collect();
         reconcile(&self.settings, &networks);
+        crate::metrics::get().set_conflists_written();
     }
 
     /// Writes are idempotent: a change seen again after a new listing is harmless.

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::cli::Args;
 use crate::endpoints::EndpointCache;
 use crate::error::Error;
-use crate::{conflists, dns, peers, reclaim, registration, stale};
+use crate::{conflists, dns, http, metrics, peers, reclaim, registration, stale};
 
 pub async fn run(args: Args) -> Result<(), Error> {
     // Handlers first: a SIGTERM during start-up must still mean a clean exit, not the default
@@ -42,6 +42,16 @@ pub async fn run(args: Args) -> Result<(), Error> {
             .unwrap_or(0),
     };
 
+    // Bound before anything else starts: a taken port is a configuration error.
+    let mut http = match args.metrics_addr.0 {
+        Some(address) => {
+            let listener = http::bind(address).await?;
+            log::info!("health and metrics on http://{address}");
+            tokio::spawn(http::serve(listener))
+        }
+        None => tokio::spawn(futures::future::pending()),
+    };
+
     let cache = EndpointCache::new();
     // Subscribed before the feeder starts, so the first listing reaches it like any other.
     let changes = cache.subscribe();
@@ -58,6 +68,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     };
     // Conflists follow the network records, not the endpoints: a task of their own.
     let mut conflists = if args.no_conflists {
+        metrics::get().set_conflists_written();
         tokio::spawn(futures::future::pending())
     } else {
         let settings = conflists::Settings {
@@ -96,6 +107,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         r = &mut stale => Err(ended("stale attachments", r)),
         r = &mut reclaim => Err(ended("reclaim", r)),
         r = &mut registration => Err(ended("registration", r)),
+        r = &mut http => Err(ended("metrics endpoint", r)),
     };
     peers.abort();
     dns.abort();
@@ -104,6 +116,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     stale.abort();
     // The seat's lease expires within its TTL; another overlayd takes over then.
     reclaim.abort();
+    http.abort();
     let signal = outcome?;
     log::info!("{signal} received, shutting down");
     let _ = stop.send(true);

@@ -122,6 +122,9 @@ impl EndpointCache {
 
 /// Sends to every subscriber, forgetting those that went away.
 fn publish(inner: &mut Inner, change: Change) {
+    if let Some(endpoints) = &inner.endpoints {
+        crate::metrics::get().set_endpoints(endpoints.len());
+    }
     inner
         .subscribers
         .retain(|tx| tx.send(change.clone()).is_ok());

@@ -43,6 +43,13 @@ pub enum Error {
         source: io::Error,
     },
 
+    #[error("metrics endpoint: binding {address}: {source}")]
+    MetricsSocket {
+        address: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+
     /// A long-running part stopped although it only ever should on shutdown.
     #[error("{task} stopped unexpectedly: {reason}")]
     Task { task: &'static str, reason: String },

@@ -1,6 +1,14 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `overlayd install-cni ...` (the Kubernetes DaemonSet's init step) is a command of its own
+    // with its own flags; everything else is the agent.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == overlayd::install::SUBCOMMAND)
+    {
+        return overlayd::install::main(std::env::args_os().skip(1));
+    }
     let args = match overlayd::cli::Args::try_parse_args(std::env::args_os()) {
         Ok(args) => args,
         Err(e) => e.exit(),

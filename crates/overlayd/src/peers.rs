@@ -26,6 +26,7 @@ use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 
 use crate::endpoints::Change;
 use crate::error::Error;
+use crate::metrics::{self, Table};
 
 /// The backstop: catches entries changed behind our back and races with the plugin (it programs
 /// what it listed; a record deleted in between is only cleaned up here).
@@ -140,13 +141,18 @@ impl Peers {
                     .nl
                     .fdb_add(dev, mac.octets(), vtep)
                     .await
-                    .map(|()| true),
+                    .map(|()| counted(Table::Fdb, true)),
                 // Only `old` can have put a now unwanted entry there.
                 None => match &old {
                     Some(o) => match self.nl.fdb_del(dev, mac.octets(), o.vtep).await {
                         // The bridge's learnt entry for the MAC would point at the tunnel
                         // for another 300 s: a leftover of an endpoint that is gone.
-                        Ok(_) => self.nl.bridge_fdb_forget(dev, mac.octets()).await,
+                        Ok(deleted) => {
+                            if deleted {
+                                counted(Table::Fdb, false);
+                            }
+                            self.nl.bridge_fdb_forget(dev, mac.octets()).await
+                        }
                         Err(e) => Err(e),
                     },
                     None => Ok(true),
@@ -163,8 +169,12 @@ impl Peers {
                     .nl
                     .neigh_add(dev, ip, mac.octets())
                     .await
-                    .map(|()| true),
-                None => self.nl.neigh_del(dev, ip).await,
+                    .map(|()| counted(Table::Neighbour, true)),
+                None => self
+                    .nl
+                    .neigh_del(dev, ip)
+                    .await
+                    .map(|deleted| deleted && counted(Table::Neighbour, false)),
             };
             ok &= report(result, || format!("neighbour {ip} on {}", vxlan(vni)));
         }
@@ -206,6 +216,7 @@ impl Peers {
         if !self.synced {
             return true;
         }
+        let started = std::time::Instant::now();
         let links = match self.nl.links().await {
             Ok(links) => links,
             Err(e) => {
@@ -226,6 +237,7 @@ impl Peers {
             "resync ({why}): {devices} VXLAN devices, {} remote endpoints",
             self.remotes.len()
         );
+        metrics::get().resynced(why, started.elapsed());
         ok
     }
 
@@ -261,25 +273,39 @@ impl Peers {
         // Adds first: an add replaces in place, so a moved MAC never goes missing in between.
         for (mac, vtep) in &plan.fdb_add {
             let r = self.nl.fdb_add(dev, mac.octets(), *vtep).await;
+            let r = r.map(|()| counted(Table::Fdb, true));
             ok &= report(r, || format!("adding fdb {mac} dst {vtep} on {name}"));
         }
         for (mac, vtep) in &plan.fdb_del {
             let r = match self.nl.fdb_del(dev, mac.octets(), *vtep).await {
-                Ok(_) => self.nl.bridge_fdb_forget(dev, mac.octets()).await,
+                Ok(deleted) => {
+                    if deleted {
+                        counted(Table::Fdb, false);
+                    }
+                    self.nl.bridge_fdb_forget(dev, mac.octets()).await
+                }
                 Err(e) => Err(e),
             };
             ok &= report(r, || format!("removing fdb {mac} dst {vtep} on {name}"));
         }
         for (ip, mac) in &plan.neigh_add {
             let r = self.nl.neigh_add(dev, *ip, mac.octets()).await;
+            let r = r.map(|()| counted(Table::Neighbour, true));
             ok &= report(r, || format!("adding neighbour {ip} on {name}"));
         }
         for ip in &plan.neigh_del {
             let r = self.nl.neigh_del(dev, *ip).await;
+            let r = r.map(|deleted| deleted && counted(Table::Neighbour, false));
             ok &= report(r, || format!("removing neighbour {ip} on {name}"));
         }
         ok
     }
+}
+
+/// Counts an entry added or removed; true, for chaining.
+fn counted(table: Table, added: bool) -> bool {
+    metrics::get().kernel_update(table, added);
+    true
 }
 
 /// Logs a failed kernel update; false when it failed. A device deleted under us (the last

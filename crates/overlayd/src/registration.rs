@@ -52,6 +52,7 @@ pub async fn run(
                 match registered {
                     Ok(id) => {
                         retry.succeeded();
+                        crate::metrics::get().set_registered(true);
                         log::info!(
                             "registered node {} (vtep {}) with lease {id:x}, TTL {ttl_secs} s",
                             node.name,
@@ -81,6 +82,7 @@ pub async fn run(
         match end {
             SessionEnd::Expired => {
                 log::warn!("lease {id:x} expired (etcd out of reach for longer than its TTL?)");
+                crate::metrics::get().set_registered(false);
                 lease = None;
             }
             SessionEnd::Broken(e) => {
@@ -212,6 +214,8 @@ pub(crate) async fn keep_alive(
 /// Revokes the lease, which deletes the node record with it, if etcd answers quickly; shutdown
 /// must not hang on an unreachable etcd, and the lease expires by itself anyway.
 async fn revoke(store: &mut Store, id: i64, ttl: i64) {
+    // Shutting down: no longer a node to send containers to.
+    crate::metrics::get().set_registered(false);
     let revoked = timeout(
         REVOKE_WITHIN,
         store.call(|mut c| async move { c.lease_revoke(id).await }),

@@ -68,6 +68,7 @@ impl Retry {
     /// Logs a failed attempt; the returned sleep is the pause before the next one.
     pub fn failed(&mut self, error: impl Display) -> Sleep {
         let what = self.what;
+        crate::metrics::get().etcd_error(what);
         match self.record_failure(Instant::now()) {
             Report::First => log::warn!("{what}: {error}; retrying"),
             Report::Reminder(d) => {

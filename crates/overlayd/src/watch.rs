@@ -19,6 +19,7 @@ pub async fn run(mut store: Store, cache: EndpointCache) -> Result<(), Error> {
     };
     loop {
         let lost = store.list_and_watch(&prefix, &mut feeder).await;
+        crate::metrics::get().watch_restarted("endpoint watch");
         store.reset();
         feeder.retry.failed(lost).await;
     }
@@ -40,6 +41,7 @@ impl Follower for Feeder {
             endpoints.len()
         );
         self.cache.reset(endpoints);
+        crate::metrics::get().set_listed();
     }
 
     fn changed(&mut self, events: &[Event]) {

@@ -468,6 +468,17 @@ fn another_network_does_not_see_the_names() {
     // Nor the reverse name.
     let (_, ptr) = dig(&o1, &["-x", &a2]);
     assert!(ptr.is_empty(), "{ptr:?}");
+
+    // Each kind of answer is counted in host 0's /metrics.
+    let (_, metrics) = common::http_get(&w.lab.host(0).ns, "/metrics");
+    for (answer, at_least) in [("records", 1.0), ("nxdomain", 2.0), ("servfail", 1.0)] {
+        let series = format!("overlayd_dns_queries_total{{answer=\"{answer}\"}}");
+        let n = common::sample(&metrics, &series).unwrap_or(0.0);
+        assert!(
+            n >= at_least,
+            "{series} = {n}, not >= {at_least}:\n{metrics}"
+        );
+    }
 }
 
 #[test]

@@ -1,10 +1,15 @@
 use cni::{codes, CniError};
 
+/// How the message of [`StoreError::Unavailable`] starts: an outage, as STATUS tells it from
+/// other errors of code 11 ([`crate::plugin::ready_through_outage`]).
+pub const UNREACHABLE: &str = "etcd unreachable at ";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("invalid etcd configuration: {0}")]
     Config(String),
     /// No endpoint answered within the time budget; `reasons` names each endpoint's last failure.
+    /// Its message starts with [`UNREACHABLE`].
     #[error("etcd unreachable at {endpoints} within {timeout_ms} ms: {reasons}")]
     Unavailable {
         endpoints: String,

@@ -457,6 +457,15 @@ impl Lab {
         pid
     }
 
+    /// The PIDs of the processes started with `tag` that still run (e.g. to SIGSTOP the etcd).
+    pub fn pids(&mut self, tag: &str) -> Vec<u32> {
+        self.processes
+            .iter_mut()
+            .filter(|p| p.tag == tag)
+            .filter_map(|p| p.alive().then_some(p.pid))
+            .collect()
+    }
+
     /// Stops the processes started with `tag` (SIGTERM, then SIGKILL after 3 s).
     pub fn kill(&mut self, tag: &str) {
         let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.processes)

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod containerd;
 pub mod lab;
 
 /// The etcd binary: $ETCD_BIN or Debian's.
@@ -696,6 +697,12 @@ impl Invocation {
             .arg(format!("--net=/run/netns/{ns}"))
             .arg("--")
             .arg(&self.binary);
+        self.spawn_with(command)
+    }
+
+    /// Runs with `command` as the program (a wrapper such as `nsenter ... --` followed by
+    /// [`Invocation::binary`]), the environment and stdin as [`Invocation::run`] sets them.
+    pub fn run_with(&self, command: Command) -> Output {
         self.spawn_with(command)
     }
 

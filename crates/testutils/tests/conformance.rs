@@ -670,7 +670,9 @@ fn gc_status(s: &Suite) {
     s.plugin("1.1.0", "DEL", case, why.take());
 }
 
-/// STATUS against an etcd of its own: 0 while it runs, 50 within the timeout once it is stopped.
+/// STATUS against an etcd of its own: 0 while it runs, and still 0 (within the timeout) once it
+/// is stopped: an etcd outage is cluster-wide, and a failing STATUS would make every node NotReady
+/// under containerd ≥ 2.1 (store::plugin::ready_through_outage; README, Conformance).
 fn status_etcd_stopped(s: &Suite) {
     let mut lab = Lab::new(1);
     let conf = with(
@@ -697,7 +699,7 @@ fn status_etcd_stopped(s: &Suite) {
         let before = lab.settled_host_snapshot(0, None);
         let out = run(&lab, 0, plugin, Some("STATUS"), &bytes(&conf), &[]);
         let took = out.elapsed;
-        why.all(error_problems(&out, 50, Some("1.1.0")))
+        why.success("", &out, true)
             .unless(
                 took < Duration::from_secs(5),
                 format!("took {took:?} (timeoutMs 1000)"),
@@ -706,7 +708,7 @@ fn status_etcd_stopped(s: &Suite) {
         s.plugin(
             "1.1.0",
             "STATUS",
-            &format!("{plugin}: 50 with etcd stopped"),
+            &format!("{plugin}: 0 with etcd stopped (an outage is no reason for NotReady)"),
             why.take(),
         );
     }

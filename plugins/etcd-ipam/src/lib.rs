@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::IpAddr;
 
 use cni::{codes, CniError, CniResult, Plugin, Request};
+use store::plugin::{etcd_status, ready_through_outage};
 use store::Store;
 
 use crate::allocator::Attachment;
@@ -117,15 +118,21 @@ impl Plugin for EtcdIpam {
         })
     }
 
-    /// Ready while etcd answers and every range set has a free address; 50 otherwise, saying which.
+    /// Ready while every range set has a free address; 50 otherwise, saying which. Ready, with a
+    /// warning, while etcd does not answer (store::plugin::ready_through_outage says why).
     fn status(&self, req: &Request) -> Result<(), CniError> {
-        let (cfg, usage) = run(req, |cfg, mut store| async move {
+        let outcome = run(req, |cfg, mut store| async move {
             let usage = allocator::usage(&mut store, &cfg).await;
             Ok((cfg, usage))
-        })?;
-        let usage = usage.map_err(|e| {
-            CniError::new(codes::NOT_AVAILABLE, format!("etcd is not available: {e}"))
-        })?;
+        });
+        let (cfg, usage) = match outcome {
+            Ok(done) => done,
+            Err(e) => return ready_through_outage(Err(e)),
+        };
+        let usage = match usage {
+            Ok(usage) => usage,
+            Err(e) => return etcd_status(Err(e)),
+        };
         for (i, (used, capacity)) in usage.iter().enumerate() {
             if used >= capacity {
                 let subnets: Vec<String> = cfg.pools[i]

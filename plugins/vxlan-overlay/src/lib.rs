@@ -13,6 +13,7 @@ use cni::{codes, CniError, CniResult, Command, Interface, Plugin, Request};
 use model::records::Endpoint;
 use model::{names, Mac};
 use netops::{Netlink, Netns};
+use store::plugin::{etcd_status, ready_through_outage};
 use store::Store;
 
 use crate::config::{Conf, OverlayConfig};
@@ -82,19 +83,20 @@ impl Plugin for VxlanOverlay {
         })
     }
 
+    /// etcd answers (ready through an outage: see store::plugin::ready_through_outage), then
+    /// the IPAM's STATUS.
     fn status(&self, req: &Request) -> Result<(), CniError> {
-        run(req, |cfg, mut store| async move {
+        ready_through_outage(run(req, |cfg, mut store| async move {
             let key = store.keys().node(&cfg.node);
-            store.get(key, None).await.map_err(|e| {
-                CniError::new(codes::NOT_AVAILABLE, format!("etcd is not available: {e}"))
-            })?;
-            cni::invoke::run(
+            let etcd = etcd_status(store.get(key, None).await.map(drop));
+            let ipam = cni::invoke::run(
                 &cfg.ipam_type,
                 Command::Status,
                 &req.env.path,
                 &req.conf.bytes,
-            )
-        })
+            );
+            etcd.and(ipam)
+        }))
     }
 }
 

@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use super::forward::{Forwarder, EDNS_PAYLOAD};
 use super::records::{Answer, ViewCell};
 use crate::error::Error;
+use crate::metrics::{self, DnsAnswer};
 
 pub const PORT: u16 = 53;
 /// A TCP client that sends nothing for this long is dropped (hickory's guard against idle
@@ -269,18 +270,23 @@ impl Handler {
             b
         };
         let error = |code: ResponseCode| builder().error_msg(&request.metadata, code);
+        let counted = |answer: DnsAnswer| metrics::get().dns_answered(answer);
 
         if request.metadata.message_type != MessageType::Query {
+            counted(DnsAnswer::Error);
             return response.send_response(error(ResponseCode::FormErr)).await;
         }
         if request.metadata.op_code != OpCode::Query {
+            counted(DnsAnswer::Error);
             return response.send_response(error(ResponseCode::NotImp)).await;
         }
         if !self.allowed(request.src().ip()) {
+            counted(DnsAnswer::Refused);
             return response.send_response(error(ResponseCode::Refused)).await;
         }
         let Ok(info) = request.request_info() else {
             // Not exactly one question.
+            counted(DnsAnswer::Error);
             return response.send_response(error(ResponseCode::FormErr)).await;
         };
         let query = info.query;
@@ -297,6 +303,7 @@ impl Handler {
             query.query_class(),
         ) {
             Answer::Records(records) => {
+                counted(DnsAnswer::Records);
                 metadata.authoritative = true;
                 let message = builder().build(metadata, records.iter(), none(), none(), none());
                 response.send_response(message).await
@@ -304,12 +311,14 @@ impl Handler {
             // No SOA in the authority section: a negative answer without one is not cached
             // (RFC 2308 5), so a container created a moment later resolves at once.
             Answer::NoData => {
+                counted(DnsAnswer::NoData);
                 metadata.authoritative = true;
                 response
                     .send_response(builder().build_no_records(metadata))
                     .await
             }
             Answer::NxDomain => {
+                counted(DnsAnswer::NxDomain);
                 metadata.authoritative = true;
                 metadata.response_code = ResponseCode::NXDomain;
                 response
@@ -329,8 +338,10 @@ impl Handler {
                     )
                     .await;
                 let Some(upstream) = upstream else {
+                    counted(DnsAnswer::ForwardFailed);
                     return response.send_response(error(ResponseCode::ServFail)).await;
                 };
+                counted(DnsAnswer::Forwarded);
                 let mut m = upstream.metadata;
                 m.id = request.metadata.id;
                 m.message_type = MessageType::Response;

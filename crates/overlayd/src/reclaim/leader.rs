@@ -300,7 +300,7 @@ impl Countdown {
                 Compare::mod_revision(store.keys().gone(node), CompareOp::Equal, revision),
             ],
         };
-        let released = nodes::release_node(store, node, &holdings, &options, |batch| {
+        let released = match nodes::release_node(store, node, &holdings, &options, |batch| {
             for a in batch {
                 if a.released_any() {
                     log::info!("reclaimed from node {node}: {}", a.describe());
@@ -313,9 +313,17 @@ impl Countdown {
                 }
             }
         })
-        .await?;
+        .await
+        {
+            Ok(released) => released,
+            Err(e) => {
+                crate::metrics::get().reclaimed(None);
+                return Err(e.into());
+            }
+        };
         match released.stopped {
             None => {
+                crate::metrics::get().reclaimed(Some(released_keys(&released)));
                 let guards = [self.guard.clone()];
                 nodes::unmark(store, node, Some(revision), &guards).await?;
                 self.marks.remove(node);
@@ -349,4 +357,19 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The keys a release deleted: per allocation its owner record, addresses and name; per
+/// endpoint record, the record.
+fn released_keys(released: &nodes::Released) -> u64 {
+    let keys: usize = (released.released())
+        .map(|a| {
+            let allocation = match a.allocation {
+                Outcome::Released => 1 + a.addresses.len() + usize::from(a.name.is_some()),
+                _ => 0,
+            };
+            allocation + usize::from(a.endpoint == Outcome::Released)
+        })
+        .sum();
+    keys as u64
 }

@@ -441,3 +441,29 @@ pub fn vx(vni: u32) -> String {
 pub fn br(vni: u32) -> String {
     model::names::bridge(Vni::new(vni).unwrap())
 }
+
+/// GET `path` of the overlayd in `ns` at its default --metrics-addr (curl, inside the host's
+/// namespace, where that loopback address is the daemon's own): the status and the body.
+pub fn http_get(ns: &str, path: &str) -> (u16, String) {
+    http(ns, "GET", path)
+}
+
+pub fn http(ns: &str, method: &str, path: &str) -> (u16, String) {
+    let url = format!("http://{}{path}", overlayd::cli::DEFAULT_METRICS_ADDR);
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "-m", "5", "-X", method])
+        .args(["-w", "\n%{http_code}", &url])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The value of one sample line of /metrics (`name{labels}` exactly as written), if present.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
