@@ -565,6 +565,18 @@ fn automatic_reclaim_after_the_grace_period() {
         )),
         "{log}"
     );
+    // Counted: 2 allocations of 3 keys each (owner, address, name), 2 endpoint records.
+    let (_, metrics) = common::http_get(&w.lab.host(0).ns, "/metrics");
+    assert_eq!(
+        common::sample(&metrics, "overlayd_reclaims_total{outcome=\"done\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        common::sample(&metrics, "overlayd_reclaimed_keys_total"),
+        Some(8.0),
+        "{metrics}"
+    );
     // The pod moved to h1 starts, with the same address if it asks for it.
     let (out, new_b0) = w.try_add(0, "new-b0", "b-0", Some("prod"), Some(&b0.addr()));
     out.ok();
