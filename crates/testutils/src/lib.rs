@@ -153,13 +153,25 @@ impl Etcd {
 
     /// [`Etcd::start`] or [`Etcd::start_tls`], with more of etcd's flags (kept for restarts).
     pub fn start_with(tls: bool, extra_args: &[&str]) -> Etcd {
-        let mut etcd = Etcd::new(tls);
-        if tls {
-            etcd.pki = Some(make_pki(&etcd.dir.join("pki")));
+        // The ports are free when chosen, but they come from the ephemeral range, where any
+        // outgoing connection of the tests running alongside may take one before etcd binds it:
+        // a first start that fails is tried again on other ports.
+        let mut attempt = 1;
+        loop {
+            let mut etcd = Etcd::new(tls);
+            if tls {
+                etcd.pki = Some(make_pki(&etcd.dir.join("pki")));
+            }
+            etcd.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+            match etcd.try_spawn() {
+                Ok(()) => return etcd,
+                Err(why) if attempt < 3 => {
+                    eprintln!("etcd did not start ({why}); again on other ports");
+                    attempt += 1;
+                }
+                Err(why) => panic!("{why}"),
+            }
         }
-        etcd.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
-        etcd.spawn();
-        etcd
     }
 
     fn new(tls: bool) -> Etcd {
@@ -195,6 +207,12 @@ impl Etcd {
     }
 
     fn spawn(&mut self) {
+        if let Err(why) = self.try_spawn() {
+            panic!("{why}");
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut args = etcd_args("test", &self.data_dir, &self.url(), &peer);
         if let Some(pki) = &self.pki {
@@ -213,17 +231,22 @@ impl Etcd {
             args.push(format!("http://127.0.0.1:{port}"));
         }
         args.extend(self.extra_args.iter().cloned());
+        let log = std::fs::File::create(self.log_path()).expect("create the etcd log");
         let child = Command::new(etcd_binary())
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start etcd");
         self.child = Some(child);
-        self.wait_healthy();
+        self.wait_healthy()
     }
 
-    fn wait_healthy(&mut self) {
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("etcd.log")
+    }
+
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         let port = self.metrics_port.unwrap_or(self.client_port);
         while Instant::now() < deadline {
@@ -232,17 +255,22 @@ impl Etcd {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("etcd exited during start-up: {status}");
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                return Err(format!(
+                    "etcd exited during start-up: {status}: {}",
+                    tail.join(" | ")
+                ));
             }
             if health(port) {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
+        Err(format!(
             "etcd did not become healthy on port {} within 20 s",
             self.client_port
-        );
+        ))
     }
 
     /// `127.0.0.1:<port>`, without a scheme (the plugins' `etcd.endpoints` add `https://` when
