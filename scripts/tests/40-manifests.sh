@@ -12,7 +12,7 @@
 # - the Containerfile: each file it copies is a binary the workspace builds, into the directory the
 #   DaemonSet runs it from.
 # Prints "ok - " / "not ok - " per check. Under CI=true a missing prerequisite (python3's venv, PyPI)
-# is a failure; otherwise its checks are reported as skipped.
+# is a failure; otherwise its checks are reported as skipped ("# skip", not counted as passed).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PROFILE=${CNI_OVERLAY_PROFILE:-}
@@ -37,7 +37,7 @@ check() { # NAME COMMAND...: ok when the command succeeds; its output shown othe
   if out=$("$@" 2>&1); then ok "$name"; else notok "$name" "$out"; fi
 }
 missing() { # NAME WHY: a prerequisite is missing
-  if [ "${CI:-}" = true ]; then notok "$1" "missing prerequisite: $2"; else echo "ok - manifests: $1 # SKIP $2"; fi
+  if [ "${CI:-}" = true ]; then notok "$1" "missing prerequisite: $2"; else echo "# skip - manifests: $1: $2 (not counted as passed)"; fi
 }
 
 # The validator, in a venv of Debian's python3 (python3-venv in scripts/debian-packages.txt).

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use cri_conformance::{libcni, Container, Cri, Pod};
 use serde_json::{json, Value};
+use testutils::checks::{Checks, Row};
 use testutils::containerd::{containerd_version, CriHost, IMAGE};
 use testutils::lab::{bin_dir, Lab, LabConfig};
 use testutils::Invocation;
@@ -47,73 +48,17 @@ fn main() {
         return;
     }
     println!("\nrunning the CRI conformance suite");
-    let started = Instant::now();
     let mut suite = Suite::default();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut suite)));
     if let Err(panic) = outcome {
-        let why = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        suite.record(
-            "setup",
-            "-",
-            "-",
-            "the suite ran to its end",
-            Err(format!("panicked: {why}")),
-        );
+        suite.checks.record_panic("the suite ran to its end", panic);
     }
-    let failed: Vec<&Row> = suite.rows.iter().filter(|r| r.result.is_err()).collect();
-    if !failed.is_empty() {
-        println!("\nfailures:");
-        for r in &failed {
-            println!("    {}: {}", r.name(), r.result.as_ref().unwrap_err());
-        }
-    }
-    if let Some(file) = std::env::var_os("CONFORMANCE_SUMMARY") {
-        let mut tsv = String::from("runtime\tversion\tverb\tcase\tresult\n");
-        for r in &suite.rows {
-            let result = if r.result.is_ok() { "pass" } else { "FAIL" };
-            tsv += &format!(
-                "{}\t{}\t{}\t{}\t{result}\n",
-                r.runtime, r.version, r.verb, r.case
-            );
-        }
-        std::fs::write(&file, tsv).expect("write CONFORMANCE_SUMMARY");
-    }
-    println!(
-        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s\n",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        suite.rows.len() - failed.len(),
-        failed.len(),
-        started.elapsed().as_secs_f64()
-    );
-    if !failed.is_empty() {
-        std::process::exit(101);
-    }
-}
-
-struct Row {
-    runtime: String,
-    version: String,
-    verb: String,
-    case: String,
-    result: Result<(), String>,
-}
-
-impl Row {
-    fn name(&self) -> String {
-        format!(
-            "{} {} {} {}",
-            self.runtime, self.version, self.verb, self.case
-        )
-    }
+    suite.checks.finish(0);
 }
 
 #[derive(Default)]
 struct Suite {
-    rows: Vec<Row>,
+    checks: Checks,
 }
 
 impl Suite {
@@ -125,16 +70,8 @@ impl Suite {
         case: &str,
         result: Result<(), String>,
     ) {
-        let row = Row {
-            runtime: runtime.into(),
-            version: version.into(),
-            verb: verb.into(),
-            case: case.into(),
-            result,
-        };
-        let status = if row.result.is_ok() { "ok" } else { "FAILED" };
-        println!("test {} ... {status}", row.name());
-        self.rows.push(row);
+        self.checks
+            .record(Row::new(runtime, version, verb, case, result));
     }
 }
 

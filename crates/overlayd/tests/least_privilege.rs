@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::EtcdIn;
+use common::{resolves, EtcdIn};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -111,26 +111,6 @@ fn del(lab: &Lab, host: usize, net: &OverlayNet, name: &str) {
         .env("CNI_PATH", &cni_path())
         .stdin(&net.config(lab, host));
     lab.run_on(host, &inv).ok();
-}
-
-/// `dig +short @server name` inside namespace `ns`, retried until it answers `want` or `within`.
-fn resolves(ns: &str, server: &str, name: &str, want: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "dig", "+short", "+time=1", "+tries=1"])
-            .arg(format!("@{server}"))
-            .arg(name)
-            .output()
-            .expect("dig (bind9-dnsutils)");
-        if String::from_utf8_lossy(&out.stdout).trim() == want {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -17,9 +17,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Daemon;
+use common::{resolves, Daemon};
 use model::names::GWBRIDGE_IFNAME;
 use serde_json::{json, Value};
 use testutils::lab::{bin_dir, in_ns, Lab, INTERNET_ADDR};
@@ -207,26 +207,6 @@ fn address(result: &Value, ifname: &str) -> String {
         .next()
         .unwrap()
         .to_string()
-}
-
-/// `dig +short @server name` inside `ns`, retried until it answers `want` or `within` passed.
-fn resolves(ns: &str, server: &str, name: &str, want: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "dig", "+short", "+time=1", "+tries=1"])
-            .arg(format!("@{server}"))
-            .arg(name)
-            .output()
-            .expect("dig (bind9-dnsutils)");
-        if String::from_utf8_lossy(&out.stdout).trim() == want {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -11,10 +11,10 @@
 //! `plugin` and `bad-input` (runtime, cniVersion, verb, case, result), for conformance/table.sh.
 //! Needs root, etcd and the workspace's binaries (cargo build --workspace --bins).
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
+use testutils::checks::{Checks, Row};
 use testutils::lab::{bin_dir, cni_path, in_ns, try_in_ns, Lab, LabConfig, Snapshot};
 use testutils::{Invocation, Output};
 
@@ -66,7 +66,6 @@ fn main() {
         return;
     }
     println!("\nrunning {} groups of checks", chosen.len());
-    let started = Instant::now();
     let suite = Suite::default();
     // Each group has labs of its own: they run side by side (most of their time is waiting).
     std::thread::scope(|scope| {
@@ -76,98 +75,22 @@ fn main() {
                 let outcome =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| group(suite)));
                 if let Err(panic) = outcome {
-                    let why = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    suite.record(Row::new(
-                        "setup",
-                        "-",
-                        "-",
-                        name,
-                        Err(format!("panicked: {why}")),
-                    ));
+                    suite.checks.record_panic(name, panic);
                 }
             });
         }
     });
-    let rows = suite.rows.into_inner().unwrap();
-    let failed: Vec<&Row> = rows.iter().filter(|r| r.result.is_err()).collect();
-    if !failed.is_empty() {
-        println!("\nfailures:");
-        for r in &failed {
-            println!("    {}: {}", r.name(), r.result.as_ref().unwrap_err());
-        }
-    }
-    if let Some(file) = std::env::var_os("CONFORMANCE_SUMMARY") {
-        let mut tsv = String::from("runtime\tversion\tverb\tcase\tresult\n");
-        for r in &rows {
-            let result = if r.result.is_ok() { "pass" } else { "FAIL" };
-            tsv += &format!(
-                "{}\t{}\t{}\t{}\t{result}\n",
-                r.runtime, r.version, r.verb, r.case
-            );
-        }
-        std::fs::write(&file, tsv).expect("write CONFORMANCE_SUMMARY");
-    }
-    println!(
-        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        rows.len() - failed.len(),
-        failed.len(),
-        GROUPS.len() - chosen.len(),
-        started.elapsed().as_secs_f64()
-    );
-    if !failed.is_empty() {
-        std::process::exit(101);
-    }
-}
-
-/// One check: a row of the conformance table's summary.
-struct Row {
-    runtime: String,
-    version: String,
-    verb: String,
-    case: String,
-    result: Result<(), String>,
-}
-
-impl Row {
-    fn new(
-        runtime: &str,
-        version: &str,
-        verb: &str,
-        case: &str,
-        result: Result<(), String>,
-    ) -> Row {
-        Row {
-            runtime: runtime.into(),
-            version: version.into(),
-            verb: verb.into(),
-            case: case.into(),
-            result,
-        }
-    }
-
-    fn name(&self) -> String {
-        format!(
-            "{} {} {} {}",
-            self.runtime, self.version, self.verb, self.case
-        )
-    }
+    suite.checks.finish(GROUPS.len() - chosen.len());
 }
 
 #[derive(Default)]
 struct Suite {
-    rows: Mutex<Vec<Row>>,
+    checks: Checks,
 }
 
 impl Suite {
     fn record(&self, row: Row) {
-        let status = if row.result.is_ok() { "ok" } else { "FAILED" };
-        println!("test {} ... {status}", row.name());
-        self.rows.lock().unwrap().push(row);
+        self.checks.record(row);
     }
 
     /// A check of runtime `plugin` (run directly): passes when nothing is wrong.

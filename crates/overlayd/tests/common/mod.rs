@@ -467,3 +467,23 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         (name == series).then(|| value.parse().ok())?
     })
 }
+
+/// `dig +short @server name` inside `ns`, retried until it answers `want` or `within` passed.
+pub fn resolves(ns: &str, server: &str, name: &str, want: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "dig", "+short", "+time=1", "+tries=1"])
+            .arg(format!("@{server}"))
+            .arg(name)
+            .output()
+            .expect("dig (bind9-dnsutils)");
+        if String::from_utf8_lossy(&out.stdout).trim() == want {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
