@@ -147,7 +147,12 @@ pub fn address_hex(ip: IpAddr) -> String {
     }
 }
 
+/// Exactly what [`address_hex`] writes: fixed width, lower-case digits. `from_str_radix` alone
+/// would also take `+a000002` and upper case, keys no writer made (found by fuzzing).
 fn parse_address_hex(family: &str, hex: &str) -> Option<IpAddr> {
+    if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
     match (family, hex.len()) {
         ("4", 8) => u32::from_str_radix(hex, 16)
             .ok()
@@ -180,6 +185,21 @@ mod tests {
             Some("fd00::1".parse().unwrap())
         );
         assert_eq!(k.ip_from_key(b"/p/ipam/n/ips/4/zz"), None);
+    }
+
+    /// Found by fuzzing (fuzz target `records`): keys that only look like address keys.
+    #[test]
+    fn address_keys_are_read_exactly_as_written() {
+        let k = Keys::new("/p");
+        for key in [
+            &b"/p/ipam/n/ips/4/+a000002"[..],
+            b"/p/ipam/n/ips/4/0A000002",
+            b"/p/ipam/n/ips/6/+d000000000000000000000000000002",
+            b"/p/ipam/n/ips/6/FD000000000000000000000000000002",
+            b"/p/ipam/n/ips/4/0a00002",
+        ] {
+            assert_eq!(k.ip_from_key(key), None, "{}", String::from_utf8_lossy(key));
+        }
     }
 
     #[test]

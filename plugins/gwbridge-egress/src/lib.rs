@@ -29,7 +29,7 @@
 //! The IPAM sees the bridge's name as network name and `ifname` as CNI_IFNAME: one pool per bridge,
 //! shared by every network that chains onto that bridge, never mixed with the main plugin's.
 
-mod config;
+pub mod config;
 mod ipam;
 
 use std::collections::BTreeSet;

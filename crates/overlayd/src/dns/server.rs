@@ -13,11 +13,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{
+    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, Query, ResponseCode,
+};
 use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_proto::ProtoError;
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use ipnetwork::IpNetwork;
 use model::names::{self, SANDBOX_IFNAME};
 use model::Vni;
@@ -25,7 +30,7 @@ use netops::{Netlink, Netns};
 use tokio::task::JoinHandle;
 
 use super::forward::{Forwarder, EDNS_PAYLOAD};
-use super::records::{Answer, ViewCell};
+use super::records::{Answer, View, ViewCell};
 use crate::error::Error;
 use crate::metrics::{self, DnsAnswer};
 
@@ -248,117 +253,291 @@ impl RequestHandler for Handler {
 }
 
 impl Handler {
-    fn allowed(&self, ip: IpAddr) -> bool {
-        self.clients.iter().any(|net| net.contains(ip))
-    }
-
     async fn respond<R: ResponseHandler>(
         &self,
         request: &Request,
         response: &mut R,
     ) -> Result<ResponseInfo, hickory_server::net::NetError> {
-        let edns = request.edns.as_ref().map(|_| {
-            let mut edns = Edns::new();
-            edns.set_max_payload(EDNS_PAYLOAD);
-            edns
-        });
-        let builder = || {
-            let mut b = MessageResponseBuilder::from_message_request(request);
-            if let Some(edns) = &edns {
-                b.edns(edns);
-            }
-            b
-        };
-        let error = |code: ResponseCode| builder().error_msg(&request.metadata, code);
-        let counted = |answer: DnsAnswer| metrics::get().dns_answered(answer);
-
-        if request.metadata.message_type != MessageType::Query {
-            counted(DnsAnswer::Error);
-            return response.send_response(error(ResponseCode::FormErr)).await;
-        }
-        if request.metadata.op_code != OpCode::Query {
-            counted(DnsAnswer::Error);
-            return response.send_response(error(ResponseCode::NotImp)).await;
-        }
-        if !self.allowed(request.src().ip()) {
-            counted(DnsAnswer::Refused);
-            return response.send_response(error(ResponseCode::Refused)).await;
-        }
-        let Ok(info) = request.request_info() else {
-            // Not exactly one question.
-            counted(DnsAnswer::Error);
-            return response.send_response(error(ResponseCode::FormErr)).await;
-        };
-        let query = info.query;
+        let edns = response_edns(request);
         let view = self.view.load();
+        let local = match decide(&self.network, &self.clients, &view, request) {
+            Reply::Local(local) => local,
+            Reply::Forward(query) => {
+                return self.forward(request, &query, response, edns.as_ref()).await
+            }
+        };
+        metrics::get().dns_answered(local.answer);
+        response
+            .send_response(local_response(request, &local, edns.as_ref()))
+            .await
+    }
+
+    async fn forward<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        query: &Query,
+        response: &mut R,
+        edns: Option<&Edns>,
+    ) -> Result<ResponseInfo, hickory_server::net::NetError> {
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(edns) = edns {
+            builder.edns(edns);
+        }
+        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let upstream = self
+            .forwarder
+            .forward(
+                query,
+                request.metadata.recursion_desired,
+                request.metadata.checking_disabled,
+                dnssec_ok,
+                &self.own,
+            )
+            .await;
+        let Some(upstream) = upstream else {
+            metrics::get().dns_answered(DnsAnswer::ForwardFailed);
+            return response
+                .send_response(builder.error_msg(&request.metadata, ResponseCode::ServFail))
+                .await;
+        };
+        metrics::get().dns_answered(DnsAnswer::Forwarded);
+        let mut m = upstream.metadata;
+        m.id = request.metadata.id;
+        m.message_type = MessageType::Response;
+        m.op_code = request.metadata.op_code;
+        m.recursion_desired = request.metadata.recursion_desired;
+        m.recursion_available = true;
+        // Re-set by the encoder if the client's buffer is too small for the answer.
+        m.truncation = false;
+        let message = builder.build(
+            m,
+            upstream.answers.iter(),
+            upstream.authorities.iter(),
+            std::iter::empty(),
+            upstream.additionals.iter(),
+        );
+        response.send_response(message).await
+    }
+}
+
+/// What a network's server does with one query, decided from the query, the asking address
+/// and the view alone (no I/O): [`Handler`] acts on it, [`answer_query`] encodes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Local(LocalReply),
+    /// Not ours: the question goes to the upstream resolvers.
+    Forward(Query),
+}
+
+/// A response made here: its header and answer records, and what the metrics count it as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub metadata: Metadata,
+    pub records: Vec<Record>,
+    pub answer: DnsAnswer,
+}
+
+/// The one rule of what `network`'s server (gateway subnets `clients`) answers `request` with.
+pub fn decide(network: &str, clients: &[IpNetwork], view: &View, request: &Request) -> Reply {
+    let error = |code: ResponseCode, answer: DnsAnswer| {
         let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.recursion_available = true;
-        let none = std::iter::empty::<&Record>;
-        // The asking address tells which container asks, and so which networks' names it sees.
-        match view.lookup(
-            &self.network,
-            request.src().ip(),
-            query.original().name(),
-            query.query_type(),
-            query.query_class(),
-        ) {
-            Answer::Records(records) => {
-                counted(DnsAnswer::Records);
-                metadata.authoritative = true;
-                let message = builder().build(metadata, records.iter(), none(), none(), none());
-                response.send_response(message).await
-            }
-            // No SOA in the authority section: a negative answer without one is not cached
-            // (RFC 2308 5), so a container created a moment later resolves at once.
-            Answer::NoData => {
-                counted(DnsAnswer::NoData);
-                metadata.authoritative = true;
-                response
-                    .send_response(builder().build_no_records(metadata))
-                    .await
-            }
-            Answer::NxDomain => {
-                counted(DnsAnswer::NxDomain);
-                metadata.authoritative = true;
-                metadata.response_code = ResponseCode::NXDomain;
-                response
-                    .send_response(builder().build_no_records(metadata))
-                    .await
-            }
-            Answer::Forward => {
-                let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-                let upstream = self
-                    .forwarder
-                    .forward(
-                        query.original(),
-                        request.metadata.recursion_desired,
-                        request.metadata.checking_disabled,
-                        dnssec_ok,
-                        &self.own,
-                    )
-                    .await;
-                let Some(upstream) = upstream else {
-                    counted(DnsAnswer::ForwardFailed);
-                    return response.send_response(error(ResponseCode::ServFail)).await;
-                };
-                counted(DnsAnswer::Forwarded);
-                let mut m = upstream.metadata;
-                m.id = request.metadata.id;
-                m.message_type = MessageType::Response;
-                m.op_code = request.metadata.op_code;
-                m.recursion_desired = request.metadata.recursion_desired;
-                m.recursion_available = true;
-                // Re-set by the encoder if the client's buffer is too small for the answer.
-                m.truncation = false;
-                let message = builder().build(
-                    m,
-                    upstream.answers.iter(),
-                    upstream.authorities.iter(),
-                    none(),
-                    upstream.additionals.iter(),
-                );
-                response.send_response(message).await
-            }
+        metadata.response_code = code;
+        Reply::Local(LocalReply {
+            metadata,
+            records: Vec::new(),
+            answer,
+        })
+    };
+    // Outsiders first: whatever they send, they learn nothing but REFUSED.
+    let client = request.src().ip();
+    if !clients.iter().any(|net| net.contains(client)) {
+        return error(ResponseCode::Refused, DnsAnswer::Refused);
+    }
+    if request.metadata.message_type != MessageType::Query {
+        return error(ResponseCode::FormErr, DnsAnswer::Error);
+    }
+    if request.metadata.op_code != OpCode::Query {
+        return error(ResponseCode::NotImp, DnsAnswer::Error);
+    }
+    let Ok(info) = request.request_info() else {
+        // Not exactly one question.
+        return error(ResponseCode::FormErr, DnsAnswer::Error);
+    };
+    let query = info.query;
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.recursion_available = true;
+    metadata.authoritative = true;
+    // The asking address tells which container asks, and so which networks' names it sees.
+    let (records, answer) = match view.lookup(
+        network,
+        client,
+        query.original().name(),
+        query.query_type(),
+        query.query_class(),
+    ) {
+        Answer::Records(records) => (records, DnsAnswer::Records),
+        // No SOA in the authority section: a negative answer without one is not cached
+        // (RFC 2308 5), so a container created a moment later resolves at once.
+        Answer::NoData => (Vec::new(), DnsAnswer::NoData),
+        Answer::NxDomain => {
+            metadata.response_code = ResponseCode::NXDomain;
+            (Vec::new(), DnsAnswer::NxDomain)
+        }
+        Answer::Forward => return Reply::Forward(query.original().clone()),
+    };
+    Reply::Local(LocalReply {
+        metadata,
+        records,
+        answer,
+    })
+}
+
+/// EDNS in the response when the query had it, with our payload size.
+fn response_edns(request: &Request) -> Option<Edns> {
+    request.edns.as_ref().map(|_| {
+        let mut edns = Edns::new();
+        edns.set_max_payload(EDNS_PAYLOAD);
+        edns
+    })
+}
+
+fn local_response<'q, 'a>(
+    request: &'q Request,
+    local: &'a LocalReply,
+    edns: Option<&'q Edns>,
+) -> MessageResponse<
+    'q,
+    'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+    impl Iterator<Item = &'a Record> + Send + 'a,
+> {
+    let mut builder = MessageResponseBuilder::from_message_request(request);
+    if let Some(edns) = edns {
+        builder.edns(edns);
+    }
+    let none = std::iter::empty::<&Record>;
+    builder.build(local.metadata, local.records.iter(), none(), none(), none())
+}
+
+/// What the server does with the UDP datagram `query` from `src`, without sockets: the response
+/// datagram, or None when the query is forwarded upstream or is no DNS message hickory hands to
+/// the handler (hickory itself drops or FORMERRs those). Encoded as hickory encodes for UDP: at
+/// most 512 bytes, or our EDNS payload size when the query has EDNS, truncated beyond. Parsing is
+/// hickory's (the same `Request::from_bytes`).
+pub fn answer_query(
+    network: &str,
+    clients: &[IpNetwork],
+    view: &View,
+    src: SocketAddr,
+    query: &[u8],
+) -> Result<Option<Vec<u8>>, ProtoError> {
+    let Ok(request) = Request::from_bytes(query.to_vec(), src, Protocol::Udp) else {
+        return Ok(None);
+    };
+    let Reply::Local(local) = decide(network, clients, view, &request) else {
+        return Ok(None);
+    };
+    let edns = response_edns(&request);
+    let message = local_response(&request, &local, edns.as_ref());
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(edns.as_ref().map_or(512, Edns::max_payload));
+    message.destructive_emit(&mut encoder)?;
+    Ok(Some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use model::records::Endpoint;
+
+    use super::*;
+    use crate::dns::records::Zone;
+
+    fn view() -> View {
+        let web = Endpoint {
+            network: "demo".into(),
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            name: Some("web".into()),
+            aliases: vec![],
+            ips: vec!["10.0.0.2/24".parse().unwrap()],
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            node: "n1".into(),
+            vtep: "192.0.2.1".parse().unwrap(),
+            vni: Vni::new(1).unwrap(),
+        };
+        let zones = HashMap::from([("demo".to_string(), Arc::new(Zone::build("demo", [&web])))]);
+        View::build(zones, [&web])
+    }
+
+    fn ask(client: &str, name: &str) -> Option<Message> {
+        let mut query = Message::query();
+        query.metadata.id = 4242;
+        query.metadata.recursion_desired = true;
+        query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let clients = ["10.0.0.1/24".parse().unwrap()];
+        let src = SocketAddr::new(client.parse().unwrap(), 5353);
+        let bytes = answer_query("demo", &clients, &view(), src, &query.to_vec().unwrap()).unwrap();
+        bytes.map(|b| Message::from_vec(&b).unwrap())
+    }
+
+    #[test]
+    fn answers_from_the_records_refuses_outsiders_and_forwards_the_rest() {
+        let answer = ask("10.0.0.2", "WEB.demo.overlay.").expect("answered here");
+        assert_eq!(answer.metadata.id, 4242);
+        assert!(answer.metadata.authoritative && answer.metadata.recursion_available);
+        let data: Vec<String> = answer.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(data, ["10.0.0.2"]);
+        assert_eq!(answer.answers[0].name.to_ascii(), "WEB.demo.overlay.");
+
+        let nx = ask("10.0.0.2", "nope.demo.overlay.").expect("answered here");
+        assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+
+        let refused = ask("192.0.2.9", "web.").expect("answered here");
+        assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+        assert!(refused.answers.is_empty());
+
+        assert!(ask("10.0.0.2", "example.com.").is_none(), "forwarded");
+        assert!(answer_query(
+            "demo",
+            &[],
+            &view(),
+            "10.0.0.2:53".parse().unwrap(),
+            b"short"
+        )
+        .unwrap()
+        .is_none());
+    }
+
+    /// Found by fuzzing (fuzz target `dns`): a client outside the network that sent a message
+    /// of type response, or another opcode than QUERY, got FORMERR or NOTIMP, not REFUSED.
+    #[test]
+    fn outsiders_get_refused_whatever_they_send() {
+        let clients = ["10.0.0.1/24".parse().unwrap()];
+        let src: SocketAddr = "10.1.0.4:40000".parse().unwrap();
+        let response_typed: &[u8] = &[
+            100, 184, 231, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 251, 0, 98, 0,
+        ];
+        let iquery: &[u8] = &[
+            4, 0, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 98, 69, 43,
+        ];
+        for query in [response_typed, iquery] {
+            let bytes = answer_query("demo", &clients, &view(), src, query)
+                .unwrap()
+                .expect("answered here");
+            let answer = Message::from_vec(&bytes).unwrap();
+            assert_eq!(
+                answer.metadata.response_code,
+                ResponseCode::Refused,
+                "{query:?}"
+            );
+            assert_eq!(&bytes[..2], &query[..2]);
         }
     }
 }
