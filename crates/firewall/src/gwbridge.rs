@@ -4,8 +4,11 @@
 //!
 //! Every operation reads the table, decides on the one batch that brings it where it should be,
 //! and hands that to `nft`; the deciding is kept apart from the reading and writing, as pure
-//! functions of what was read.
+//! functions of what was read. A firewall made with [`Firewall::under_lock`] reads the table once
+//! and keeps what it read (with its own deletions applied) until it adds something: each `nft`
+//! run is a process and a netlink dump, and a plugin call makes several operations in a row.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -89,6 +92,10 @@ fn network_of(net: IpNetwork) -> IpNetwork {
 pub struct Firewall {
     table: String,
     nft: PathBuf,
+    /// With [`Firewall::under_lock`]: the table as last read or as our own deletions left it;
+    /// None inside when not known (not read yet, or after an addition, whose rule handles only
+    /// a new reading tells).
+    kept: Option<RefCell<Option<Snapshot>>>,
 }
 
 impl Default for Firewall {
@@ -98,6 +105,7 @@ impl Default for Firewall {
 }
 
 /// What the table holds now. `rules` is empty when the table does not exist.
+#[derive(Debug, Clone)]
 struct Snapshot {
     exists: bool,
     rules: Vec<Rule<'static>>,
@@ -120,6 +128,35 @@ impl Snapshot {
         count(PREROUTING) == 1 && count(OUTPUT) == 3
     }
 
+    fn absent() -> Snapshot {
+        Snapshot {
+            exists: false,
+            rules: Vec::new(),
+        }
+    }
+
+    /// The table once the batch of [`nft::deletion`] for `doomed` was applied: the same rules
+    /// without the doomed ones, or no table when nothing but the fixed rules was left.
+    fn after_removal(&self, doomed: impl Fn(&str) -> bool) -> Snapshot {
+        let rest_is_spare = self.rules.iter().all(|r| {
+            r.comment
+                .as_deref()
+                .is_some_and(|c| c == BASE_COMMENT || doomed(c))
+        });
+        if rest_is_spare {
+            return Snapshot::absent();
+        }
+        Snapshot {
+            exists: true,
+            rules: self
+                .rules
+                .iter()
+                .filter(|r| !r.comment.as_deref().is_some_and(&doomed))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// True when nothing but the fixed rules is left: the table can go.
     fn only_base(&self) -> bool {
         self.rules
@@ -138,6 +175,19 @@ impl Firewall {
         Firewall {
             table: table.to_string(),
             nft: nft::find_nft(),
+            kept: None,
+        }
+    }
+
+    /// A firewall for a caller that holds gwbridge-egress's host lock for as long as the
+    /// firewall lives (one plugin call): nobody else of ours changes the table meanwhile, so it
+    /// is read once and what was read is kept, updated with this firewall's own deletions,
+    /// until it adds something. (Changes by others, such as a firewall reload, are then seen by
+    /// the next call, as they would be had they come a moment later.)
+    pub fn under_lock() -> Firewall {
+        Firewall {
+            kept: Some(RefCell::new(None)),
+            ..Firewall::new()
         }
     }
 
@@ -267,15 +317,17 @@ impl Firewall {
         let mut batch = Batch::new();
         batch.delete(NfListObject::Table(self.table_object()));
         self.apply(batch, &format!("delete table inet {}", self.table))?;
+        self.keep(Snapshot::absent());
         Ok(true)
     }
 
     fn remove_where(&self, action: &str, doomed: impl Fn(&str) -> bool) -> Result<usize> {
         let snap = self.snapshot()?;
-        let Some((batch, count)) = self.removal(&snap, doomed) else {
+        let Some((batch, count)) = self.removal(&snap, &doomed) else {
             return Ok(0);
         };
         self.apply(batch, action)?;
+        self.keep(snap.after_removal(&doomed));
         Ok(count)
     }
 
@@ -537,21 +589,35 @@ impl Firewall {
         out
     }
 
-    /// Reads the table.
+    /// Reads the table, or takes what this firewall kept of it.
     fn snapshot(&self) -> Result<Snapshot> {
-        Ok(match nft::read_table(&self.nft, &self.table)? {
+        if let Some(snap) = self.kept.as_ref().and_then(|k| k.borrow().clone()) {
+            return Ok(snap);
+        }
+        let snap = match nft::read_table(&self.nft, &self.table)? {
             Some(rules) => Snapshot {
                 exists: true,
                 rules,
             },
-            None => Snapshot {
-                exists: false,
-                rules: Vec::new(),
-            },
-        })
+            None => Snapshot::absent(),
+        };
+        self.keep(snap.clone());
+        Ok(snap)
     }
 
+    /// Remembers `snap` as the table's state, when this firewall keeps one.
+    fn keep(&self, snap: Snapshot) {
+        if let Some(kept) = &self.kept {
+            *kept.borrow_mut() = Some(snap);
+        }
+    }
+
+    /// Applies `batch`; what was kept is forgotten (the caller keeps the state a deletion
+    /// leaves, which it knows).
     fn apply(&self, batch: Batch<'static>, action: &str) -> Result<()> {
+        if let Some(kept) = &self.kept {
+            *kept.borrow_mut() = None;
+        }
         nft::apply(&self.nft, batch, action)
     }
 }
@@ -1369,6 +1435,26 @@ mod tests {
         let (batch, count) = fw().removal(&snap, |c| c.starts_with(&prefix)).unwrap();
         assert_eq!(count, 5);
         assert_eq!(commands(batch), ["delete table cni_gwbridge"]);
+    }
+
+    #[test]
+    fn what_a_removal_leaves_is_kept_without_reading_again() {
+        // The kept state is what nft would list after the removal's batch: the table without
+        // the doomed rules, or no table when the batch deletes it.
+        let after = listed().after_removal(|c| c == TAG);
+        assert!(after.exists);
+        assert_eq!(after.rules.len(), listed().rules.len() - 5);
+        assert!(container_in(&after, TAG).is_none());
+        assert_eq!(
+            after.rules.iter().map(|r| r.handle).collect::<Vec<_>>(),
+            listed_without(|c| c == TAG)
+                .rules
+                .iter()
+                .map(|r| r.handle)
+                .collect::<Vec<_>>()
+        );
+        let last = listed_without(|c| c.starts_with("bridge ")).after_removal(|c| c == TAG);
+        assert!(!last.exists && last.rules.is_empty());
     }
 
     #[test]

@@ -309,7 +309,7 @@ async fn add(req: &Request, cfg: &Config) -> Result<CniResult, CniError> {
     let requested = requested_mappings(req)?;
     let container_ns = Netns::open(&req.env.netns)?;
     let tag = tag(req, cfg);
-    let fw = Firewall::new();
+    let fw = Firewall::under_lock();
     let lock = host_lock()?;
     // Refuse a taken port before anything changes (add_container checks again, under this lock,
     // with the targets known). The container's other networks may publish the same mappings on
@@ -682,7 +682,7 @@ async fn remove_bridge_if_unused(cfg: &Config, fw: &Firewall) -> Result<bool, Cn
 
 async fn del(req: &Request, cfg: &Config) -> Result<(), CniError> {
     let tag = tag(req, cfg);
-    let fw = Firewall::new();
+    let fw = Firewall::under_lock();
     let lock = host_lock()?;
     let host = Netlink::current().await?;
     fw.remove_tagged(&tag)?;
@@ -833,7 +833,7 @@ async fn gc(req: &Request, cfg: &Config) -> Result<(), CniError> {
         .iter()
         .map(|a| firewall::tag(network, &a.container_id, &cfg.ifname))
         .collect();
-    let fw = Firewall::new();
+    let fw = Firewall::under_lock();
     let lock = host_lock()?;
     let host = Netlink::current().await?;
     let ipam = ipam(req, cfg);
