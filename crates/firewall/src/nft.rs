@@ -7,6 +7,7 @@
 //! back as typed data.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
@@ -203,20 +204,43 @@ pub(crate) fn deletion(
 /// and without a second run (`list tables`, then `list table`). Every run of `nft` costs a
 /// process and a netlink dump; a plugin call counts them.
 pub(crate) fn read_table(nft: &Path, table: &str) -> Result<Option<Vec<Rule<'static>>>> {
+    Ok(read_table_and_chains(nft, table)?.map(|(rules, _)| rules))
+}
+
+/// [`read_table`], with the names of the table's chains.
+pub(crate) fn read_table_and_chains(
+    nft: &Path,
+    table: &str,
+) -> Result<Option<(Vec<Rule<'static>>, BTreeSet<String>)>> {
     let listing = helper::get_current_ruleset_with_args(Some(nft), &["list", "ruleset", "inet"])
         .map_err(|e| Error::nft("list ruleset inet", e))?;
     Ok(table_in(listing, table))
 }
 
-/// The rules of `table inet <table>` in a listing of the inet family; None when it has no such
-/// table.
-fn table_in(listing: Nftables<'static>, table: &str) -> Option<Vec<Rule<'static>>> {
+/// The rules and chain names of `table inet <table>` in a listing of the inet family; None when
+/// it has no such table.
+fn table_in(
+    listing: Nftables<'static>,
+    table: &str,
+) -> Option<(Vec<Rule<'static>>, BTreeSet<String>)> {
     if !has_table(&listing, table) {
         return None;
     }
+    let chains = listing
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            NfObject::ListObject(NfListObject::Chain(c))
+                if c.family == NfFamily::INet && c.table == table =>
+            {
+                Some(c.name.to_string())
+            }
+            _ => None,
+        })
+        .collect();
     let mut rules = rules_of(listing);
     rules.retain(|r| r.family == NfFamily::INet && r.table == table);
-    Some(rules)
+    Some((rules, chains))
 }
 
 /// Whether a listing holds `table inet <table>` (a table of another family does not count).
@@ -479,9 +503,20 @@ pub(crate) mod tests {
         );
         let listing: Nftables<'static> =
             serde_json::from_value(json!({"nftables": objects})).unwrap();
-        let rules = table_in(listing.clone(), "cni_gwbridge").unwrap();
+        let (rules, chains) = table_in(listing.clone(), "cni_gwbridge").unwrap();
         assert_eq!(rules.len(), 14);
         assert!(rules.iter().all(|r| r.table == "cni_gwbridge"));
+        assert_eq!(
+            chains.iter().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "attachments",
+                "forward",
+                "output",
+                "postrouting",
+                "prerouting",
+                "published"
+            ]
+        );
         assert!(table_in(listing, "cni_overlay").is_none());
     }
 
