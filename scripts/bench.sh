@@ -10,7 +10,9 @@
 #                              the ranges to the network's record: latency (p50, p99 over ROUNDS, default 50)
 #                              and etcd connections per call (strace). With BASELINE_BIN=DIR (the binaries of
 #                              an older build) that build is measured in the same run, alternating, and the
-#                              ratio printed.
+#                              ratio printed. Then the whole chain through cnitool (vxlan-overlay + etcd-ipam,
+#                              gwbridge-egress, portmap) against Debian's bridge + host-local + portmap, with a
+#                              port mapping, alternating: ratios, and a breakdown per plugin (strace -f).
 #   scripts/bench.sh dns       on a lab of two simulated hosts: dnsperf from a container against overlayd's
 #                              DNS, names of containers and names forwarded upstream; ADD to resolve.
 # OVERLAYD_BIN: the overlayd the dns benchmark runs (default: this build's), to compare two builds.
@@ -471,6 +473,8 @@ for op in ('add', 'del'):
     r = pct(stats[('ours', op)], .5) / pct(stats[('ref', op)], .5)
     print(f"chain      whole {op.upper()} p50 ratio ours / ref {r:.2f} (target <= 1.0)")
     if ('baseline', op) in stats:
+        r = pct(stats[('baseline', op)], .5) / pct(stats[('ref', op)], .5)
+        print(f"chain      whole {op.upper()} p50 ratio baseline / ref {r:.2f}")
         r = pct(stats[('ours', op)], .5) / pct(stats[('baseline', op)], .5)
         print(f"chain      whole {op.upper()} p50 ratio ours / baseline {r:.2f}")
 PY
