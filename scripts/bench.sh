@@ -367,7 +367,7 @@ def pct(v, q):
 stats = {}
 for label, op, *rest in rows:
     if op == 'connections':
-        print(f"chain      {label:<9} etcd connections per ADD {rest[0]}, per DEL {rest[1]} (both processes)")
+        print(f"chain      {label:<9} etcd connections per ADD {rest[0]}, per DEL {rest[1]} (the plugin and any IPAM process it starts)")
         continue
     stats.setdefault((label, op), []).append(int(rest[0]))
 for (label, op), v in sorted(stats.items()):
