@@ -148,7 +148,8 @@ pub fn address_hex(ip: IpAddr) -> String {
 }
 
 /// Exactly what [`address_hex`] writes: fixed width, lower-case digits. `from_str_radix` alone
-/// would also take `+a000002` and upper case, keys no writer made (found by fuzzing).
+/// would also take `+a000002` and upper case, keys no writer made (found writing the fuzz
+/// target `records`, whose invariant is that a key read is the key written).
 fn parse_address_hex(family: &str, hex: &str) -> Option<IpAddr> {
     if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
@@ -187,7 +188,7 @@ mod tests {
         assert_eq!(k.ip_from_key(b"/p/ipam/n/ips/4/zz"), None);
     }
 
-    /// Found by fuzzing (fuzz target `records`): keys that only look like address keys.
+    /// Found writing the fuzz target `records`: keys that only look like address keys.
     #[test]
     fn address_keys_are_read_exactly_as_written() {
         let k = Keys::new("/p");

@@ -17,12 +17,12 @@ use hickory_proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
 use hickory_proto::rr::Record;
-use hickory_proto::serialize::binary::BinEncoder;
+use hickory_proto::serialize::binary::{BinDecoder, BinEncoder};
 use hickory_proto::ProtoError;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use ipnetwork::IpNetwork;
 use model::names::{self, SANDBOX_IFNAME};
 use model::Vni;
@@ -267,8 +267,9 @@ impl Handler {
             }
         };
         metrics::get().dns_answered(local.answer);
+        let no_question = no_question();
         response
-            .send_response(local_response(request, &local, edns.as_ref()))
+            .send_response(local_response(request, &local, edns.as_ref(), &no_question))
             .await
     }
 
@@ -401,10 +402,20 @@ fn response_edns(request: &Request) -> Option<Edns> {
     })
 }
 
+/// An empty question section (hickory makes one only by reading it; zero questions from
+/// nothing cannot fail).
+fn no_question() -> Queries {
+    Queries::read(&mut BinDecoder::new(&[]), 0).expect("zero questions read from nothing")
+}
+
+/// The response to send. It carries the question only when the query had exactly one: echoing
+/// the many questions of a malformed query (the FORMERR or REFUSED it gets) overflows 512 bytes
+/// and ends as SERVFAIL (found by fuzzing, fuzz target `dns`). `no_question`: an empty section.
 fn local_response<'q, 'a>(
     request: &'q Request,
     local: &'a LocalReply,
     edns: Option<&'q Edns>,
+    no_question: &'q Queries,
 ) -> MessageResponse<
     'q,
     'a,
@@ -413,10 +424,11 @@ fn local_response<'q, 'a>(
     impl Iterator<Item = &'a Record> + Send + 'a,
     impl Iterator<Item = &'a Record> + Send + 'a,
 > {
-    let mut builder = MessageResponseBuilder::from_message_request(request);
-    if let Some(edns) = edns {
-        builder.edns(edns);
-    }
+    let queries = match request.queries.len() {
+        1 => &request.queries,
+        _ => no_question,
+    };
+    let builder = MessageResponseBuilder::new(queries, edns);
     let none = std::iter::empty::<&Record>;
     builder.build(local.metadata, local.records.iter(), none(), none(), none())
 }
@@ -440,7 +452,8 @@ pub fn answer_query(
         return Ok(None);
     };
     let edns = response_edns(&request);
-    let message = local_response(&request, &local, edns.as_ref());
+    let no_question = no_question();
+    let message = local_response(&request, &local, edns.as_ref(), &no_question);
     let mut bytes = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut bytes);
     encoder.set_max_size(edns.as_ref().map_or(512, Edns::max_payload));
@@ -538,6 +551,30 @@ mod tests {
                 "{query:?}"
             );
             assert_eq!(&bytes[..2], &query[..2]);
+        }
+    }
+
+    /// Found by fuzzing (fuzz target `dns`): a query with many questions got a FORMERR that
+    /// echoed them all, over 512 bytes, which hickory turns into SERVFAIL.
+    #[test]
+    fn a_query_with_many_questions_gets_formerr_within_512_bytes() {
+        let mut query = Message::query();
+        query.metadata.id = 7;
+        for i in 0..20 {
+            let name = format!("{}.{}.demo.overlay.", "x".repeat(40), i);
+            query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        }
+        let query = query.to_vec().unwrap();
+        assert!(query.len() > 512);
+        let clients = ["10.0.0.1/24".parse().unwrap()];
+        for client in ["10.0.0.2:5353", "192.0.2.9:5353"] {
+            let bytes = answer_query("demo", &clients, &view(), client.parse().unwrap(), &query)
+                .expect("encodes within 512 bytes")
+                .expect("answered here");
+            assert!(bytes.len() <= 512);
+            let answer = Message::from_vec(&bytes).unwrap();
+            assert!(answer.queries.is_empty());
+            assert_ne!(answer.metadata.response_code, ResponseCode::ServFail);
         }
     }
 }
