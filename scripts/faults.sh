@@ -27,6 +27,9 @@
 #
 # Binaries: $RELEASE of scripts/lib/common.sh (CNI_OVERLAY_PROFILE=ci for the ci profile), or
 # BIN_DIR=DIR. Each scenario runs on a lab of its own, removed at the end whatever happens.
+# Sizes: STORM_COUNT, STORM_PARALLEL, KILLED_COUNT, BURST_COUNT, OUTAGE_SECONDS, PARTITION_SECONDS.
+# FAULTS_PAUSE=SECONDS keeps each lab that long before removing it (to look at it); RUST_LOG is
+# overlayd's.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 need_root "the lab creates network namespaces"
@@ -292,11 +295,29 @@ for i in ids:
 EOF
   # Two at a time: the machine's ARP table (gc_thresh3) is shared by every namespace on it.
   "$BIN/fault-driver" ping --plan "$WORK/storm-ping.plan" --parallel 2 >"$WORK/storm-ping.jsonl"
-  local pairs lost
+  local pairs lost first
   pairs=$(jq -s 'map(.targets) | add // 0' "$WORK/storm-ping.jsonl")
-  lost=$(jq -s 'map(.lost | length) | add // 0' "$WORK/storm-ping.jsonl")
-  figure "pings: $(wc -l <"$WORK/storm-ping.jsonl") containers x 50 others on other hosts: $pairs pairs, $lost without a reply"
-  [ "$lost" = 0 ] || figure "e.g. $(jq -c 'select(.lost | length > 0)' "$WORK/storm-ping.jsonl" | head -2 | tr '\n' ' ')"
+  first=$(jq -s 'map(.lost | length) | add // 0' "$WORK/storm-ping.jsonl")
+  lost=$first
+  if [ "$first" != 0 ]; then
+    # The driver deletes, in each target, the entry it made for the source; a target that is a
+    # source itself at that moment (two run at once) can lose the entry under a ping of its own.
+    # What was lost is pinged again alone: that is the figure.
+    python3 - "$WORK/storm-ping.plan" "$WORK/storm-ping.jsonl" >"$WORK/storm-ping-again.plan" <<'EOF'
+import json, sys
+plan = {l.split("\t")[0]: l.rstrip("\n").split("\t") for l in open(sys.argv[1])}
+for line in open(sys.argv[2]):
+    r = json.loads(line)
+    if r["lost"]:
+        ns, source, targets = plan[r["ns"]]
+        keep = [t for t in targets.split(",") if t.split("=")[0] in r["lost"]]
+        print(f"{ns}\t{source}\t" + ",".join(keep))
+EOF
+    "$BIN/fault-driver" ping --plan "$WORK/storm-ping-again.plan" --parallel 1 >"$WORK/storm-ping-again.jsonl"
+    lost=$(jq -s 'map(.lost | length) | add // 0' "$WORK/storm-ping-again.jsonl")
+  fi
+  figure "pings: $(wc -l <"$WORK/storm-ping.jsonl") containers x 50 others on other hosts: $pairs pairs, $first without a reply at first, $lost of those again alone"
+  [ "$lost" = 0 ] || figure "e.g. $(jq -c 'select(.lost | length > 0)' "$WORK/storm-ping-again.jsonl" | head -2 | tr '\n' ' ')"
   check "every successful container pings 50 others across hosts" eq "$lost" 0
 
   local del=$WORK/storm-del.jsonl d

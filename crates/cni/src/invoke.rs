@@ -79,7 +79,7 @@ pub fn exec_with(
 /// spend a second `timeoutMs` on a DEL that cannot succeed either, and the ADD would fail after
 /// twice its budget. Reachable, a DEL takes milliseconds; stopped, it is safe (DEL is
 /// idempotent) and what it did not release, the runtime's own DEL after the failed ADD does.
-pub const DEL_AFTER_FAILED_ADD_WITHIN: Duration = Duration::from_secs(1);
+pub const DEL_AFTER_FAILED_ADD_WITHIN: Duration = Duration::from_millis(500);
 
 /// [`exec_with`], the delegate stopped (SIGKILL) when it runs longer than `limit`.
 fn exec_within(
