@@ -49,6 +49,7 @@ docker_host_start() {
         hostname "$1"
         exec sleep infinity' holder "$node" </dev/null >"$d/holder.log" 2>&1 &
     echo $! >"$d/holder.pid"
+    disown $!
     for ((i = 0; i < 100; i++)); do
         pid=$(_dh_holder "$d")
         [[ $(readlink "/proc/$pid/ns/mnt") != $(readlink /proc/self/ns/mnt) ]] && grep -q ' /run tmpfs' "/proc/$pid/mounts" 2>/dev/null && break
@@ -61,6 +62,7 @@ docker_host_start() {
         --pidfile "$d/docker.pid" -H "unix://$d/docker.sock" --default-ulimit nofile=20000:20000 \
         --bip 172.30.0.1/16 ${DOCKER_HOST_EXTRA_ARGS:-} </dev/null >"$d/dockerd.log" 2>&1 &
     echo $! >"$d/dockerd.launcher"
+    disown $!
     for ((i = 0; i < 400; i++)); do
         docker_on "$d" version >/dev/null 2>&1 && return 0
         kill -0 "$(cat "$d/dockerd.launcher")" 2>/dev/null || break
@@ -79,6 +81,7 @@ docker_host_overlayd() {
     in_docker_host "$d" "$@" --docker-plugin cni-overlay --docker-host "$d/docker.sock" --no-conflists \
         </dev/null >>"$log" 2>&1 &
     echo $! >>"$d/overlayd.pids"
+    disown $!
     echo $!
 }
 
@@ -111,7 +114,6 @@ docker_host_stop() {
             [[ $(readlink "/proc/$p/ns/mnt" 2>/dev/null) == "$mnt" ]] && kill -KILL "$p" 2>/dev/null
         done
         kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null || true
     fi
     for p in $(awk -v p="$d/" 'index($2, p) == 1 { print $2 }' /proc/mounts | sort -r); do
         umount "$p" 2>/dev/null || umount -l "$p"

@@ -60,7 +60,7 @@ for h in 1 2; do
   docker_host_start "$(lab ns $h)" "$d" "${prefix}n$h" || started=false
   $started && docker_host_import "$d" || started=false
   $started && docker_host_overlayd "$d" "$WORK/overlayd$h.log" "$BIN/overlayd" --etcd "$ETCD" \
-    --node "${prefix}n$h" --metrics-addr off >/dev/null || started=false
+    --node "${prefix}n$h" --metrics-addr off --lease-ttl 2 --reclaim-after 2s >/dev/null || started=false
 done
 if ! $started; then nok "dockerd and overlayd on both hosts" "$(tail -n 20 "$WORK"/h*/dockerd.log 2>/dev/null)"; exit 1; fi
 until_true 10 in_docker_host "$H1" test -S /run/docker/plugins/cni-overlay.sock
@@ -144,4 +144,23 @@ d1 rm -f test1 >/dev/null
 d2 rm -f test3 >/dev/null
 check "network rm demo on host 2 succeeds once nothing is attached" d2 network rm demo
 check "demo is gone from etcd and from Docker on host 1" eval '! etcdget networks/demo | grep -q . && until_true 10 eval "! d1 network inspect demo"'
-check "overlayd logged no error" eval '! grep -E " ERROR " "$WORK"/overlayd1.log "$WORK"/overlayd2.log' 
+# 6. A host dies (every process of host 2 killed, nothing cleaned): once its lease has been gone for
+# --reclaim-after (2s here), the elected reclaimer releases what it held, and its names are free.
+d1 network create -d cni-overlay --ipam-driver cni-overlay --subnet 10.2.0.0/24 late >/dev/null
+until_true 10 d2 network inspect late
+d2 run -d --name test4 --net late busybox sleep 3600 >/dev/null
+check "test4 runs on host 2 in network late" eval 'etcdget ipam/late/names/test4 | grep -q .'
+kill_host2() {
+  local mnt p
+  mnt=$(readlink "/proc/$(cat "$H2/holder.pid")/ns/mnt") || return 1
+  for p in /proc/[0-9]*; do
+    [[ $(readlink "$p/ns/mnt" 2>/dev/null) == "$mnt" ]] && kill -KILL "${p#/proc/}" 2>/dev/null
+  done
+  return 0
+}
+kill_host2
+reclaimed() { ! etcdget ipam/late/names/test4 | grep -q . && ! etcdget endpoints/late/ | grep -q .; }
+check "host 2 killed: its name, address and record in late are reclaimed" until_true 60 reclaimed
+check "test4 can then be started on host 1, with the address host 2 held" eval '
+  d1 run -d --name test4 --net late busybox sleep 3600 >/dev/null && [ "$(docker_on "$H1" inspect test4 --format "{{(index .NetworkSettings.Networks \"late\").IPAddress}}")" = 10.2.0.2 ]'
+check "overlayd logged no error" eval '! grep -E " ERROR " "$WORK"/overlayd1.log' 
