@@ -53,6 +53,8 @@ lab up --prefix "$prefix" --node-prefix "${prefix}n" --hosts 2 --etcd-members 1 
 ETCD=$(lab etcd-endpoints)
 ctl() { lab run 1 -- "$BIN/overlayctl" --etcd "$ETCD" "$@"; }
 etcdget() { lab run 1 -- etcdctl --endpoints "$ETCD" get --prefix --keys-only "/cni-overlay/$1"; }
+# absent KEY-PREFIX: etcd answered, and nothing is under it (a failed etcdctl is no "absent").
+absent() { local out; out=$(etcdget "$1") && [ -z "$out" ]; }
 
 started=true
 for h in 1 2; do
@@ -125,13 +127,13 @@ check "overlayctl network inspect demo shows test1 and test2 with their hosts" e
 # 6. Released on rm -f and on disconnect.
 d2 rm -f web >/dev/null
 d2 rm -f test2 >/dev/null
-released2() { ! etcdget ipam/demo/names/test2 | grep -q . && ! etcdget ipam/demo/ips/4/0a000003 | grep -q . && [ "$(etcdget endpoints/demo/ | grep -c .)" = 1 ]; }
+released2() { absent ipam/demo/names/test2 && absent ipam/demo/ips/4/0a000003 && [ "$(etcdget endpoints/demo/ | grep -c .)" = 1 ]; }
 check "rm -f test2 releases its name, address and endpoint record" released2
 check "test2's name can be taken on host 1 now" eval 'd1 run -d --name test2 --net demo busybox sleep 3600 >/dev/null && d1 rm -f test2 >/dev/null' 
 d2 run -d --name test3 --net demo busybox sleep 3600 >/dev/null
-released3() { d2 network disconnect demo test3 && ! etcdget ipam/demo/names/test3 | grep -q . && [ "$(etcdget ipam/demo/owners/ | grep -c .)" = 1 ] && [ "$(etcdget endpoints/demo/ | grep -c .)" = 1 ]; }
+released3() { d2 network disconnect demo test3 && absent ipam/demo/names/test3 && [ "$(etcdget ipam/demo/owners/ | grep -c .)" = 1 ] && [ "$(etcdget endpoints/demo/ | grep -c .)" = 1 ]; }
 check "network disconnect demo test3 releases its name, address and record" released3
-check "no address is left held by a placeholder" eval '! etcdget ipam/demo/owners/docker-pending | grep -q .' 
+check "no address is left held by a placeholder" absent ipam/demo/owners/docker-pending 
 
 # 1 again: removal, refused while a container is attached anywhere.
 # Docker removes a network whatever its driver answers (libnetwork honours only its own
@@ -143,7 +145,7 @@ check "and overlayd on host 2 says why" eval 'grep -q "network rm demo here: .*t
 d1 rm -f test1 >/dev/null
 d2 rm -f test3 >/dev/null
 check "network rm demo on host 2 succeeds once nothing is attached" d2 network rm demo
-check "demo is gone from etcd and from Docker on host 1" eval '! etcdget networks/demo | grep -q . && until_true 10 eval "! d1 network inspect demo"'
+check "demo is gone from etcd and from Docker on host 1" eval 'absent networks/demo && until_true 10 eval "! d1 network inspect demo"'
 # 6. A host dies (every process of host 2 killed, nothing cleaned): once its lease has been gone for
 # --reclaim-after (2s here), the elected reclaimer releases what it held, and its names are free.
 d1 network create -d cni-overlay --ipam-driver cni-overlay --subnet 10.2.0.0/24 late >/dev/null
@@ -159,7 +161,7 @@ kill_host2() {
   return 0
 }
 kill_host2
-reclaimed() { ! etcdget ipam/late/names/test4 | grep -q . && ! etcdget endpoints/late/ | grep -q .; }
+reclaimed() { absent ipam/late/names/test4 && absent ipam/late/owners/ && absent endpoints/late/; }
 check "host 2 killed: its name, address and record in late are reclaimed" until_true 60 reclaimed
 started4() {
   d1 run -d --name test4 --net late busybox sleep 3600 >/dev/null || { etcdget ipam/late/; tail -n 15 "$WORK/overlayd1.log"; return 1; }
