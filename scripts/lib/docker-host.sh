@@ -4,6 +4,7 @@
 #
 #   source scripts/lib/docker-host.sh
 #   docker_host_start NETNS DIR NODE        # a private mount namespace, dockerd (+ its containerd)
+#   (or docker_host_prepare NETNS DIR NODE, then docker_host_dockerd DIR: something started between)
 #   docker_host_overlayd NETNS DIR OVERLAYD ARGS...   # overlayd --docker-plugin cni-overlay there
 #   docker_on DIR ARGS...                   # the docker CLI against that dockerd
 #   in_docker_host DIR CMD...               # any command in that host's namespaces
@@ -34,8 +35,14 @@ docker_on() {
     in_docker_host "$d" /usr/bin/docker -H "unix://$d/docker.sock" "$@"
 }
 
-# docker_host_start NETNS DIR NODE
+# docker_host_start NETNS DIR NODE: docker_host_prepare, then docker_host_dockerd.
 docker_host_start() {
+    docker_host_prepare "$@" && docker_host_dockerd "$2"
+}
+
+# docker_host_prepare NETNS DIR NODE: the host's mount and UTS namespaces (the holder), no dockerd
+# yet: what must run before dockerd (overlayd, when dockerd uses it as authorization plugin) can.
+docker_host_prepare() {
     local ns=$1 d=$2 node=$3 pid i
     mkdir -p "$d"/{data,exec} || return 1
     if ((${#d} > 60)); then
@@ -56,6 +63,11 @@ docker_host_start() {
         sleep 0.05
     done
     grep -q ' /run tmpfs' "/proc/$pid/mounts" 2>/dev/null || { echo "docker_host_start: no private /run for $ns" >&2; cat "$d/holder.log" >&2; return 1; }
+}
+
+# docker_host_dockerd DIR: dockerd (and the containerd it starts) in the prepared host.
+docker_host_dockerd() {
+    local d=$1 i
     # key.json (Docker 20.10's engine identity) per host: a flag does not exist, only this key.
     printf '{"deprecated-key-path": "%s/key.json"}\n' "$d" >"$d/daemon.json"
     in_docker_host "$d" dockerd --config-file "$d/daemon.json" --data-root "$d/data" --exec-root "$d/exec" \
@@ -64,11 +76,12 @@ docker_host_start() {
     echo $! >"$d/dockerd.launcher"
     disown $!
     for ((i = 0; i < 400; i++)); do
-        docker_on "$d" version >/dev/null 2>&1 && return 0
+        # Up: it answers, or (with --authorization-plugin) refuses until the plugin is there.
+        docker_on "$d" version 2>&1 | grep -qE 'Server:|authorization' && return 0
         kill -0 "$(cat "$d/dockerd.launcher")" 2>/dev/null || break
         sleep 0.05
     done
-    echo "docker_host_start: dockerd on $ns did not come up; $d/dockerd.log:" >&2
+    echo "docker_host_dockerd: dockerd in $d did not come up; $d/dockerd.log:" >&2
     tail -20 "$d/dockerd.log" >&2
     return 1
 }

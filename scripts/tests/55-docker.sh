@@ -24,6 +24,7 @@ export LAB_DIR="$WORK/lab"
 lab() { "$BIN/lab" "$@"; }
 H1="$WORK/h1" H2="$WORK/h2"
 cleanup() {
+  if [ -n "${DOCKER_TEST_KEEP:-}" ]; then echo "# kept: $WORK (LAB_DIR=$LAB_DIR)"; return; fi
   docker_host_stop "$H1" >/dev/null 2>&1
   docker_host_stop "$H2" >/dev/null 2>&1
   lab down >/dev/null 2>&1
@@ -64,7 +65,7 @@ for h in 1 2; do
   $started && docker_host_overlayd "$d" "$WORK/overlayd$h.log" "$BIN/overlayd" --etcd "$ETCD" \
     --node "${prefix}n$h" --metrics-addr off --lease-ttl 2 --reclaim-after 2s >/dev/null || started=false
 done
-if ! $started; then nok "dockerd and overlayd on both hosts" "$(tail -n 20 "$WORK"/h*/dockerd.log 2>/dev/null)"; exit 1; fi
+if ! $started; then nok "dockerd and overlayd on both hosts" "$(tail -n 8 "$WORK"/h*/dockerd.log "$WORK"/overlayd*.log 2>/dev/null)"; exit 1; fi
 until_true 10 in_docker_host "$H1" test -S /run/docker/plugins/cni-overlay.sock
 until_true 10 in_docker_host "$H2" test -S /run/docker/plugins/cni-overlay.sock
 ok "dockerd 20.10 and overlayd --docker-plugin on two hosts"

@@ -33,23 +33,28 @@ pub struct DockerNetwork {
 
 #[derive(Clone)]
 pub struct Engine {
-    docker: Docker,
+    socket: String,
     driver: String,
 }
 
 impl Engine {
-    pub fn connect(socket: &str, driver: &str) -> Result<Engine, String> {
-        let docker = Docker::connect_with_unix(socket, TIMEOUT, &API_VERSION)
-            .map_err(|e| format!("Docker API at {socket}: {e}"))?;
-        Ok(Engine {
-            docker,
+    /// Connects lazily: the driver serves before dockerd is up (dockerd checks an authorization
+    /// plugin at its start), so the socket may not exist yet.
+    pub fn new(socket: &str, driver: &str) -> Engine {
+        Engine {
+            socket: socket.to_string(),
             driver: driver.to_string(),
-        })
+        }
+    }
+
+    fn docker(&self) -> Result<Docker, String> {
+        Docker::connect_with_unix(&self.socket, TIMEOUT, &API_VERSION)
+            .map_err(|e| format!("Docker API at {}: {e}", self.socket))
     }
 
     /// One network by id or name; None when Docker does not know it.
     pub async fn network(&self, id: &str) -> Result<Option<DockerNetwork>, String> {
-        match self.docker.inspect_network(id, None).await {
+        match self.docker()?.inspect_network(id, None).await {
             Ok(n) => Ok(Some(DockerNetwork {
                 id: n.id.unwrap_or_default(),
                 name: n.name.unwrap_or_default(),
@@ -79,7 +84,7 @@ impl Engine {
             )])),
         };
         let list = self
-            .docker
+            .docker()?
             .list_networks(Some(options))
             .await
             .map_err(|e| format!("Docker API: listing networks: {e}"))?;
@@ -129,7 +134,7 @@ impl Engine {
             )])),
             ..Default::default()
         };
-        self.docker
+        self.docker()?
             .create_network(request)
             .await
             .map(|_| ())
@@ -137,7 +142,7 @@ impl Engine {
     }
 
     pub async fn remove(&self, id: &str) -> Result<(), String> {
-        self.docker
+        self.docker()?
             .remove_network(id)
             .await
             .map_err(|e| format!("Docker API: removing network {id}: {e}"))

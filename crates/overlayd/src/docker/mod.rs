@@ -38,8 +38,7 @@ pub struct Settings {
 
 /// Binds the socket (a taken or unwritable path is a configuration error), then serves.
 pub async fn run(settings: Settings) -> Result<(), Error> {
-    let engine =
-        engine::Engine::connect(&settings.docker_socket, &settings.name).map_err(Error::Config)?;
+    let engine = engine::Engine::new(&settings.docker_socket, &settings.name);
     let driver = Arc::new(Driver::new(settings.driver, engine).map_err(Error::Config)?);
     std::fs::create_dir_all(&settings.plugin_dir)
         .map_err(|e| Error::Config(format!("creating {}: {e}", settings.plugin_dir.display())))?;
