@@ -96,7 +96,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 node: args.node.clone(),
                 vtep,
                 etcd: config.clone(),
-                data_dir: etcd_ipam::config::DEFAULT_DATA_DIR.into(),
+                // In /run: a hint that may go with a reboot, and per simulated host in the lab
+                // (each has its own /run), never a file left on the machine by a test.
+                data_dir: crate::docker::driver::DATA_DIR.into(),
             },
         })),
         None => tokio::spawn(futures::future::pending()),

@@ -42,6 +42,8 @@ use super::protocol::*;
 /// (eth0, eth1... in the order of the container's networks), and one container has one endpoint
 /// per network, so the endpoint id alone tells attachments apart.
 pub const IFNAME: &str = "eth0";
+/// Where the driver caches etcd-ipam's allocation cursor (only a hint: losing it costs a round trip).
+pub const DATA_DIR: &str = "/run/cni-overlay/docker-ipam";
 /// Prefix of the placeholder attachment an address is held under between `RequestAddress` and
 /// `Join` (the endpoint id is not known yet).
 const PENDING: &str = "docker-pending-";
