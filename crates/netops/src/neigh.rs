@@ -268,28 +268,6 @@ impl Netlink {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_raw_destinations_by_length() {
-        let v4 = NeighbourAddress::Other(vec![192, 0, 2, 7]);
-        assert_eq!(decode_address(&v4), Some("192.0.2.7".parse().unwrap()));
-        let mut b = [0u8; 16];
-        b[0] = 0xfd;
-        b[15] = 1;
-        assert_eq!(
-            decode_address(&NeighbourAddress::Other(b.to_vec())),
-            Some("fd00::1".parse().unwrap())
-        );
-        assert_eq!(
-            decode_address(&NeighbourAddress::Other(vec![1, 2, 3])),
-            None
-        );
-    }
-}
-
 /// The kernel's notifications of bridge FDB entries added or replaced in the current namespace
 /// (RTMGRP_NEIGH), for whoever must see an entry arrive without polling the table (a benchmark).
 pub struct FdbEvents {
@@ -323,5 +301,27 @@ impl FdbEvents {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_raw_destinations_by_length() {
+        let v4 = NeighbourAddress::Other(vec![192, 0, 2, 7]);
+        assert_eq!(decode_address(&v4), Some("192.0.2.7".parse().unwrap()));
+        let mut b = [0u8; 16];
+        b[0] = 0xfd;
+        b[15] = 1;
+        assert_eq!(
+            decode_address(&NeighbourAddress::Other(b.to_vec())),
+            Some("fd00::1".parse().unwrap())
+        );
+        assert_eq!(
+            decode_address(&NeighbourAddress::Other(vec![1, 2, 3])),
+            None
+        );
     }
 }
