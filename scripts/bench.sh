@@ -10,7 +10,9 @@
 #                              the ranges to the network's record: latency (p50, p99 over ROUNDS, default 50)
 #                              and etcd connections per call (strace). With BASELINE_BIN=DIR (the binaries of
 #                              an older build) that build is measured in the same run, alternating, and the
-#                              ratio printed.
+#                              ratio printed. Then the whole chain through cnitool (vxlan-overlay + etcd-ipam,
+#                              gwbridge-egress, portmap) against Debian's bridge + host-local + portmap, with a
+#                              port mapping, alternating: ratios, and a breakdown per plugin (strace -f).
 #   scripts/bench.sh dns       on a lab of two simulated hosts: dnsperf from a container against overlayd's
 #                              DNS, names of containers and names forwarded upstream; ADD to resolve.
 #   scripts/bench.sh scale     overlayd against an etcd of 100,000 endpoint records of 5,000 hosts (one local network):
@@ -497,7 +499,7 @@ def pct(v, q):
 stats = {}
 for label, op, *rest in rows:
     if op == 'connections':
-        print(f"chain      {label:<9} etcd connections per ADD {rest[0]}, per DEL {rest[1]} (both processes)")
+        print(f"chain      {label:<9} etcd connections per ADD {rest[0]}, per DEL {rest[1]} (the plugin and any IPAM process it starts)")
         continue
     stats.setdefault((label, op), []).append(int(rest[0]))
 for (label, op), v in sorted(stats.items()):
@@ -507,6 +509,127 @@ for op in ('add', 'del'):
         r = pct(stats[('ours', op)], .5) / pct(stats[('baseline', op)], .5)
         print(f"chain      {op.upper()} p50 ratio ours / baseline {r:.2f}")
 PY
+  lab down
+  LAB_DIR=""
+  bench_whole_chain
+}
+
+# scripts/bench.sh chain, second part: the whole chain as a runtime runs it, through the cnitool the
+# conformance suite builds (Debian's libcni), against Debian's reference chain in the same run:
+#   ours: vxlan-overlay + etcd-ipam, gwbridge-egress (its default host-local), Debian's portmap, the
+#         conflist overlayd writes (VNI and ranges in it) with portmap appended to it;
+#   ref:  bridge (isGateway, ipMasq, hairpinMode) + host-local, portmap: podman's and the CNI docs'
+#         usual chain.
+# Both with one port mapping (portmap publishes it: gwbridge-egress's own publishing is given none).
+# Each chain keeps one container of its own (its bridge exists); ROUNDS rounds of ADD then DEL each,
+# alternating which chain goes first. Then TRACE_ROUNDS calls of each traced with strace -f for the
+# breakdown per plugin (scripts/lib/chain-trace.py). BASELINE_BIN=DIR: our chain with those
+# binaries too, in the same rounds.
+bench_whole_chain() {
+  local tmp=$BENCH_TMP/whole rounds=${ROUNDS:-50} traces=${TRACE_ROUNDS:-5}
+  mkdir -p "$tmp"
+  export LAB_DIR=$tmp/lab
+  lab up --prefix "bw$$" --hosts 1 >/dev/null
+  "$ROOT/conformance/build-cnitool.sh" "$tmp/bin" >"$tmp/cnitool-build.log" 2>&1 ||
+    die "cnitool build failed: $(tail -3 "$tmp/cnitool-build.log")"
+  local etcd port
+  etcd=$(lab etcd-endpoints)
+  port=${etcd##*:}
+  lab run 1 -- "$RELEASE/overlayctl" --etcd "$etcd" network create chain --subnet 10.60.0.0/16 --vni 4242 >/dev/null
+  local chains=("ours=$RELEASE") c label bin
+  [ -n "${BASELINE_BIN:-}" ] && chains+=("baseline=$BASELINE_BIN")
+  chains+=("ref=/usr/lib/cni")
+  for c in "${chains[@]}"; do
+    label=${c%%=*} bin=${c#*=}
+    mkdir -p "$tmp/conf-$label"
+    if [ "$label" = ref ]; then
+      jq -n --arg d "$tmp/host-local" '{cniVersion: "1.0.0", name: "ref", plugins: [
+        {type: "bridge", bridge: "refbr0", isGateway: true, ipMasq: true, hairpinMode: true,
+         ipam: {type: "host-local", ranges: [[{subnet: "10.88.0.0/16"}]], routes: [{dst: "0.0.0.0/0"}], dataDir: $d}},
+        {type: "portmap", capabilities: {portMappings: true}, snat: true}]}' >"$tmp/conf-$label/ref.conflist"
+    else
+      for p in vxlan-overlay etcd-ipam gwbridge-egress; do [ -x "$bin/$p" ] || die "$bin/$p is missing"; done
+      # As overlayd renders it (crates/overlayd/src/conflists.rs), portmap appended.
+      jq -n --arg e "$etcd" '{cniVersion: "1.0.0", name: "chain", plugins: [
+        {type: "vxlan-overlay", vni: 4242, node: "node1", hostAccess: false, capabilities: {aliases: true},
+         etcd: {endpoints: [$e], prefix: "/cni-overlay"},
+         ipam: {type: "etcd-ipam", ranges: [[{subnet: "10.60.0.0/16", gateway: "10.60.0.1"}]]}},
+        {type: "gwbridge-egress"},
+        {type: "portmap", capabilities: {portMappings: true}, snat: true}]}' >"$tmp/conf-$label/chain.conflist"
+    fi
+  done
+  # call LABEL BIN VERB CONTAINER PORT [strace ARGS...]: one cnitool call on node1; prints its wall
+  # time in microseconds.
+  cat >"$tmp/call.sh" <<'SH'
+label=$1 bin=$2 verb=$3 container=$4 port=$5
+shift 5
+net=chain; [ "$label" = ref ] && net=ref
+start=$(date +%s%N)
+NETCONFPATH=$TMP/conf-$label CNI_PATH=$bin:/usr/lib/cni CNI_CACHE_DIR=$TMP/cache \
+  CAP_ARGS="{\"portMappings\":[{\"hostPort\":$port,\"containerPort\":80,\"protocol\":\"tcp\"}]}" \
+  "$@" "$TMP/bin/cnitool" "$verb" "$net" "/run/netns/$container" >/dev/null 2>>"$TMP/cnitool.log" || exit 1
+echo $(( ($(date +%s%N) - start) / 1000 ))
+SH
+  call() { lab run 1 -- env TMP="$tmp" bash "$tmp/call.sh" "$@"; }
+  local i us ns order anchor=19990
+  for c in "${chains[@]}"; do
+    label=${c%%=*} bin=${c#*=} anchor=$((anchor + 1))
+    ns=$(basename "$(lab container "w$label-anchor")")
+    call "$label" "$bin" add "$ns" "$anchor" >/dev/null || die "$label: ADD of its anchor failed: $(tail -3 "$tmp/cnitool.log")"
+  done
+  say "chain: the whole chain through cnitool (ours: vxlan-overlay + etcd-ipam, gwbridge-egress, portmap; ref: bridge + host-local, portmap), $rounds rounds"
+  for i in $(seq 1 "$rounds"); do
+    order=("${chains[@]}")
+    if [ $((i % 2)) = 0 ]; then mapfile -t order < <(printf '%s\n' "${chains[@]}" | tac); fi
+    for c in "${order[@]}"; do
+      label=${c%%=*} bin=${c#*=}
+      ns=$(basename "$(lab container "w$label$i")")
+      us=$(call "$label" "$bin" add "$ns" $((20000 + i))) || die "$label ADD $i failed: $(tail -3 "$tmp/cnitool.log")"
+      echo "$label add $us" >>"$tmp/samples"
+      us=$(call "$label" "$bin" del "$ns" $((20000 + i))) || die "$label DEL $i failed: $(tail -3 "$tmp/cnitool.log")"
+      echo "$label del $us" >>"$tmp/samples"
+    done
+  done
+  python3 - "$tmp/samples" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1])]
+def pct(v, q):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(round(q * len(v) + 0.5)) - 1)] / 1000
+stats = {}
+for label, op, us in rows:
+    stats.setdefault((label, op), []).append(int(us))
+for (label, op), v in sorted(stats.items()):
+    print(f"chain      whole {label:<9} {op.upper():<3} p50 {pct(v, .5):6.1f} ms  p99 {pct(v, .99):6.1f} ms  ({len(v)} calls)")
+for op in ('add', 'del'):
+    r = pct(stats[('ours', op)], .5) / pct(stats[('ref', op)], .5)
+    print(f"chain      whole {op.upper()} p50 ratio ours / ref {r:.2f} (target <= 1.0)")
+    if ('baseline', op) in stats:
+        r = pct(stats[('baseline', op)], .5) / pct(stats[('ref', op)], .5)
+        print(f"chain      whole {op.upper()} p50 ratio baseline / ref {r:.2f}")
+        r = pct(stats[('ours', op)], .5) / pct(stats[('baseline', op)], .5)
+        print(f"chain      whole {op.upper()} p50 ratio ours / baseline {r:.2f}")
+PY
+  say "chain: per plugin (strace -f; wall times are the median of $traces traced calls, slower than untraced)"
+  local t verb
+  for c in "${chains[@]}"; do
+    label=${c%%=*} bin=${c#*=}
+    for t in $(seq 1 "$traces") net; do
+      ns=$(basename "$(lab container "w$label-t$t")")
+      for verb in add del; do
+        if [ "$t" = net ]; then
+          call "$label" "$bin" "$verb" "$ns" 21000 strace -f -qq -ttt -xx -s 65536 -e signal=none \
+            -e trace=process,connect,write,writev,sendto,sendmsg -o "$tmp/$label-$verb-net.strace" >/dev/null
+        else
+          call "$label" "$bin" "$verb" "$ns" $((21000 + t)) strace -f -qq --seccomp-bpf -ttt -v -s 4096 -e signal=none \
+            -e trace=process,setns,nanosleep,clock_nanosleep -o "$tmp/$label-$verb-$t.strace" >/dev/null
+        fi || die "$label traced $verb failed: $(tail -3 "$tmp/cnitool.log")"
+      done
+    done
+    for verb in add del; do
+      python3 "$ROOT/scripts/lib/chain-trace.py" "$label" "${verb^^}" "$port" "$tmp/$label-$verb"-[0-9]*.strace -- "$tmp/$label-$verb-net.strace"
+    done
+  done
   lab down
   LAB_DIR=""
 }

@@ -7,6 +7,7 @@
 //! back as typed data.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
@@ -197,19 +198,49 @@ pub(crate) fn deletion(
     Some((batch, gone.len()))
 }
 
-/// The rules of `table inet <table>`, in chain order; None when the table does not exist. Tables
-/// are listed first so that a missing table is told apart from a failing `nft` without reading
-/// its error text.
+/// The rules of `table inet <table>`, in chain order; None when the table does not exist. One
+/// `nft` run: the `inet` family's ruleset (ours and whatever other inet tables the host has),
+/// so that a missing table is told apart from a failing `nft` without reading its error text
+/// and without a second run (`list tables`, then `list table`). Every run of `nft` costs a
+/// process and a netlink dump; a plugin call counts them.
 pub(crate) fn read_table(nft: &Path, table: &str) -> Result<Option<Vec<Rule<'static>>>> {
-    let tables = helper::get_current_ruleset_with_args(Some(nft), &["list", "tables"])
-        .map_err(|e| Error::nft("list tables", e))?;
-    if !has_table(&tables, table) {
-        return Ok(None);
+    Ok(read_table_and_chains(nft, table)?.map(|(rules, _)| rules))
+}
+
+/// [`read_table`], with the names of the table's chains.
+pub(crate) fn read_table_and_chains(
+    nft: &Path,
+    table: &str,
+) -> Result<Option<(Vec<Rule<'static>>, BTreeSet<String>)>> {
+    let listing = helper::get_current_ruleset_with_args(Some(nft), &["list", "ruleset", "inet"])
+        .map_err(|e| Error::nft("list ruleset inet", e))?;
+    Ok(table_in(listing, table))
+}
+
+/// The rules and chain names of `table inet <table>` in a listing of the inet family; None when
+/// it has no such table.
+fn table_in(
+    listing: Nftables<'static>,
+    table: &str,
+) -> Option<(Vec<Rule<'static>>, BTreeSet<String>)> {
+    if !has_table(&listing, table) {
+        return None;
     }
-    let listing =
-        helper::get_current_ruleset_with_args(Some(nft), &["list", "table", "inet", table])
-            .map_err(|e| Error::nft(&format!("list table inet {table}"), e))?;
-    Ok(Some(rules_of(listing)))
+    let chains = listing
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            NfObject::ListObject(NfListObject::Chain(c))
+                if c.family == NfFamily::INet && c.table == table =>
+            {
+                Some(c.name.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    let mut rules = rules_of(listing);
+    rules.retain(|r| r.family == NfFamily::INet && r.table == table);
+    Some((rules, chains))
 }
 
 /// Whether a listing holds `table inet <table>` (a table of another family does not count).
@@ -455,6 +486,38 @@ pub(crate) mod tests {
         assert!(!has_table(&tables("ip", "cni_gwbridge"), "cni_gwbridge"));
         assert!(!has_table(&tables("inet", "cni_gwbridge2"), "cni_gwbridge"));
         assert!(!has_table(&tables("inet", "cni_overlay"), "cni_gwbridge"));
+    }
+
+    #[test]
+    fn a_ruleset_listing_yields_only_our_tables_rules() {
+        let mut objects: Vec<Value> = serde_json::from_str::<Value>(GWBRIDGE_LISTING).unwrap()
+            ["nftables"]
+            .as_array()
+            .unwrap()
+            .clone();
+        // Another inet table of the host, listed after ours.
+        objects.push(json!({"table": {"family": "inet", "name": "firewalld", "handle": 9}}));
+        objects.push(
+            json!({"rule": {"family": "inet", "table": "firewalld", "chain": "c",
+            "handle": 3, "expr": [{"accept": null}], "comment": "demo:abc123/eth1"}}),
+        );
+        let listing: Nftables<'static> =
+            serde_json::from_value(json!({"nftables": objects})).unwrap();
+        let (rules, chains) = table_in(listing.clone(), "cni_gwbridge").unwrap();
+        assert_eq!(rules.len(), 14);
+        assert!(rules.iter().all(|r| r.table == "cni_gwbridge"));
+        assert_eq!(
+            chains.iter().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "attachments",
+                "forward",
+                "output",
+                "postrouting",
+                "prerouting",
+                "published"
+            ]
+        );
+        assert!(table_in(listing, "cni_overlay").is_none());
     }
 
     #[test]

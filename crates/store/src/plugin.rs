@@ -31,13 +31,20 @@ where
 {
     let mut store = Store::new(conf.settings().etcd.clone())?;
     cni::skel::block_on(async move {
-        let record = match conf.needs_record() {
-            true => store.network(conf.network()).await?,
-            false => None,
-        };
-        let cfg = conf.complete(record.as_ref())?;
+        let cfg = complete(conf, &mut store).await?;
         work(cfg, store).await
     })?
+}
+
+/// The configuration completed on `store`: the network's record read when the configuration
+/// leaves something to it. For a plugin that runs another's work on its own store (vxlan-overlay
+/// and etcd-ipam, see etcd_ipam::add_on).
+pub async fn complete<C: PluginConf>(conf: C, store: &mut Store) -> Result<C::Complete, CniError> {
+    let record = match conf.needs_record() {
+        true => store.network(conf.network()).await?,
+        false => None,
+    };
+    conf.complete(record.as_ref())
 }
 
 /// STATUS's verdict on a call that failed: ready when no etcd endpoint answered within

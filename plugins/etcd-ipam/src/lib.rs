@@ -29,15 +29,7 @@ where
 impl Plugin for EtcdIpam {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         run(req, |cfg, mut store| async move {
-            let name = req.env.args.container_name()?;
-            let requested = requested_ips(req)?;
-            let attachment = Attachment {
-                container_id: &req.env.container_id,
-                ifname: &req.env.ifname,
-                name: name.as_deref(),
-            };
-            let allocation = allocator::add(&mut store, &cfg, &attachment, &requested).await?;
-            Ok(allocator::to_result(&allocation, &cfg))
+            add(req, &cfg, &mut store).await
         })
     }
 
@@ -46,15 +38,7 @@ impl Plugin for EtcdIpam {
     /// while the allocation stays.
     fn del(&self, req: &Request) -> Result<(), CniError> {
         run(req, |cfg, mut store| async move {
-            allocator::release(
-                &mut store,
-                &cfg.network,
-                &cfg.node,
-                &req.env.container_id,
-                &req.env.ifname,
-            )
-            .await?;
-            Ok(())
+            del(req, &cfg, &mut store).await
         })
     }
 
@@ -152,6 +136,45 @@ impl Plugin for EtcdIpam {
         }
         Ok(())
     }
+}
+
+/// ADD as the binary makes it, for `req` (the configuration and environment the binary would be
+/// given), on a store its caller holds: vxlan-overlay runs etcd-ipam in its own process, on its
+/// own etcd connection (the configuration names one etcd for both: see
+/// store::PluginSettings::from_netconf), instead of starting this binary for every container.
+pub async fn add_on(req: &Request, store: &mut Store) -> Result<CniResult, CniError> {
+    let cfg = store::plugin::complete(Conf::parse(&req.conf)?, store).await?;
+    add(req, &cfg, store).await
+}
+
+/// DEL as the binary makes it, on a store its caller holds (see [`add_on`]).
+pub async fn del_on(req: &Request, store: &mut Store) -> Result<(), CniError> {
+    let cfg = store::plugin::complete(Conf::parse(&req.conf)?, store).await?;
+    del(req, &cfg, store).await
+}
+
+async fn add(req: &Request, cfg: &IpamConfig, store: &mut Store) -> Result<CniResult, CniError> {
+    let name = req.env.args.container_name()?;
+    let requested = requested_ips(req)?;
+    let attachment = Attachment {
+        container_id: &req.env.container_id,
+        ifname: &req.env.ifname,
+        name: name.as_deref(),
+    };
+    let allocation = allocator::add(store, cfg, &attachment, &requested).await?;
+    Ok(allocator::to_result(&allocation, cfg))
+}
+
+async fn del(req: &Request, cfg: &IpamConfig, store: &mut Store) -> Result<(), CniError> {
+    allocator::release(
+        store,
+        &cfg.network,
+        &cfg.node,
+        &req.env.container_id,
+        &req.env.ifname,
+    )
+    .await?;
+    Ok(())
 }
 
 /// runtimeConfig.ips, args.cni.ips and CNI_ARGS IP=, in that order of precedence.

@@ -309,7 +309,7 @@ async fn add(req: &Request, cfg: &Config) -> Result<CniResult, CniError> {
     let requested = requested_mappings(req)?;
     let container_ns = Netns::open(&req.env.netns)?;
     let tag = tag(req, cfg);
-    let fw = Firewall::new();
+    let fw = Firewall::under_lock();
     let lock = host_lock()?;
     // Refuse a taken port before anything changes (add_container checks again, under this lock,
     // with the targets known). The container's other networks may publish the same mappings on
@@ -346,7 +346,7 @@ async fn add(req: &Request, cfg: &Config) -> Result<CniResult, CniError> {
         cfg,
         prev,
         &allocation,
-        &container_ns,
+        (&container_ns, &host, &inside),
         &tag,
         &fw,
         &requested,
@@ -391,7 +391,9 @@ async fn attach(
     cfg: &Config,
     prev: &CniResult,
     allocation: &CniResult,
-    container_ns: &Netns,
+    // The container's namespace, and netlink in the host's and in it (opened once per call:
+    // each is a socket, the container's one made on a thread of its own).
+    (container_ns, host, inside): (&Netns, &Netlink, &Netlink),
     tag: &str,
     fw: &Firewall,
     requested: &[(Protocol, &cni::PortMapping)],
@@ -401,10 +403,9 @@ async fn attach(
     let addresses: Vec<IpAddr> = allocation.ips.iter().map(|ip| ip.address.ip()).collect();
     let mappings = mappings_for(requested, &addresses)?;
 
-    let host = Netlink::current().await?;
     let mtu = match cfg.mtu {
         Some(mtu) => mtu,
-        None => default_mtu(&host).await?,
+        None => default_mtu(host).await?,
     };
     // A MAC of its own from birth: the containers' ARP entries for the gateway stay right as
     // ports come and go (the kernel would otherwise give the bridge its lowest port's MAC).
@@ -432,7 +433,6 @@ async fn attach(
     host.set_port_isolated(host_veth.index, isolate_ports(cfg, &gateways))
         .await?;
 
-    let inside = Netlink::in_netns(container_ns).await?;
     for ip in &allocation.ips {
         inside.add_address(container_veth.index, ip.address).await?;
     }
@@ -682,7 +682,7 @@ async fn remove_bridge_if_unused(cfg: &Config, fw: &Firewall) -> Result<bool, Cn
 
 async fn del(req: &Request, cfg: &Config) -> Result<(), CniError> {
     let tag = tag(req, cfg);
-    let fw = Firewall::new();
+    let fw = Firewall::under_lock();
     let lock = host_lock()?;
     let host = Netlink::current().await?;
     fw.remove_tagged(&tag)?;
@@ -833,7 +833,7 @@ async fn gc(req: &Request, cfg: &Config) -> Result<(), CniError> {
         .iter()
         .map(|a| firewall::tag(network, &a.container_id, &cfg.ifname))
         .collect();
-    let fw = Firewall::new();
+    let fw = Firewall::under_lock();
     let lock = host_lock()?;
     let host = Netlink::current().await?;
     let ipam = ipam(req, cfg);

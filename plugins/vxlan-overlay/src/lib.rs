@@ -3,6 +3,7 @@
 //! ones); an endpoint record in etcd so that the other hosts (their overlayd) can reach it.
 
 pub mod config;
+pub mod ipam;
 pub mod network;
 pub mod peers;
 
@@ -43,7 +44,7 @@ impl Plugin for VxlanOverlay {
     fn del(&self, req: &Request) -> Result<(), CniError> {
         run(req, |cfg, mut store| async move {
             del(&cfg, req, &mut store).await?;
-            cni::invoke::run(&cfg.ipam_type, Command::Del, &req.env.path, &req.conf.bytes)
+            ipam::del(&cfg, req, &mut store).await
         })
     }
 
@@ -127,7 +128,7 @@ async fn add(
     req.env.args.container_name()?;
     let underlay = Underlay::resolve(&host, cfg).await?;
     network::existing_bridge(&host, cfg).await?;
-    let ipam = cni::invoke::add(&cfg.ipam_type, &req.env.path, &req.conf.bytes)?;
+    let ipam = ipam::add(cfg, req, store).await?;
     match attach(cfg, req, container, &host, &inside, &underlay, ipam, store).await {
         Ok(result) => Ok(result),
         Err(e) => {
@@ -135,9 +136,7 @@ async fn add(
             if let Err(undo) = del(cfg, req, store).await {
                 log::warn!("undoing a failed ADD: {undo}");
             }
-            if let Err(undo) =
-                cni::invoke::run(&cfg.ipam_type, Command::Del, &req.env.path, &req.conf.bytes)
-            {
+            if let Err(undo) = ipam::del(cfg, req, store).await {
                 log::warn!("releasing the allocation of a failed ADD: {undo}");
             }
             Err(e)
@@ -192,16 +191,19 @@ async fn attach(
     };
     // The network's devices and gateway sandbox before the record: overlayd starts serving the
     // network's names when this host's first record of it arrives, and must find the sandbox then.
-    {
+    let made = {
         let _lock = network::lock(cfg)?;
-        network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?;
-    }
+        network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?
+    };
     let endpoints = peers::publish_and_list(store, cfg, &record).await?;
 
     let (devices, host_end, peer) = {
         let _lock = network::lock(cfg)?;
-        // Again: a DEL of the network's last other container may have removed them meanwhile.
-        let devices = network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?;
+        // Again if a DEL of the network's last other container removed them meanwhile.
+        let devices = match network::unchanged(host, cfg, &made).await? {
+            Some(devices) => devices,
+            None => network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?,
+        };
         let (host_end, peer) = host
             .create_veth(
                 &host_name,

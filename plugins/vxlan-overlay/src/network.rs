@@ -192,6 +192,32 @@ pub async fn ensure(
     Ok(Devices { bridge, vxlan })
 }
 
+/// The devices `ensure` returned, read again, when nothing of the network was removed since: the
+/// bridge of the same index and the VXLAN device of the same index on it. Removal
+/// ([`remove_if_unused`], under the network's lock) deletes the VXLAN device first and the sandbox
+/// after the bridge, and a bridge made anew gets another index; so with both in place the
+/// sandbox and its addresses are too, and `ensure` need not run again. None: run it again.
+pub async fn unchanged(
+    nl: &Netlink,
+    cfg: &OverlayConfig,
+    devices: &Devices,
+) -> Result<Option<Devices>, CniError> {
+    let bridge = nl.link(&cfg.bridge_name()).await?;
+    let vxlan = nl.link(&cfg.vxlan_name()).await?;
+    Ok(match (bridge, vxlan) {
+        (Some(bridge), Some(vxlan))
+            if bridge.index == devices.bridge.index
+                && vxlan.index == devices.vxlan.index
+                && vxlan.master == Some(bridge.index)
+                && bridge.up
+                && vxlan.up =>
+        {
+            Some(Devices { bridge, vxlan })
+        }
+        _ => None,
+    })
+}
+
 /// The gateway sandbox: a namespace holding the gateway address, on the bridge through a veth.
 async fn ensure_sandbox(
     nl: &Netlink,

@@ -868,11 +868,11 @@ fn a_plugin_call_makes_one_etcd_connection_also_when_its_config_is_the_networks_
     assert_eq!(result["interfaces"][0]["name"], json!(br(888)));
     assert_eq!(
         connections.load(Ordering::SeqCst),
-        2,
-        "one ADD: one etcd connection for vxlan-overlay and one for etcd-ipam"
+        1,
+        "one ADD: one etcd connection, etcd-ipam's work (in vxlan-overlay's process) included"
     );
     run("DEL", "").ok();
-    assert_eq!(connections.load(Ordering::SeqCst), 4, "one DEL: two more");
+    assert_eq!(connections.load(Ordering::SeqCst), 2, "one DEL: one more");
     assert!(!links(&ns).contains(&br(888)));
     assert!(etcd_keys(&lab, "/cni-overlay/ipam/rec/owners/").is_empty());
 }

@@ -1,0 +1,42 @@
+//! The IPAM delegate of ADD and DEL. etcd-ipam, this project's IPAM, runs in this process on this
+//! call's etcd connection (its library, the same code as its binary, given the same configuration
+//! and environment): no second process and no second connection for every container, which was
+//! the largest part of vxlan-overlay's own cost in `scripts/bench.sh chain`. Any other IPAM
+//! plugin is run from CNI_PATH as the spec describes. (CHECK, GC and STATUS, which no container
+//! waits for, always run the delegate's binary.)
+
+use cni::{CniError, CniResult, Command, Request};
+use store::Store;
+
+use crate::config::OverlayConfig;
+
+/// The IPAM type that runs in this process.
+pub const IN_PROCESS: &str = "etcd-ipam";
+
+/// ADD; when it fails, DEL before the error is returned (the spec's delegation rule, as
+/// [`cni::invoke::add`] does for a delegate's binary).
+pub async fn add(
+    cfg: &OverlayConfig,
+    req: &Request,
+    store: &mut Store,
+) -> Result<CniResult, CniError> {
+    if cfg.ipam_type != IN_PROCESS {
+        return cni::invoke::add(&cfg.ipam_type, &req.env.path, &req.conf.bytes);
+    }
+    match etcd_ipam::add_on(req, store).await {
+        Ok(result) => Ok(result),
+        Err(e) => {
+            if let Err(undo) = etcd_ipam::del_on(req, store).await {
+                log::warn!("IPAM DEL after a failed IPAM ADD: {undo}");
+            }
+            Err(e)
+        }
+    }
+}
+
+pub async fn del(cfg: &OverlayConfig, req: &Request, store: &mut Store) -> Result<(), CniError> {
+    if cfg.ipam_type != IN_PROCESS {
+        return cni::invoke::run(&cfg.ipam_type, Command::Del, &req.env.path, &req.conf.bytes);
+    }
+    etcd_ipam::del_on(req, store).await
+}
