@@ -423,9 +423,11 @@ while i < len(text):
         break
     obj, i = dec.raw_decode(text, i)
     events += obj.get('Events') or []
+key = lambda e: base64.b64decode(e['kv']['key']).decode()
+# The container's keys only (a lease expiring meanwhile, say the last overlayd's seat, is not its cost).
+events = [e for e in events if key(e).split('/')[2] in ('endpoints', 'ipam')]
 add = [e for e in events if e['kv']['mod_revision'] <= rev1]
 dele = [e for e in events if e['kv']['mod_revision'] > rev1]
-key = lambda e: base64.b64decode(e['kv']['key']).decode()
 size = lambda e: len(base64.b64decode(e['kv']['key'])) + len(base64.b64decode(e['kv'].get('value', '')))
 ep = [e for e in add if '/endpoints/' in key(e)]
 def kind(e):
