@@ -13,6 +13,9 @@
 #                              ratio printed. Then the whole chain through cnitool (vxlan-overlay + etcd-ipam,
 #                              gwbridge-egress, portmap) against Debian's bridge + host-local + portmap, with a
 #                              port mapping, alternating: ratios, and a breakdown per plugin (strace -f).
+#   scripts/bench.sh docker    Docker 20.10's own overlay (--cluster-store on etcd) against Docker with
+#                              overlayd's driver on the same two dockerds: throughput, docker run, reachable
+#                              and resolvable from the other host (scripts/lib/bench-docker.sh)
 #   scripts/bench.sh dns       on a lab of two simulated hosts: dnsperf from a container against overlayd's
 #                              DNS, names of containers and names forwarded upstream; ADD to resolve.
 #   scripts/bench.sh scale     overlayd against an etcd of 100,000 endpoint records of 5,000 hosts (one local network):
@@ -26,9 +29,13 @@ source "$(dirname "$0")/lib/common.sh"
 
 # Everything a benchmark made is removed on exit, whatever happens (RETURN traps would see the
 # function's locals gone). Each benchmark runs on a lab of its own (LAB_DIR), etcd included.
-BENCH_TMP=$(mktemp -d)
+BENCH_TMP=$(mktemp -d /tmp/bench.XXXXXX)
 LAB_DIR=""
+DOCKER_BENCH_DIRS=()
+source "$ROOT/scripts/lib/bench-docker.sh"
 cleanup() {
+  local d
+  for d in "${DOCKER_BENCH_DIRS[@]}"; do docker_host_stop "$d" >/dev/null 2>&1; done
   if [ -n "$LAB_DIR" ]; then lab down; fi
   rm -rf "$BENCH_TMP"
 }
@@ -647,8 +654,9 @@ main() {
     dns) bench_dns ;;
     chain) bench_chain ;;
     scale) bench_scale ;;
+    docker) bench_docker ;;
     all) bench_ipam; bench_overlay; bench_dns; bench_chain ;;
-    *) die "unknown benchmark $what (ipam, overlay, dns, chain, scale, all)" ;;
+    *) die "unknown benchmark $what (ipam, overlay, dns, chain, scale, docker, all)" ;;
   esac
 }
 

@@ -13,7 +13,9 @@
 #      curl from the simulated internet to node2 (192.168.205.11:8080) twice, the count going up by one
 # Exits non-zero if any step fails. Removes everything it created unless --keep.
 #   scripts/demo.sh [--keep]
+#   scripts/demo.sh --docker [--keep]   the same with Docker 20.10 and overlayd's Docker driver (scripts/lib/demo-docker.sh)
 set -euo pipefail
+if [ "${1:-}" = --docker ]; then shift; exec bash "$(dirname "$0")/lib/demo-docker.sh" "$@"; fi
 source "$(dirname "$0")/lib/common.sh"
 
 KEEP=false

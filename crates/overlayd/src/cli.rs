@@ -80,6 +80,23 @@ pub struct Args {
     #[arg(long, env = "OVERLAYD_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR,
           value_parser = parse_metrics_addr)]
     pub metrics_addr: MetricsAddr,
+
+    /// Also serve a Docker network and IPAM driver of this name (`docker network create -d NAME
+    /// --ipam-driver NAME`), and keep the local Docker's networks of it equal to etcd's records.
+    #[arg(long, env = "OVERLAYD_DOCKER_PLUGIN", value_name = "NAME")]
+    pub docker_plugin: Option<String>,
+
+    /// Where Docker looks for plugin sockets: the driver listens on DIR/NAME.sock.
+    #[arg(
+        long,
+        env = "OVERLAYD_DOCKER_PLUGIN_DIR",
+        default_value = "/run/docker/plugins"
+    )]
+    pub docker_plugin_dir: std::path::PathBuf,
+
+    /// The local Docker Engine API (dockerd -H), a unix socket path.
+    #[arg(long, env = "OVERLAYD_DOCKER_HOST", default_value = "/run/docker.sock")]
+    pub docker_host: String,
 }
 
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9393";

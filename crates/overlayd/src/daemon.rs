@@ -86,6 +86,23 @@ pub async fn run(args: Args) -> Result<(), Error> {
     ));
     // Campaigns for the reclaimer's seat (unless --reclaim-after 0) and reclaims while it holds it.
     let mut reclaim = tokio::spawn(reclaim::run(config.clone(), args.reclaim()));
+    // The Docker driver (--docker-plugin), else a task that never ends.
+    let mut docker = match &args.docker_plugin {
+        Some(name) => tokio::spawn(crate::docker::run(crate::docker::Settings {
+            name: name.clone(),
+            plugin_dir: args.docker_plugin_dir.clone(),
+            docker_socket: args.docker_host.clone(),
+            driver: crate::docker::driver::Settings {
+                node: args.node.clone(),
+                vtep,
+                etcd: config.clone(),
+                // In /run: a hint that may go with a reboot, and per simulated host in the lab
+                // (each has its own /run), never a file left on the machine by a test.
+                data_dir: crate::docker::driver::DATA_DIR.into(),
+            },
+        })),
+        None => tokio::spawn(futures::future::pending()),
+    };
     let mut feeder = tokio::spawn(crate::watch::run(Store::new(config.clone())?, cache));
     let (stop, stopped) = watch::channel(false);
     let mut registration = tokio::spawn(registration::run(
@@ -108,7 +125,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
         r = &mut reclaim => Err(ended("reclaim", r)),
         r = &mut registration => Err(ended("registration", r)),
         r = &mut http => Err(ended("metrics endpoint", r)),
+        r = &mut docker => Err(ended("docker plugin", r)),
     };
+    docker.abort();
     peers.abort();
     dns.abort();
     conflists.abort();

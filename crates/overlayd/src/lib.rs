@@ -17,6 +17,9 @@
 //! after a lost watch, and every 30 s as a backstop). Later consumers of the endpoint records (a
 //! DNS server per network, a conflist writer) subscribe to the same cache.
 //!
+//! * [`docker`] (`--docker-plugin`): a Docker network and IPAM driver on the same records, and
+//!   the host's Docker networks kept equal to etcd's.
+//!
 //! [`install`] is `overlayd install-cni`, a command of its own: the plugins and the pod network's
 //! conflist onto a node (the Kubernetes DaemonSet's init step).
 
@@ -24,6 +27,7 @@ pub mod cli;
 pub mod conflists;
 pub mod daemon;
 pub mod dns;
+pub mod docker;
 pub mod endpoints;
 pub mod error;
 pub mod http;

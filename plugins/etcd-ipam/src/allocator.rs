@@ -427,6 +427,28 @@ pub fn to_result(allocation: &Allocation, cfg: &IpamConfig) -> CniResult {
     }
 }
 
+/// Moves this node's cursor back so that its next allocation in `ip`'s range set starts at `ip`:
+/// for an address handed back unused right after it was allocated (overlayd's Docker driver, when
+/// Docker rolls back a start), which would otherwise be passed over until the range wraps.
+pub fn offer_again(cfg: &IpamConfig, ip: IpAddr) {
+    let Some(i) = cfg.pools.iter().position(|p| p.range_of(ip).is_some()) else {
+        return;
+    };
+    let hints = Hints::new(cfg);
+    let mut cursor: Vec<u128> = hints
+        .read(cfg.pools.len())
+        .iter()
+        .zip(&cfg.pools)
+        .map(|(h, p)| {
+            h.map(number)
+                .or_else(|| p.first_usable().map(|n| n.saturating_sub(1)))
+                .unwrap_or(0)
+        })
+        .collect();
+    cursor[i] = number(ip).saturating_sub(1);
+    hints.write(&cfg.pools, &cursor, &vec![None; cfg.pools.len()]);
+}
+
 /// The node's cursor, one line per range set, in `<dataDir>/<network>/<node>`. Only a hint: a
 /// missing or garbled file costs a round trip, nothing else.
 struct Hints {

@@ -1,0 +1,52 @@
+//! Docker sets the host's iptables FORWARD policy to DROP, and with br_netfilter the frames our
+//! bridge (`ovbr<vni>`) switches between containers and the VXLAN device pass that chain too:
+//! without a rule of ours they are dropped (Docker's own overlay keeps its bridge in a namespace
+//! of its own; ours is in the host's, see the README). One ACCEPT for traffic that stays on the
+//! bridge, as Docker's `-i docker0 -o docker0 -j ACCEPT` for its own bridge; added with the
+//! network's devices, removed with them. Docker drives iptables through the `iptables` command,
+//! and so does this, so both land in the same tables whichever backend Debian's alternative picks.
+
+use std::process::Command;
+
+fn rule(bridge: &str) -> [&str; 8] {
+    ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT", "-w"]
+}
+
+fn iptables(action: &str, bridge: &str) -> Result<bool, String> {
+    let out = Command::new("iptables")
+        .arg(action)
+        .args(rule(bridge))
+        .output()
+        .map_err(|e| format!("running iptables: {e}"))?;
+    Ok(out.status.success())
+}
+
+/// Ensures the ACCEPT for `bridge` is in FORWARD (inserted first, before Docker's chains).
+pub fn allow(bridge: &str) -> Result<(), String> {
+    if iptables("-C", bridge)? {
+        return Ok(());
+    }
+    let out = Command::new("iptables")
+        .arg("-I")
+        .args(rule(bridge))
+        .output()
+        .map_err(|e| format!("running iptables: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "iptables -I FORWARD for {bridge}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Removes it (all copies); nothing to remove is no error.
+pub fn revoke(bridge: &str) {
+    while matches!(iptables("-C", bridge), Ok(true)) {
+        if !matches!(iptables("-D", bridge), Ok(true)) {
+            log::warn!("iptables -D FORWARD for {bridge} failed");
+            return;
+        }
+    }
+}

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Docker 20.10 (Debian's docker.io) with overlayd's cni-overlay network and IPAM driver, on two
+# simulated hosts: the seed's walkthrough (issue 18), one "ok - " / "not ok - " line per check.
+# One dockerd per host (scripts/lib/docker-host.sh: its own mount and UTS namespaces, data-root,
+# exec-root, socket; nsenter --net into the host), overlayd --docker-plugin cni-overlay next to it.
+# Unique lab prefix and node names: needs no lock. Removes everything it started.
+# Under CI=true a missing prerequisite (docker.io, busybox-static) is a failure, else a skip.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN="$ROOT/target/${CNI_OVERLAY_PROFILE:-release}"
+source "$ROOT/scripts/lib/busybox-image.sh"
+source "$ROOT/scripts/lib/docker-host.sh"
+
+missing=""
+for c in dockerd /usr/bin/docker busybox iptables; do command -v "$c" >/dev/null || missing+=" $c"; done
+for b in lab overlayd overlayctl; do [ -x "$BIN/$b" ] || missing+=" $BIN/$b"; done
+if [ -n "$missing" ]; then
+  if [ "${CI:-}" = true ]; then echo "not ok - docker: prerequisites missing:$missing"; exit 1; fi
+  echo "# skip docker: prerequisites missing:$missing (apt-get install docker.io; cargo build)"; exit 0
+fi
+
+WORK=$(mktemp -d /tmp/dk.XXXXXX)
+export LAB_DIR="$WORK/lab"
+lab() { "$BIN/lab" "$@"; }
+H1="$WORK/h1" H2="$WORK/h2"
+cleanup() {
+  if [ -n "${DOCKER_TEST_KEEP:-}" ]; then echo "# kept: $WORK (LAB_DIR=$LAB_DIR)"; return; fi
+  docker_host_stop "$H1" >/dev/null 2>&1
+  docker_host_stop "$H2" >/dev/null 2>&1
+  lab down >/dev/null 2>&1
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ok() { echo "ok - docker: $1"; }
+nok() { echo "not ok - docker: $1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/#   /'; return 0; }
+check() { # NAME CMD...: ok when CMD succeeds
+  local name=$1 out
+  shift
+  if out=$("$@" 2>&1); then ok "$name"; else nok "$name" "$out"; fi
+}
+# until_true SECONDS CMD...: polls CMD every 50 ms (no timing assert: the bound is only a give-up)
+until_true() {
+  local end=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do [ $SECONDS -ge $end ] && return 1; sleep 0.05; done
+}
+
+d1() { docker_on "$H1" "$@"; }
+d2() { docker_on "$H2" "$@"; }
+prefix="dk$$"
+node1="${prefix}n1" node2="${prefix}n2"
+lab up --prefix "$prefix" --node-prefix "${prefix}n" --hosts 2 --etcd-members 1 >/dev/null || { nok "lab up"; exit 1; }
+ETCD=$(lab etcd-endpoints)
+ctl() { lab run 1 -- "$BIN/overlayctl" --etcd "$ETCD" "$@"; }
+etcdget() { lab run 1 -- etcdctl --endpoints "$ETCD" get --prefix --keys-only "/cni-overlay/$1"; }
+# absent KEY-PREFIX: etcd answered, and nothing is under it (a failed etcdctl is no "absent").
+absent() { local out; out=$(etcdget "$1") && [ -z "$out" ]; }
+
+started=true
+for h in 1 2; do
+  d="$WORK/h$h"
+  docker_host_start "$(lab ns $h)" "$d" "${prefix}n$h" || started=false
+  $started && docker_host_import "$d" || started=false
+  $started && docker_host_overlayd "$d" "$WORK/overlayd$h.log" "$BIN/overlayd" --etcd "$ETCD" \
+    --node "${prefix}n$h" --metrics-addr off --lease-ttl 2 --reclaim-after 2s >/dev/null || started=false
+done
+if ! $started; then nok "dockerd and overlayd on both hosts" "$(tail -n 8 "$WORK"/h*/dockerd.log "$WORK"/overlayd*.log 2>/dev/null)"; exit 1; fi
+until_true 10 in_docker_host "$H1" test -S /run/docker/plugins/cni-overlay.sock
+until_true 10 in_docker_host "$H2" test -S /run/docker/plugins/cni-overlay.sock
+ok "dockerd 20.10 and overlayd --docker-plugin on two hosts"
+
+# 1. The network, created on host 1, cluster-wide.
+check "network create -d cni-overlay --ipam-driver cni-overlay --subnet 10.0.0.0/24 demo on host 1" \
+  d1 network create -d cni-overlay --ipam-driver cni-overlay --subnet 10.0.0.0/24 demo
+listed_on_2() { d2 network ls --format '{{.Name}} {{.Driver}}' | grep -qx 'demo cni-overlay'; }
+t0=$(date +%s%N)
+if until_true 10 listed_on_2; then
+  ok "demo appears in docker network ls on host 2 (after $((($(date +%s%N) - t0) / 1000000)) ms)"
+else nok "demo appears in docker network ls on host 2"; fi
+check "overlayctl network ls shows demo" eval 'ctl network ls | grep -q "^demo "'
+side_everywhere() {
+  ctl network create --subnet 10.1.0.0/24 side >/dev/null &&
+    until_true 10 d1 network inspect side && until_true 10 d2 network inspect side
+}
+check "a network created with overlayctl appears in Docker on both hosts" side_everywhere
+side_gone() {
+  ctl network rm side >/dev/null && until_true 10 eval '! d1 network inspect side' && until_true 10 eval '! d2 network inspect side'
+}
+check "and goes from both with overlayctl network rm" side_gone
+
+# 2. Addresses and names, cluster-wide.
+ip_of() { docker_on "$1" inspect "$2" --format '{{(index .NetworkSettings.Networks "demo").IPAddress}}'; }
+d1 run -d --name test1 --net demo --dns 10.0.0.1 busybox sleep 3600 >/dev/null
+a1=$(ip_of "$H1" test1 2>&1)
+[ "$a1" = 10.0.0.2 ] && ok "test1 on host 1 gets 10.0.0.2" || nok "test1 on host 1 gets 10.0.0.2" "got: $a1"
+out=$(d2 run -d --name test1 --net demo busybox sleep 3600 2>&1); st=$?
+if [ $st != 0 ] && grep -q 'endpoint with name test1 already exists in network demo' <<<"$out"; then
+  ok "test1 on host 2 is refused: $(grep -o 'endpoint with name.*' <<<"$out")"
+else nok "test1 on host 2 is refused with the seed's message" "exit $st: $out"; fi
+d2 rm -f test1 >/dev/null 2>&1
+d2 run -d --name test2 --net demo --dns 10.0.0.1 busybox sleep 3600 >/dev/null
+a2=$(ip_of "$H2" test2 2>&1)
+[ "$a2" = 10.0.0.3 ] && ok "test2 on host 2 gets 10.0.0.3" || nok "test2 on host 2 gets 10.0.0.3" "got: $a2"
+
+# 3. Across hosts, by address and by name (our DNS at the gateway, through Docker's resolver).
+check "test1 pings test2 by address" d1 exec test1 ping -c1 -W5 10.0.0.3
+check "test1 pings test2 by name" d1 exec test1 ping -c1 -W5 test2
+check "test2 pings test1 by name" d2 exec test2 ping -c1 -W5 test1
+check "test2 resolves test1.demo.overlay" d2 exec test2 nslookup test1.demo.overlay
+
+# 4. Egress and published ports, through docker_gwbridge.
+internet=$(lab addr internet)
+check "test1 reaches the simulated internet ($internet)" d1 exec test1 ping -c1 -W5 "$internet"
+check "test1 is on docker_gwbridge too" eval 'd1 network inspect docker_gwbridge --format "{{json .Containers}}" | grep -q gateway_'
+
+d2 run -d --name web --net demo --dns 10.0.0.1 -p 8080:80 busybox httpd -f -p 80 -h /etc >/dev/null
+published() { lab run internet -- wget -q -T 3 -O - "http://$(lab addr 2):8080/passwd" | grep -q root; }
+check "-p 8080:80 on host 2 answers the internet" until_true 10 published
+check "web on host 2 reaches test1 by name" d2 exec web ping -c1 -W5 test1
+
+# 5. inspect: Docker shows the local containers, overlayctl all of them.
+members() { docker_on "$1" network inspect demo --format '{{range .Containers}}{{.Name}} {{.IPv4Address}};{{end}}'; }
+check "docker network inspect demo on host 1 shows test1 (and web not)" eval '[ "$(members "$H1")" = "test1 10.0.0.2/24;" ]'
+check "docker network inspect demo on host 2 shows test2 and web" eval 'members "$H2" | grep -q "test2 10.0.0.3/24;" && members "$H2" | grep -q "web "'
+check "overlayctl network inspect demo shows test1 and test2 with their hosts" eval 'ctl network inspect demo | grep test1 | grep -q $node1 && ctl network inspect demo | grep test2 | grep -q $node2' 
+
+# 6. Released on rm -f and on disconnect.
+d2 rm -f web >/dev/null
+d2 rm -f test2 >/dev/null
+released2() { absent ipam/demo/names/test2 && absent ipam/demo/ips/4/0a000003 && [ "$(etcdget endpoints/demo/ | grep -c .)" = 1 ]; }
+check "rm -f test2 releases its name, address and endpoint record" released2
+check "test2's name can be taken on host 1 now" eval 'd1 run -d --name test2 --net demo busybox sleep 3600 >/dev/null && d1 rm -f test2 >/dev/null' 
+d2 run -d --name test3 --net demo busybox sleep 3600 >/dev/null
+released3() { d2 network disconnect demo test3 && absent ipam/demo/names/test3 && [ "$(etcdget ipam/demo/owners/ | grep -c .)" = 1 ] && [ "$(etcdget endpoints/demo/ | grep -c .)" = 1 ]; }
+check "network disconnect demo test3 releases its name, address and record" released3
+check "no address is left held by a placeholder" absent ipam/demo/owners/docker-pending 
+
+# 1 again: removal, refused while a container is attached anywhere.
+# Docker removes a network whatever its driver answers (libnetwork honours only its own
+# ForbiddenError): the record stays while a container is attached anywhere, and the network comes back.
+d2 network rm demo >/dev/null 2>&1
+back_on_2() { etcdget networks/demo | grep -q . && d2 network inspect demo >/dev/null; }
+check "network rm demo on host 2 while test1 runs on host 1: demo stays in etcd and comes back on host 2" until_true 10 back_on_2
+check "and overlayd on host 2 says why" eval 'grep -q "network rm demo here: .*test1" "$WORK/overlayd2.log"'
+d1 rm -f test1 >/dev/null
+d2 rm -f test3 >/dev/null
+check "network rm demo on host 2 succeeds once nothing is attached" d2 network rm demo
+check "demo is gone from etcd and from Docker on host 1" eval 'absent networks/demo && until_true 10 eval "! d1 network inspect demo"'
+# 6. A host dies (every process of host 2 killed, nothing cleaned): once its lease has been gone for
+# --reclaim-after (2s here), the elected reclaimer releases what it held, and its names are free.
+d1 network create -d cni-overlay --ipam-driver cni-overlay --subnet 10.2.0.0/24 late >/dev/null
+until_true 10 d2 network inspect late
+d2 run -d --name test4 --net late busybox sleep 3600 >/dev/null
+check "test4 runs on host 2 in network late" eval 'etcdget ipam/late/names/test4 | grep -q .'
+kill_host2() {
+  local mnt p
+  mnt=$(readlink "/proc/$(cat "$H2/holder.pid")/ns/mnt") || return 1
+  for p in /proc/[0-9]*; do
+    [[ $(readlink "$p/ns/mnt" 2>/dev/null) == "$mnt" ]] && kill -KILL "${p#/proc/}" 2>/dev/null
+  done
+  return 0
+}
+kill_host2
+reclaimed() { absent ipam/late/names/test4 && absent ipam/late/owners/ && absent endpoints/late/; }
+check "host 2 killed: its name, address and record in late are reclaimed" until_true 60 reclaimed
+started4() {
+  d1 run -d --name test4 --net late busybox sleep 3600 >/dev/null || { etcdget ipam/late/; tail -n 15 "$WORK/overlayd1.log"; return 1; }
+  [ "$(docker_on "$H1" inspect test4 --format '{{(index .NetworkSettings.Networks "late").IPAddress}}')" = 10.2.0.2 ]
+}
+check "test4 can then be started on host 1, with the address host 2 held" started4
+: '
+  d1 run -d --name test4 --net late busybox sleep 3600 >/dev/null && [ "$(docker_on "$H1" inspect test4 --format "{{(index .NetworkSettings.Networks \"late\").IPAddress}}")" = 10.2.0.2 ]'
+check "overlayd logged no error" eval '! grep -E " ERROR " "$WORK"/overlayd1.log' 
