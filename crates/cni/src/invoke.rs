@@ -1,9 +1,10 @@
 //! Delegation to another plugin (IPAM) found in CNI_PATH: same environment with CNI_COMMAND replaced,
 //! the whole configuration on stdin, its stderr passed through.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
+use std::process::{Child, Command as Process, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::env::Command;
 use crate::error::{codes, CniError};
@@ -70,6 +71,25 @@ pub fn exec_with(
     stdin: &[u8],
     overrides: &[(&str, Option<&str>)],
 ) -> Result<Vec<u8>, CniError> {
+    exec_within(plugin_type, command, cni_path, stdin, overrides, None)
+}
+
+/// How long the DEL after a failed ADD may run before it is stopped. A delegate that failed
+/// because its store was out of reach (etcd down: code 11, after its whole `timeoutMs`) would
+/// spend a second `timeoutMs` on a DEL that cannot succeed either, and the ADD would fail after
+/// twice its budget. Reachable, a DEL takes milliseconds; stopped, it is safe (DEL is
+/// idempotent) and what it did not release, the runtime's own DEL after the failed ADD does.
+pub const DEL_AFTER_FAILED_ADD_WITHIN: Duration = Duration::from_millis(500);
+
+/// [`exec_with`], the delegate stopped (SIGKILL) when it runs longer than `limit`.
+fn exec_within(
+    plugin_type: &str,
+    command: Command,
+    cni_path: &[PathBuf],
+    stdin: &[u8],
+    overrides: &[(&str, Option<&str>)],
+    limit: Option<Duration>,
+) -> Result<Vec<u8>, CniError> {
     let binary = find_plugin(plugin_type, cni_path)?;
     log::debug!("delegating {} to {}", command.as_str(), binary.display());
     let mut process = Process::new(&binary);
@@ -97,10 +117,39 @@ pub fn exec_with(
     let writer = std::thread::spawn(move || {
         let _ = pipe.write_all(&input);
     });
-    let output = child
-        .wait_with_output()
-        .map_err(|e| CniError::new(codes::IO_FAILURE, format!("waiting for {plugin_type}: {e}")))?;
+    let mut pipe = child.stdout.take().expect("stdout is piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = pipe.read_to_end(&mut out);
+        out
+    });
+    let waited = |e: std::io::Error| {
+        CniError::new(codes::IO_FAILURE, format!("waiting for {plugin_type}: {e}"))
+    };
+    let status = match limit {
+        None => child.wait().map_err(waited)?,
+        Some(limit) => match wait_within(&mut child, limit).map_err(waited)? {
+            Some(status) => status,
+            None => {
+                // Its output is not waited for: whatever it started may hold the pipe.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CniError::new(
+                    codes::DELEGATE_FAILED,
+                    format!(
+                        "{plugin_type} {} stopped after {} ms",
+                        command.as_str(),
+                        limit.as_millis()
+                    ),
+                ));
+            }
+        },
+    };
     let _ = writer.join();
+    let output = Output {
+        status,
+        stdout: reader.join().unwrap_or_default(),
+    };
     if output.status.success() {
         return Ok(output.stdout);
     }
@@ -133,8 +182,28 @@ pub fn exec_with(
     })
 }
 
+struct Output {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+}
+
+/// The child's exit status, or None when it still runs after `limit`.
+fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// ADD through the delegate. If it fails, DEL is run on it before the error is returned, as the
-/// spec's delegation procedure asks, so a half-done allocation is not left behind.
+/// spec's delegation procedure asks, so a half-done allocation is not left behind; that DEL gets
+/// [`DEL_AFTER_FAILED_ADD_WITHIN`], so that a failed ADD fails within about its own budget.
 pub fn add(plugin_type: &str, cni_path: &[PathBuf], stdin: &[u8]) -> Result<CniResult, CniError> {
     add_with(plugin_type, cni_path, stdin, &[])
 }
@@ -152,7 +221,15 @@ pub fn add_with(
         Err(e) => {
             // A configuration or environment refused allocated nothing.
             if e.code != codes::INVALID_CONFIG && e.code != codes::INVALID_ENVIRONMENT {
-                if let Err(del) = exec_with(plugin_type, Command::Del, cni_path, stdin, overrides) {
+                let del = exec_within(
+                    plugin_type,
+                    Command::Del,
+                    cni_path,
+                    stdin,
+                    overrides,
+                    Some(DEL_AFTER_FAILED_ADD_WITHIN),
+                );
+                if let Err(del) = del {
                     log::warn!("DEL after failed ADD of {plugin_type}: {del}");
                 }
             }
@@ -246,6 +323,32 @@ echo '{{"cniVersion":"1.0.0","code":100,"msg":"endpoint with name a already exis
         assert_eq!(e.code, 100);
         assert_eq!(e.msg, "endpoint with name a already exists in network n");
         assert!(marker.exists(), "DEL was not run after the failed ADD");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A delegate whose store is out of reach fails its ADD after its whole budget; the DEL
+    /// after it must not take a second one (faults.sh: etcd down, ADD within timeoutMs + 1 s).
+    #[test]
+    fn a_del_after_a_failed_add_that_hangs_is_stopped() {
+        let dir = tmpdir("hang");
+        let pid_file = dir.join("del.pid");
+        script(
+            &dir,
+            "ipam",
+            &format!(
+                r#"if [ "$CNI_COMMAND" = DEL ]; then echo $$ > {}; exec sleep 1000; fi
+echo '{{"cniVersion":"1.0.0","code":11,"msg":"etcd unreachable","details":""}}'; exit 1"#,
+                pid_file.display()
+            ),
+        );
+        let e = add("ipam", std::slice::from_ref(&dir), b"{}").unwrap_err();
+        assert_eq!(e.code, 11, "the ADD's own error is reported: {e:?}");
+        let pid = std::fs::read_to_string(&pid_file).expect("the DEL ran");
+        assert!(
+            !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+            "the hanging DEL (pid {}) was stopped and reaped",
+            pid.trim()
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

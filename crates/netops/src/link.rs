@@ -414,6 +414,22 @@ impl Netlink {
         mtu: u32,
         peer_mac: Option<[u8; 6]>,
     ) -> Result<(Link, Link), Error> {
+        self.create_veth_on(host_name, peer_name, peer_ns, mtu, peer_mac, None)
+            .await
+    }
+
+    /// [`Netlink::create_veth`] with the host end a port of bridge `master` from its creation
+    /// (IFLA_MASTER in the same message): a plugin killed right after leaves a port of that
+    /// bridge, which its GC can find, not a veth that belongs to no network.
+    pub async fn create_veth_on(
+        &self,
+        host_name: &str,
+        peer_name: &str,
+        peer_ns: &Netns,
+        mtu: u32,
+        peer_mac: Option<[u8; 6]>,
+        master: Option<u32>,
+    ) -> Result<(Link, Link), Error> {
         for name in [host_name, peer_name] {
             if !valid_ifname(name) {
                 return Err(Error::invalid(
@@ -446,11 +462,14 @@ impl Netlink {
         if let Some(mac) = peer_mac {
             peer = peer.address(mac.to_vec());
         }
-        let msg = LinkVeth::new(host_name, peer_name)
+        let mut msg = LinkVeth::new(host_name, peer_name)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
             .mtu(mtu)
-            .up()
-            .build();
+            .up();
+        if let Some(master) = master {
+            msg = msg.controller(master);
+        }
+        let msg = msg.build();
         if let Err(e) = self.handle.link().add(msg).execute().await {
             if nl_errno(&e) == Some(libc::EEXIST) {
                 // Lost a race with another creator; report whichever name is now taken.

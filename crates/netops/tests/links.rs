@@ -340,3 +340,22 @@ fn netlink_current_uses_the_callers_namespace_and_needs_an_io_runtime() {
     assert!(no_io.block_on(Netlink::current()).is_err());
     assert!(no_io.block_on(Netlink::in_netns(&t.ns)).is_err());
 }
+
+/// A veth born a port of a bridge (IFLA_MASTER in the creating message): no moment at which a
+/// killed plugin leaves a veth of no network behind.
+#[tokio::test]
+async fn a_veth_can_be_born_a_port_of_a_bridge() {
+    let host = TestNs::new("bp");
+    let c1 = TestNs::new("bpc");
+    let nl = Netlink::in_netns(&host.ns).await.unwrap();
+    let br = nl.ensure_bridge("br0", None, None).await.unwrap();
+    let (h, _) = nl
+        .create_veth_on("ovborn0", "eth0", &c1.ns, 1500, None, Some(br.index))
+        .await
+        .unwrap();
+    let ports = nl.links_with_master(br.index).await.unwrap();
+    assert!(
+        ports.iter().any(|p| p.index == h.index),
+        "ovborn0 is not a port of br0: {ports:?}"
+    );
+}

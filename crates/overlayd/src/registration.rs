@@ -41,6 +41,10 @@ pub async fn run(
     let ttl_secs = ttl.as_secs().max(1) as i64;
     let mut retry = Retry::new("registration");
     let mut lease: Option<i64> = None;
+    // When etcd last confirmed the lease: once a TTL has passed without a confirmation, etcd
+    // has let it expire (or will have by the time we hear from it), and the node record is gone
+    // with it; /readyz must not go on saying "registered" through a partition.
+    let mut confirmed = Instant::now();
     loop {
         let id = match lease {
             Some(id) => id,
@@ -52,6 +56,7 @@ pub async fn run(
                 match registered {
                     Ok(id) => {
                         retry.succeeded();
+                        confirmed = Instant::now();
                         crate::metrics::get().set_registered(true);
                         log::info!(
                             "registered node {} (vtep {}) with lease {id:x}, TTL {ttl_secs} s",
@@ -72,8 +77,12 @@ pub async fn run(
             }
         };
         lease = Some(id);
+        let mut answered = || {
+            confirmed = Instant::now();
+            crate::metrics::get().set_registered(true);
+        };
         let end = tokio::select! {
-            end = keep_alive(&mut store, id, ttl, &mut retry) => end,
+            end = keep_alive(&mut store, id, ttl, &mut retry, &mut answered) => end,
             _ = stopped(&mut stop) => {
                 revoke(&mut store, id, ttl_secs).await;
                 return Ok(());
@@ -86,6 +95,9 @@ pub async fn run(
                 lease = None;
             }
             SessionEnd::Broken(e) => {
+                if confirmed.elapsed() >= ttl {
+                    crate::metrics::get().set_registered(false);
+                }
                 store.reset();
                 let pause = retry.failed(format!("keeping lease {id:x} alive: {e}"));
                 tokio::select! {
@@ -153,11 +165,14 @@ async fn register(store: &mut Store, key: &str, node: &Node, ttl: i64) -> Result
 
 /// Keeps lease `id` alive on the current connection, with a keep-alive every TTL/3, until the
 /// lease is gone or the connection breaks.
+/// Keeps lease `id` alive until it expires or the session breaks; `answered` runs on every
+/// confirmation from etcd that the lease lives.
 pub(crate) async fn keep_alive(
     store: &mut Store,
     id: i64,
     ttl: Duration,
     retry: &mut Retry,
+    answered: &mut (dyn FnMut() + Send),
 ) -> SessionEnd {
     let mut client = match store.client().await {
         Ok(c) => c,
@@ -200,6 +215,7 @@ pub(crate) async fn keep_alive(
                 Some(Ok(a)) => {
                     log::trace!("lease {id:x} kept alive, TTL {} s", a.ttl());
                     awaiting = false;
+                    answered();
                 }
                 Some(Err(e)) => return SessionEnd::Broken(e.into()),
                 None => {

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    add_vxlan, args, endpoint, endpoint_key, eventually, vx, wait_registered, Daemon, EtcdIn,
-    Tables,
+    add_vxlan, args, endpoint, endpoint_key, eventually, http_get, vx, wait_registered, Daemon,
+    EtcdIn, Tables,
 };
 use testutils::lab::{in_ns, try_in_ns, Lab};
 
@@ -230,6 +230,19 @@ fn recovers_from_a_partition_longer_than_the_lease() {
     eventually(Duration::from_secs(10), || etcd.node("node2").is_none())
         .expect("the lease expires during the partition");
     println!("node record expired {:?} into the partition", cut.elapsed());
+    // Its record is gone: overlayd must not go on saying it is registered (it cannot confirm its
+    // lease, and etcd has let it expire).
+    let unready = eventually(Duration::from_secs(15), || {
+        let (status, body) = http_get(&host.ns, "/readyz");
+        status == 503 && body.contains("not registered")
+    });
+    assert!(
+        unready.is_some(),
+        "/readyz during the partition: {:?}\n{}",
+        http_get(&host.ns, "/readyz"),
+        daemon.log()
+    );
+    println!("not ready {:?} into the partition", cut.elapsed());
     etcd.delete(&endpoint_key("blue", "a"));
     let b = endpoint(
         "blue",
@@ -255,6 +268,14 @@ fn recovers_from_a_partition_longer_than_the_lease() {
     let healed = Instant::now();
     let (_, lease) = wait_registered(&etcd, &mut daemon, "node2", Duration::from_secs(15));
     assert_ne!(lease, first_lease, "registered again under a new lease");
+    let ready = eventually(Duration::from_secs(10), || {
+        http_get(&host.ns, "/readyz") == (200, "ready\n".to_string())
+    });
+    assert!(
+        ready.is_some(),
+        "/readyz after the partition: {:?}",
+        http_get(&host.ns, "/readyz")
+    );
     println!(
         "registered again {:?} after the partition healed",
         healed.elapsed()

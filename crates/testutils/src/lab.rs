@@ -182,6 +182,9 @@ impl LabConfig {
 #[derive(Debug, Serialize, Deserialize)]
 struct Process {
     tag: String,
+    /// The network namespace it runs in.
+    #[serde(default)]
+    ns: String,
     pid: u32,
     start: u64,
     #[serde(skip)]
@@ -348,29 +351,12 @@ impl Lab {
     /// One etcd cluster with a member on each of `members`, each named after its node, with its
     /// data and log in the host's directory. Waits until every member is healthy.
     fn start_etcd(&mut self, members: &[usize]) {
-        let peer = |h: &Host| format!("http://{}:{ETCD_PEER_PORT}", h.addr);
-        let cluster = members
-            .iter()
-            .map(|&i| format!("{}={}", self.hosts[i].name, peer(&self.hosts[i])))
-            .collect::<Vec<_>>()
-            .join(",");
-        for &i in members {
-            let h = self.hosts[i].clone();
-            let client = format!("http://{}:{ETCD_CLIENT_PORT}", h.addr);
-            let args =
-                crate::etcd_member_args(&h.name, &h.dir.join("etcd"), &client, &peer(&h), &cluster);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            self.spawn_logged(
-                "etcd",
-                &h.ns,
-                crate::etcd_binary().to_str().unwrap(),
-                &args,
-                &h.dir.join("etcd.log"),
-            );
-            self.etcd_endpoints
-                .push(format!("{}:{ETCD_CLIENT_PORT}", h.addr));
-        }
         self.etcd_members = members.to_vec();
+        for &i in members {
+            self.spawn_etcd_member(i);
+            self.etcd_endpoints
+                .push(format!("{}:{ETCD_CLIENT_PORT}", self.hosts[i].addr));
+        }
         self.etcd_endpoint = self.etcd_endpoints[0].clone();
         let endpoints = self.etcd_endpoints.join(",");
         let ns = self.hosts[members[0]].ns.clone();
@@ -396,6 +382,89 @@ impl Lab {
         panic!("etcd did not start in the lab ({endpoints})");
     }
 
+    /// Starts the etcd member of host `i` (0-based, one of the cluster's members), tagged `etcd`:
+    /// at first with an empty data directory, later (after [`Lab::signal_etcd_member`]) on the
+    /// data it kept, rejoining the cluster as the same member.
+    fn spawn_etcd_member(&mut self, i: usize) -> u32 {
+        let peer = |h: &Host| format!("http://{}:{ETCD_PEER_PORT}", h.addr);
+        let cluster = self
+            .etcd_members
+            .iter()
+            .map(|&m| format!("{}={}", self.hosts[m].name, peer(&self.hosts[m])))
+            .collect::<Vec<_>>()
+            .join(",");
+        let h = self.hosts[i].clone();
+        let client = format!("http://{}:{ETCD_CLIENT_PORT}", h.addr);
+        let args =
+            crate::etcd_member_args(&h.name, &h.dir.join("etcd"), &client, &peer(&h), &cluster);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.spawn_logged(
+            "etcd",
+            &h.ns,
+            crate::etcd_binary().to_str().unwrap(),
+            &args,
+            &h.dir.join("etcd.log"),
+        )
+    }
+
+    /// The hosts (0-based) running a member of the lab's etcd cluster.
+    pub fn etcd_members(&self) -> &[usize] {
+        &self.etcd_members
+    }
+
+    /// Sends `signal` to the etcd member of host `i` (0-based) if it runs (SIGKILL for a crash);
+    /// a member killed this way is forgotten, [`Lab::start_etcd_member`] starts it again.
+    /// Returns whether it was running.
+    pub fn signal_etcd_member(&mut self, i: usize, signal_number: i32) -> bool {
+        assert!(
+            self.etcd_members.contains(&i),
+            "host {} runs no etcd member",
+            i + 1
+        );
+        let ns = self.hosts[i].ns.clone();
+        let Some(index) = self
+            .processes
+            .iter_mut()
+            .position(|p| p.tag == "etcd" && p.ns == ns && p.alive())
+        else {
+            return false;
+        };
+        let mut p = self.processes.remove(index);
+        signal(p.pid, signal_number);
+        if signal_number == libc::SIGKILL || signal_number == libc::SIGTERM {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while p.alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Some(child) = p.child.as_mut() {
+                let _ = child.wait();
+            }
+        } else {
+            self.processes.push(p);
+        }
+        true
+    }
+
+    /// Starts host `i`'s etcd member again (after [`Lab::signal_etcd_member`]); its PID. Does
+    /// not wait for it: the caller decides what "back" means (a quorum, this member healthy).
+    pub fn start_etcd_member(&mut self, i: usize) -> u32 {
+        assert!(
+            self.etcd_members.contains(&i),
+            "host {} runs no etcd member",
+            i + 1
+        );
+        let ns = self.hosts[i].ns.clone();
+        assert!(
+            !self
+                .processes
+                .iter_mut()
+                .any(|p| p.tag == "etcd" && p.ns == ns && p.alive()),
+            "host {}'s etcd member runs already",
+            i + 1
+        );
+        self.spawn_etcd_member(i)
+    }
+
     /// Starts a long-running process inside `ns`; it is killed on drop (or by [`Lab::kill`]).
     pub fn spawn(
         &mut self,
@@ -413,7 +482,7 @@ impl Lab {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("start {program} in {ns}: {e}"));
-        self.record(tag, child);
+        self.record(tag, ns, child);
     }
 
     /// Starts a service inside `ns` with stdout and stderr appended to `log` and stdin closed, in
@@ -442,14 +511,15 @@ impl Lab {
             .stderr(out)
             .spawn()
             .unwrap_or_else(|e| panic!("start {program} in {ns}: {e}"));
-        self.record(tag, child)
+        self.record(tag, ns, child)
     }
 
-    fn record(&mut self, tag: &str, child: Child) -> u32 {
+    fn record(&mut self, tag: &str, ns: &str, child: Child) -> u32 {
         // nsenter and `ip netns exec` exec the program: the PID is the program's.
         let pid = child.id();
         self.processes.push(Process {
             tag: tag.to_string(),
+            ns: ns.to_string(),
             pid,
             start: start_time(pid).unwrap_or(0),
             child: Some(child),

@@ -26,8 +26,16 @@ pub async fn add(
     match etcd_ipam::add_on(req, store).await {
         Ok(result) => Ok(result),
         Err(e) => {
-            if let Err(undo) = etcd_ipam::del_on(req, store).await {
-                log::warn!("IPAM DEL after a failed IPAM ADD: {undo}");
+            // Within the same bound as a delegate's binary gets (see the constant): an ADD that
+            // failed for an etcd out of reach must not spend a second timeoutMs on this DEL.
+            let within = cni::invoke::DEL_AFTER_FAILED_ADD_WITHIN;
+            match tokio::time::timeout(within, etcd_ipam::del_on(req, store)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(undo)) => log::warn!("IPAM DEL after a failed IPAM ADD: {undo}"),
+                Err(_) => log::warn!(
+                    "IPAM DEL after a failed IPAM ADD stopped after {} ms",
+                    within.as_millis()
+                ),
             }
             Err(e)
         }

@@ -204,13 +204,16 @@ async fn attach(
             Some(devices) => devices,
             None => network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?,
         };
+        // Born a port of the bridge: a veth of this network from its first moment, so that GC
+        // finds it when this process is killed before the alias below (faults.sh killed).
         let (host_end, peer) = host
-            .create_veth(
+            .create_veth_on(
                 &host_name,
                 &req.env.ifname,
                 container,
                 mtu,
                 Some(mac.octets()),
+                Some(devices.bridge.index),
             )
             .await?;
         // The alias names the attachment, so that GC can tell which veth belongs to whom.
@@ -387,6 +390,16 @@ async fn gc(
                 .as_deref()
                 .and_then(names::parse_attachment_alias)
             else {
+                // A container veth without its alias: an ADD killed between creating it (a port
+                // from birth) and naming it; ADDs in flight hold the network's lock, as we do.
+                if port.kind == "veth"
+                    && port.name != names::gateway_veth(cfg.vni)
+                    && port.name.starts_with(names::HOST_VETH_PREFIX)
+                {
+                    if let Err(e) = host.delete_link(&port.name).await {
+                        first_error.get_or_insert(e.into());
+                    }
+                }
                 continue;
             };
             if port.kind == "veth"

@@ -793,6 +793,61 @@ fn gc_removes_what_is_not_valid_and_keeps_what_is() {
     );
 }
 
+/// An ADD SIGKILLed after creating its veth (a port of the bridge from birth) and before naming
+/// it with the attachment's alias leaves a port GC cannot tie to an attachment: it is removed,
+/// and a veth of no bridge (someone else's) is left alone (scripts/faults.sh killed).
+#[test]
+fn gc_removes_a_port_left_without_its_alias_by_a_killed_add() {
+    let mut lab = Lab::new(1);
+    let net = OverlayNet::new("gck", 4001, "10.41.0.0/24");
+    add(&mut lab, 0, &net, "keep");
+    let ns = lab.host(0).ns.clone();
+    let (killed_ns, _) = lab.container("killed");
+    let killed = names::host_veth("killed", "eth0");
+    in_ns(
+        &ns,
+        &[
+            "ip",
+            "link",
+            "add",
+            &killed,
+            "master",
+            &br(4001),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &killed_ns,
+        ],
+    );
+    let (other_ns, _) = lab.container("other");
+    let other = names::host_veth("other", "eth0");
+    in_ns(
+        &ns,
+        &[
+            "ip", "link", "add", &other, "type", "veth", "peer", "name", "eth0", "netns", &other_ns,
+        ],
+    );
+    let mut conf = net.config(&lab, 0);
+    conf["cniVersion"] = json!("1.1.0");
+    conf["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "GC")
+        .env("CNI_PATH", &cni_path())
+        .stdin(&conf);
+    lab.run_on(0, &inv).ok();
+    let host_links = links(&ns);
+    assert!(
+        !host_links.contains(&killed),
+        "the killed ADD's port is left: {host_links}"
+    );
+    assert!(
+        host_links.contains(&names::host_veth("keep", "eth0")) && host_links.contains(&other),
+        "GC removed what is not its own: {host_links}"
+    );
+}
+
 /// A TCP relay inside lab host `host` in front of the lab's etcd, counting the connections
 /// made through it: how many etcd connections (and logins, with authentication) a plugin call
 /// costs. Its sockets are made inside the host's namespace; it serves until the test ends.

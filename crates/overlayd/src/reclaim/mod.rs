@@ -253,8 +253,9 @@ async fn lead(
     seat: Seat,
     retry: &mut Retry,
 ) -> String {
+    let mut answered = || {};
     let end = tokio::select! {
-        end = keep_alive(store, seat.lease, ELECTION_TTL, retry) => match end {
+        end = keep_alive(store, seat.lease, ELECTION_TTL, retry, &mut answered) => match end {
             SessionEnd::Expired => "its lease expired".to_string(),
             SessionEnd::Broken(e) => format!("keeping its lease alive failed: {e}"),
         },

@@ -8,7 +8,10 @@
 //! lab [--dir D] down
 //! lab [--dir D] etcd-endpoints          the members' client URLs, comma-separated
 //! lab [--dir D] ns TARGET | addr TARGET the namespace / underlay address of a target
-//! lab [--dir D] container NAME          a container namespace; prints its path
+//! lab [--dir D] container NAME...       container namespaces; prints their paths
+//! lab [--dir D] etcd-member kill|term|start HOST
+//!                                       SIGKILL / SIGTERM a host's etcd member, or start it again
+//!                                       on its data (fault injection: scripts/faults.sh)
 //! lab [--dir D] run TARGET -- CMD...    runs CMD in TARGET's network namespace
 //! lab [--dir D] bg TARGET --log FILE [--tag T] -- CMD...
 //!                                       a service in TARGET, stopped by `down`; prints its PID
@@ -78,12 +81,44 @@ fn main() {
             println!("{addr}");
         }
         "container" => {
-            let name = one(args, "container NAME");
+            if args.is_empty() {
+                usage("container NAME...");
+            }
+            // Many at once in one load and save: a storm's thousand containers.
             let _lock = Lab::lock(&dir);
             let mut lab = load(&dir);
-            let (_, path) = lab.container(&name);
+            for name in args {
+                let (_, path) = lab.container(&name);
+                println!("{path}");
+            }
             lab.save();
-            println!("{path}");
+        }
+        "etcd-member" => {
+            let (action, host) = match <[String; 2]>::try_from(args) {
+                Ok([action, host]) => (action, host),
+                Err(_) => usage("etcd-member kill|term|start HOST"),
+            };
+            let _lock = Lab::lock(&dir);
+            let mut lab = load(&dir);
+            let i = host_index(&lab, &host);
+            if !lab.etcd_members().contains(&i) {
+                fail(&format!("host {host} runs no etcd member"));
+            }
+            match action.as_str() {
+                "kill" | "term" => {
+                    let signal = if action == "kill" {
+                        libc::SIGKILL
+                    } else {
+                        libc::SIGTERM
+                    };
+                    if !lab.signal_etcd_member(i, signal) {
+                        fail(&format!("host {host}'s etcd member is not running"));
+                    }
+                }
+                "start" => println!("{}", lab.start_etcd_member(i)),
+                other => usage(&format!("etcd-member: unknown action {other}")),
+            }
+            lab.save();
         }
         "run" => {
             let target = take(&mut args, "run TARGET -- CMD...");
@@ -216,6 +251,15 @@ fn sandboxes(nodes: &[String]) {
     }
 }
 
+/// A host's index (0-based) from its number or node name.
+fn host_index(lab: &Lab, target: &str) -> usize {
+    let ns = namespace(lab, target);
+    lab.hosts
+        .iter()
+        .position(|h| h.ns == ns)
+        .unwrap_or_else(|| fail(&format!("{target} is not a host")))
+}
+
 fn load(dir: &std::path::Path) -> Lab {
     Lab::load(dir).unwrap_or_else(|| fail(&format!("no lab in {} (lab up)", dir.display())))
 }
@@ -266,7 +310,8 @@ fn usage(msg: &str) -> ! {
     eprintln!("lab: {msg}");
     eprintln!(
         "usage: lab [--dir D] up --hosts N [--prefix P] [--node-prefix S] [--etcd-members 1,2 | --no-etcd] [--sandbox-vnis A-B]\n\
-         \x20      lab [--dir D] down | etcd-endpoints | ns TARGET | addr TARGET | container NAME\n\
+         \x20      lab [--dir D] down | etcd-endpoints | ns TARGET | addr TARGET | container NAME...\n\
+         \x20      lab [--dir D] etcd-member kill|term|start HOST\n\
          \x20      lab [--dir D] run TARGET -- CMD... | bg TARGET --log FILE [--tag T] -- CMD...\n\
          \x20      lab name KIND [--vni N] [--node X] [--network N] [--container-id C --ifname I]\n\
          \x20      lab sandboxes NODE...\n\
