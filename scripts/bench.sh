@@ -18,7 +18,10 @@
 #                              and resolvable from the other host (scripts/lib/bench-docker.sh)
 #   scripts/bench.sh dns       on a lab of two simulated hosts: dnsperf from a container against overlayd's
 #                              DNS, names of containers and names forwarded upstream; ADD to resolve.
-# OVERLAYD_BIN: the overlayd the dns benchmark runs (default: this build's), to compare two builds.
+#   scripts/bench.sh scale     overlayd against an etcd of 100,000 endpoint records of 5,000 hosts (one local network):
+#                              ready, RSS, record to kernel, cost of other networks' records; OVERLAYD_BASELINE=FILE
+#                              runs an older overlayd first, in the same run; then etcd's cost per container.
+# OVERLAYD_BIN: the overlayd the dns and scale benchmarks run (default: this build's), to compare two builds.
 # Targets: ipam ratio etcd-ipam / host-local <= 1.0 in both modes; overlay throughput ratio >= 0.90 on the
 # shaped underlay, convergence p99 <= 100 ms; dns add-to-resolve p99 <= 100 ms.
 set -euo pipefail
@@ -316,6 +319,137 @@ print(f'dns        ({$early} of {len(v)} answered before ADD returned; from ADD 
   LAB_DIR=""
 }
 
+# scale: overlayd on a host with one container, against an etcd holding NETWORKS x PER_NETWORK endpoint
+# records of NODES other hosts (default 100 x 1,000 of 5,000: 100,000). Each build (OVERLAYD_BASELINE, if
+# given: the overlayd of an older build, then this build's) is started in turn against the same etcd and
+# measured: ready (start to /readyz 200, the local network's 1,000 FDB entries checked after), RSS when
+# settled and its peak, a new record on the local network to its FDB entry (scale-probe, p50/p99 of 100),
+# and the CPU time and kernel updates that 1,000 records on networks NOT on this host cost it.
+# Then the etcd cost of one container (point 3 of issue 17): keys, revisions and bytes per ADD and DEL,
+# measured on the local network through the real plugins.
+# Targets: ready <= 2 s, RSS <= 64 MB, record to kernel p99 <= 50 ms, non-local records ~0 CPU and 0 kernel work.
+bench_scale() {
+  local tmp=$BENCH_TMP/scale networks=${NETWORKS:-100} per=${PER_NETWORK:-1000} nodes=${NODES:-5000}
+  mkdir -p "$tmp"
+  export LAB_DIR=$tmp/lab
+  lab up --prefix "bs$$" --node-prefix "bs$$-n" --hosts 1 >/dev/null
+  local etcd node=bs$$-n1 vni=5000 net=scale-000 far=scale-050
+  etcd=$(lab etcd-endpoints)
+  local e=${etcd#http://}
+  say "scale: filling etcd with $networks networks x $per endpoint records over $nodes nodes"
+  local t0; t0=$(date +%s.%N)
+  lab run 1 -- "$RELEASE/etcd-fill" --endpoint "$e" --mode endpoints --networks "$networks" --per-network "$per" \
+    --nodes "$nodes" --live-ttl 3600
+  printf '%-10s fill        %d records in %.1f s\n' scale "$((networks * per))" "$(python3 -c "print($(date +%s.%N) - $t0)")"
+  # The host's one container, on scale-000, through the real plugins (VNI and range from the network record).
+  printf '{"cniVersion":"1.0.0","name":"%s","type":"vxlan-overlay","node":"%s","etcd":{"endpoints":["%s"]},"ipam":{"type":"etcd-ipam","dataDir":"%s/ipam"}}' \
+    "$net" "$node" "$e" "$tmp" >"$tmp/conf.json"
+  scale_call() { # VERB ID: one vxlan-overlay call as a runtime makes it
+    lab run 1 -- env CNI_COMMAND="$1" CNI_CONTAINERID="$2" CNI_NETNS="/run/netns/$(lab ns "$2")" CNI_IFNAME=eth0 \
+      CNI_PATH="$RELEASE" CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAME=$2" "$RELEASE/vxlan-overlay" <"$tmp/conf.json" 2>>"$tmp/plugins.log"
+  }
+  lab container local1 >/dev/null
+  scale_call ADD local1 >/dev/null || die "ADD of the local container failed: $(tail -3 "$tmp/plugins.log")"
+  local dev; dev=$(lab name vxlan --vni "$vni")
+  fdb_count() { lab run 1 -- bridge fdb show dev "$dev" | grep -c ' dst ' || true; }
+  status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+  cpu_s() { python3 -c "import os; f=open('/proc/$1/stat').read().rsplit(')',1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf('SC_CLK_TCK'))"; }
+  metric() { lab run 1 -- curl -s "http://127.0.0.1:9393/metrics" | awk -v m="$1" '$1 ~ "^"m {s += $2} END {print s+0}'; }
+
+  local builds=() b
+  [ -n "${OVERLAYD_BASELINE:-}" ] && builds+=("baseline=$OVERLAYD_BASELINE")
+  builds+=("ours=${OVERLAYD_BIN:-$RELEASE/overlayd}")
+  for b in "${builds[@]}"; do
+    local label=${b%%=*} bin=${b#*=} pid ready start code
+    [ -x "$bin" ] || die "$bin is missing"
+    say "scale: $label ($bin)"
+    mkdir -p "$tmp/net.d-$label"
+    start=$(date +%s.%N)
+    pid=$(lab bg 1 --log "$tmp/overlayd-$label.log" --tag "overlayd-$label" -- "$bin" --etcd "$etcd" --node "$node" \
+      --cni-conf-dir "$tmp/net.d-$label")
+    ready=""
+    for _ in $(seq 1 3000); do
+      code=$(lab run 1 -- curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9393/readyz || true)
+      if [ "$code" = 200 ]; then ready=$(python3 -c "print($(date +%s.%N) - $start)"); break; fi
+      kill -0 "$pid" 2>/dev/null || die "$label overlayd exited: $(tail -5 "$tmp/overlayd-$label.log")"
+      sleep 0.02
+    done
+    [ -n "$ready" ] || die "$label overlayd not ready within 60 s"
+    local fdb; fdb=$(fdb_count)
+    [ "$fdb" -ge "$per" ] || die "$label: $fdb FDB entries on $dev, not $per"
+    # Settled: past the first periodic resync (30 s) would be long; 12 s covers the listing's aftermath.
+    sleep "${SETTLE:-12}"
+    local rss hwm
+    rss=$(status_kb "$pid" VmRSS); hwm=$(status_kb "$pid" VmHWM)
+    local probe; probe=$(lab run 1 -- "$RELEASE/scale-probe" --endpoint "$e" --network "$net" --vni "$vni" --count 100)
+    local cpu0 upd0 cpu1 upd1
+    sleep 1 # the probe's own deletes reach the kernel first
+    cpu0=$(cpu_s "$pid"); upd0=$(metric overlayd_kernel_entry_updates_total)
+    lab run 1 -- "$RELEASE/scale-probe" --endpoint "$e" --network "$far" --vni $((vni + 50)) --count 1000 --wait none >/dev/null
+    sleep 1
+    cpu1=$(cpu_s "$pid"); upd1=$(metric overlayd_kernel_entry_updates_total)
+    local rss_after; rss_after=$(status_kb "$pid" VmRSS)
+    printf '%-10s %-9s ready %6.2f s  RSS %6.1f MB (peak %6.1f, after 2,000 far writes %6.1f)  record->fdb p50 %s ms p99 %s ms  far 1,000 puts+dels: cpu %.2f s, kernel updates %d\n' \
+      scale "$label" "$ready" "$(python3 -c "print($rss/1024)")" "$(python3 -c "print($hwm/1024)")" \
+      "$(python3 -c "print($rss_after/1024)")" "$(jq -r .p50_ms <<<"$probe")" "$(jq -r .p99_ms <<<"$probe")" \
+      "$(python3 -c "print($cpu1 - $cpu0)")" "$(python3 -c "print(int($upd1 - $upd0))")" | tee -a "$tmp/results"
+    kill -TERM "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+  scale_etcd_cost
+  lab down
+  LAB_DIR=""
+}
+
+# The etcd cost of one container on the local network (after bench_scale's runs, no overlayd running):
+# every key an ADD and a DEL write, from etcd's own history (a watch from the revision before).
+scale_etcd_cost() {
+  local rev0 rev1 rev2
+  revision() { lab run 1 -- etcdctl --endpoints "$etcd" get / -w json | jq -r .header.revision; }
+  history() { # FROM: the events since revision FROM, as etcd's watch replays them (JSON lines)
+    lab run 1 -- timeout 3 etcdctl --endpoints "$etcd" watch --prefix /cni-overlay/ --rev "$1" -w json >"$tmp/history" 2>/dev/null || true
+  }
+  lab container cost1 >/dev/null
+  rev0=$(revision)
+  scale_call ADD cost1 >/dev/null || die "ADD for the cost failed"
+  rev1=$(revision)
+  scale_call DEL cost1 >/dev/null || die "DEL for the cost failed"
+  rev2=$(revision)
+  history $((rev0 + 1))
+  python3 - "$tmp/history" "$rev0" "$rev1" "$rev2" "$nodes" "$((networks * per))" <<'PY'
+import base64, json, sys
+path, rev0, rev1, rev2, hosts, containers = sys.argv[1], *map(int, sys.argv[2:])
+events = []
+dec = json.JSONDecoder()
+text = open(path).read()
+i = 0
+while i < len(text):
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text):
+        break
+    obj, i = dec.raw_decode(text, i)
+    events += obj.get('Events') or []
+key = lambda e: base64.b64decode(e['kv']['key']).decode()
+# The container's keys only (a lease expiring meanwhile, say the last overlayd's seat, is not its cost).
+events = [e for e in events if key(e).split('/')[2] in ('endpoints', 'ipam')]
+add = [e for e in events if e['kv']['mod_revision'] <= rev1]
+dele = [e for e in events if e['kv']['mod_revision'] > rev1]
+size = lambda e: len(base64.b64decode(e['kv']['key'])) + len(base64.b64decode(e['kv'].get('value', '')))
+ep = [e for e in add if '/endpoints/' in key(e)]
+def kind(e):
+    parts = key(e).split('/')
+    return 'ipam/' + parts[4] if parts[2] == 'ipam' else parts[2]
+print(f"scale      etcd/ADD    revisions {rev1 - rev0}  keys written {len(add)} ({', '.join(sorted(kind(e) for e in add))})  bytes {sum(map(size, add))}")
+gone = [e for e in dele if e.get('type') in (1, 'DELETE')]
+print(f"scale      etcd/DEL    revisions {rev2 - rev1}  keys deleted {len(gone)} ({', '.join(sorted(kind(e) for e in gone))}), written {len(dele) - len(gone)}")
+if ep:
+    b = size(ep[0])
+    print(f"scale      endpoint    record {b} bytes (key and value); 1 watch event per ADD and per DEL to every overlayd watching its network")
+    print(f"scale      at {containers} containers: endpoint records {containers * b / 1e6:.1f} MB; per ADD fan-out: all {hosts} hosts when every host watches every network, the network's hosts when each watches only its own")
+PY
+}
+
 bench_chain() {
   local tmp=$BENCH_TMP/chain rounds=${ROUNDS:-50}
   mkdir -p "$tmp"
@@ -519,9 +653,10 @@ main() {
     overlay) bench_overlay ;;
     dns) bench_dns ;;
     chain) bench_chain ;;
+    scale) bench_scale ;;
     docker) bench_docker ;;
     all) bench_ipam; bench_overlay; bench_dns; bench_chain ;;
-    *) die "unknown benchmark $what (ipam, overlay, dns, chain, docker, all)" ;;
+    *) die "unknown benchmark $what (ipam, overlay, dns, chain, scale, docker, all)" ;;
   esac
 }
 

@@ -18,7 +18,8 @@ mod netns;
 mod sysctl;
 
 pub use error::Error;
-pub use link::{Link, Netlink};
+pub use link::{Link, LinkEvents, Netlink};
 pub use lock::HostLock;
+pub use neigh::FdbEvents;
 pub use netns::{create_named_netns, delete_named_netns, named_netns_path, Netns, NETNS_RUN_DIR};
 pub use sysctl::{get_sysctl, set_sysctl};

@@ -100,9 +100,16 @@ impl Drop for Netlink {
     }
 }
 
+/// What [`rtnetlink::from_socket`] delivers besides answers: the notifications of the
+/// multicast groups the socket is bound to.
+pub(crate) type Notifications = futures::channel::mpsc::UnboundedReceiver<(
+    NetlinkMessage<RouteNetlinkMessage>,
+    rtnetlink::sys::SocketAddr,
+)>;
+
 /// Hands a synchronous netlink socket to the current tokio runtime and starts its
 /// connection task.
-fn spawn_connection(target: &str, socket: Socket) -> Result<Netlink, Error> {
+fn spawn_connection(target: &str, socket: Socket) -> Result<(Netlink, Notifications), Error> {
     let failed = |e: io::Error| Error::kernel("open netlink socket in", target, e);
     // tokio::spawn and the socket's reactor registration would panic outside a runtime.
     tokio::runtime::Handle::try_current().map_err(|e| failed(io::Error::other(e.to_string())))?;
@@ -117,11 +124,57 @@ fn spawn_connection(target: &str, socket: Socket) -> Result<Netlink, Error> {
                 "the tokio runtime has no IO driver (build it with enable_io or enable_all)",
             ))
         })?;
-    let (conn, handle, _) = rtnetlink::from_socket(socket);
-    Ok(Netlink {
+    let (conn, handle, notifications) = rtnetlink::from_socket(socket);
+    let netlink = Netlink {
         handle,
         connection: tokio::spawn(conn),
-    })
+    };
+    Ok((netlink, notifications))
+}
+
+/// A socket in the calling thread's namespace bound to the multicast `groups` (RTMGRP_*).
+pub(crate) fn subscribe(groups: u32) -> Result<(Netlink, Notifications), Error> {
+    let target = "current namespace";
+    let mut socket = Socket::new(NETLINK_ROUTE)
+        .map_err(|e| Error::kernel("open netlink socket in", target, e))?;
+    socket
+        .bind(&rtnetlink::sys::SocketAddr::new(0, groups))
+        .map_err(|e| Error::kernel("subscribe to notifications in", target, e))?;
+    spawn_connection(target, socket)
+}
+
+/// The kernel's notifications of links created, changed or deleted in the current namespace
+/// (RTMGRP_LINK), by link name. Dropping it closes the socket.
+pub struct LinkEvents {
+    /// Keeps the socket's connection task running.
+    _netlink: Netlink,
+    notifications: Notifications,
+}
+
+impl LinkEvents {
+    /// Subscribes in the calling thread's network namespace.
+    pub async fn current() -> Result<LinkEvents, Error> {
+        let (netlink, notifications) = subscribe(rtnetlink::constants::RTMGRP_LINK)?;
+        Ok(LinkEvents {
+            _netlink: netlink,
+            notifications,
+        })
+    }
+
+    /// The name of the next link notified about (empty when the kernel's message had none);
+    /// None once the socket is closed. A notification lost to a full socket buffer is not
+    /// reported: whoever must not miss one also looks at the links now and then.
+    pub async fn next(&mut self) -> Option<String> {
+        loop {
+            let (message, _) = futures::StreamExt::next(&mut self.notifications).await?;
+            match message.payload {
+                NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link),
+                ) => return Some(Link::from_message(&link).name),
+                _ => continue,
+            }
+        }
+    }
 }
 
 impl Netlink {
@@ -130,7 +183,7 @@ impl Netlink {
         let target = "current namespace";
         let socket = Socket::new(NETLINK_ROUTE)
             .map_err(|e| Error::kernel("open netlink socket in", target, e))?;
-        spawn_connection(target, socket)
+        Ok(spawn_connection(target, socket)?.0)
     }
 
     /// A socket that lives in `ns`. It is opened on a short-lived thread inside `ns` (a socket
@@ -141,7 +194,7 @@ impl Netlink {
         let socket = ns
             .run(|| Socket::new(NETLINK_ROUTE))?
             .map_err(|e| Error::kernel("open netlink socket in", target.clone(), e))?;
-        spawn_connection(&target, socket)
+        Ok(spawn_connection(&target, socket)?.0)
     }
 
     /// Sends one request and waits for its acknowledgement, with flags chosen by the caller

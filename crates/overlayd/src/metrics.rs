@@ -85,6 +85,7 @@ struct Outcome {
 pub struct Metrics {
     registry: Registry,
     endpoints: Gauge,
+    networks: Gauge,
     kernel_updates: Family<TableOp, Counter>,
     resyncs: Family<Reason, Counter>,
     resync_seconds: Histogram,
@@ -110,6 +111,7 @@ impl Metrics {
         let mut m = Metrics {
             registry: Registry::with_prefix("overlayd"),
             endpoints: Gauge::default(),
+            networks: Gauge::default(),
             kernel_updates: Family::default(),
             resyncs: Family::default(),
             // 1 ms .. ~16 s.
@@ -126,8 +128,13 @@ impl Metrics {
         let r = &mut m.registry;
         r.register(
             "endpoints",
-            "Endpoint records known from etcd, on every host",
+            "Endpoint records known from etcd: those of the networks present on this host",
             m.endpoints.clone(),
+        );
+        r.register(
+            "networks_followed",
+            "Networks present on this host (a bridge here), whose endpoint records are followed",
+            m.networks.clone(),
         );
         r.register(
             "kernel_entry_updates",
@@ -174,6 +181,10 @@ impl Metrics {
 
     pub fn set_endpoints(&self, n: usize) {
         self.endpoints.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_networks(&self, n: usize) {
+        self.networks.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn kernel_update(&self, table: Table, added: bool) {

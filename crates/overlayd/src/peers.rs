@@ -46,9 +46,10 @@ pub struct Peers {
     node: String,
     nl: Netlink,
     remotes: BTreeMap<String, Remote>,
-    /// False until the first listing arrived: until then we know nothing, and a reconciliation
-    /// against nothing would wipe entries that are still right.
-    synced: bool,
+    /// The VNIs of the networks whose records are known (listed): only their devices are
+    /// reconciled. Before a network's first listing we know nothing of it, and a reconciliation
+    /// against nothing would wipe entries that are still right (the plugin's, say).
+    listed: BTreeSet<Vni>,
 }
 
 impl Peers {
@@ -57,7 +58,7 @@ impl Peers {
             node,
             nl,
             remotes: BTreeMap::new(),
-            synced: false,
+            listed: BTreeSet::new(),
         }
     }
 
@@ -72,12 +73,12 @@ impl Peers {
     /// Applies one change; false when a kernel update failed (a resync should follow).
     pub async fn apply(&mut self, change: Change) -> bool {
         match change {
-            Change::Reset(endpoints) => {
+            Change::Reset(endpoints, vnis) => {
                 self.remotes = endpoints
                     .iter()
                     .filter_map(|(k, e)| Some((k.clone(), self.remote(k, e)?)))
                     .collect();
-                self.synced = true;
+                self.listed = (*vnis).clone();
                 self.resync("fresh listing").await
             }
             Change::Put { key, endpoint, .. } => {
@@ -213,7 +214,7 @@ impl Peers {
 
     /// Full reconciliation of every `ovx<vni>` device; false when something failed.
     pub async fn resync(&mut self, why: &str) -> bool {
-        if !self.synced {
+        if self.listed.is_empty() {
             return true;
         }
         let started = std::time::Instant::now();
@@ -227,7 +228,7 @@ impl Peers {
         let mut ok = true;
         let mut devices = 0;
         for link in &links {
-            let Some(vni) = vni_of_device(link) else {
+            let Some(vni) = vni_of_device(link).filter(|v| self.listed.contains(v)) else {
                 continue;
             };
             devices += 1;
@@ -342,7 +343,7 @@ pub async fn run(node: String, mut changes: UnboundedReceiver<Change>) -> Result
         let (ok, full) = tokio::select! {
             change = changes.recv() => match change {
                 Some(change) => {
-                    let full = matches!(change, Change::Reset(_));
+                    let full = matches!(change, Change::Reset(..));
                     (peers.apply(change).await, full)
                 }
                 None => {

@@ -56,13 +56,7 @@ pub struct Port {
 pub fn ports(links: &[Link]) -> Vec<Port> {
     let bridges: HashMap<u32, &str> = links
         .iter()
-        .filter(|l| l.kind == "bridge" && names::vni_of_bridge(&l.name).is_some())
-        .filter_map(|l| {
-            Some((
-                l.index,
-                names::network_of_bridge_alias(l.alias.as_deref()?)?,
-            ))
-        })
+        .filter_map(|l| Some((l.index, crate::watch::bridge_network(l)?.0)))
         .collect();
     links
         .iter()
@@ -205,7 +199,7 @@ pub async fn run(
     loop {
         let why = tokio::select! {
             change = changes.recv() => match change {
-                Some(Change::Reset(_)) => {
+                Some(Change::Reset(..)) => {
                     listed = true;
                     "fresh listing"
                 }

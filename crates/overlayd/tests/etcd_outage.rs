@@ -110,7 +110,7 @@ impl Drop for OwnEtcd {
 fn keeps_running_through_an_etcd_restart_and_converges() {
     let lab = Lab::new(2);
     let host = lab.host(1);
-    add_vxlan(&host.ns, &vx(42), 42, H2);
+    add_vxlan(&host.ns, "blue", 42, H2);
     let tables = Tables::new(&host.ns);
     let mut own = OwnEtcd::new(&lab.host(0).ns, H1, lab.host(0).dir.join("own-etcd"));
 
@@ -195,7 +195,7 @@ fn recovers_from_a_partition_longer_than_the_lease() {
     let lab = Lab::new(2);
     let host = lab.host(1);
     let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
-    add_vxlan(&host.ns, &vx(42), 42, H2);
+    add_vxlan(&host.ns, "blue", 42, H2);
     let tables = Tables::new(&host.ns);
     let mut daemon = Daemon::start(
         "node2",

@@ -51,7 +51,7 @@ fn healthy_at_once_ready_only_once_registered_and_listed() {
 
     // With etcd: ready, and what it programs is counted.
     let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
-    add_vxlan(&host.ns, &vx(42), 42, H2);
+    add_vxlan(&host.ns, "blue", 42, H2);
     let mut daemon = Daemon::start(
         "ready",
         &host.ns,
@@ -87,6 +87,8 @@ fn healthy_at_once_ready_only_once_registered_and_listed() {
     assert_eq!(status, 200);
     for (series, want) in [
         ("overlayd_endpoints", 1.0),
+        // blue has its bridge here; the records of no other network are followed.
+        ("overlayd_networks_followed", 1.0),
         (
             "overlayd_kernel_entry_updates_total{table=\"fdb\",op=\"add\"}",
             1.0,

@@ -40,7 +40,7 @@ fn remote_endpoints_are_programmed_at_once_and_removed() {
     let lab = Lab::new(2);
     let host = lab.host(1);
     let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
-    add_vxlan(&host.ns, &vx(42), 42, H2);
+    add_vxlan(&host.ns, "blue", 42, H2);
     let tables = Tables::new(&host.ns);
     let mut daemon = start_node2(&lab, "node2");
     wait_registered(&etcd, &mut daemon, "node2", Duration::from_secs(10));
@@ -246,14 +246,7 @@ fn what_the_bridge_learnt_about_a_removed_endpoint_goes_with_it() {
     let lab = Lab::new(2);
     let host = lab.host(1);
     let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
-    add_vxlan(&host.ns, &vx(44), 44, H2);
-    for cmd in [
-        &["ip", "link", "add", &br(44), "type", "bridge"][..],
-        &["ip", "link", "set", &vx(44), "master", &br(44)],
-        &["ip", "link", "set", &br(44), "up"],
-    ] {
-        in_ns(&host.ns, cmd);
-    }
+    add_vxlan(&host.ns, "green", 44, H2);
     let tables = Tables::new(&host.ns);
     let mut daemon = start_node2(&lab, "node2");
     wait_registered(&etcd, &mut daemon, "node2", Duration::from_secs(10));
@@ -311,7 +304,7 @@ fn reconciliation_at_start_removes_what_no_record_justifies() {
     let lab = Lab::new(2);
     let host = lab.host(1);
     let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
-    add_vxlan(&host.ns, &vx(42), 42, H2);
+    add_vxlan(&host.ns, "blue", 42, H2);
     // A VXLAN device of somebody else, with entries of its own.
     in_ns(
         &host.ns,
@@ -518,7 +511,7 @@ fn periodic_resync_repairs_entries_changed_by_hand() {
     let lab = Lab::new(2);
     let host = lab.host(1);
     let etcd = EtcdIn::new(&lab.host(0).ns, &lab.etcd_endpoint);
-    add_vxlan(&host.ns, &vx(42), 42, H2);
+    add_vxlan(&host.ns, "blue", 42, H2);
     let tables = Tables::new(&host.ns);
     let mut daemon = start_node2(&lab, "node2");
     let a = endpoint(

@@ -19,6 +19,9 @@ use crate::config::EtcdConfig;
 use crate::error::StoreError;
 use crate::keys::Keys;
 
+/// Cheap to clone: a clone of a connected store shares its connection (etcd multiplexes
+/// requests and watches over one), and reconnects on its own when that fails.
+#[derive(Clone)]
 pub struct Store {
     config: EtcdConfig,
     urls: Vec<String>,
@@ -259,10 +262,22 @@ impl Store {
         &mut self,
         prefix: &str,
     ) -> Result<(Vec<etcd_client::KeyValue>, i64), StoreError> {
+        let mut out = Vec::new();
+        let revision = self.get_prefix_pages(prefix, |kvs| out.extend(kvs)).await?;
+        Ok((out, revision))
+    }
+
+    /// As [`Store::get_prefix`], handing over one page at a time, so that a reader that keeps
+    /// little of each (the reclaimer's census of a large cluster) never holds the whole prefix.
+    /// Returns the revision of the snapshot. A failure part way leaves `each` with what it got.
+    pub async fn get_prefix_pages(
+        &mut self,
+        prefix: &str,
+        mut each: impl FnMut(Vec<etcd_client::KeyValue>),
+    ) -> Result<i64, StoreError> {
         const PAGE: i64 = 2000;
         let end = prefix_end(prefix.as_bytes());
         let mut from = prefix.as_bytes().to_vec();
-        let mut out = Vec::new();
         let mut revision = 0;
         loop {
             let mut options = etcd_client::GetOptions::new()
@@ -282,9 +297,9 @@ impl Store {
                 from.push(0);
             }
             let empty = kvs.is_empty();
-            out.extend(kvs);
+            each(kvs);
             if !more || empty {
-                return Ok((out, revision));
+                return Ok(revision);
             }
         }
     }

@@ -14,7 +14,7 @@
 //! transaction is also guarded by the node having no lease (`nodes/<node>` absent; unless forced)
 //! and by the caller's compares (the reclaimer's leadership): a node that comes back stops it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 use ipnetwork::IpNetwork;
@@ -171,52 +171,62 @@ async fn read_holdings(
     let wanted = |n: &str| node.is_none_or(|want| want == n);
     // (node, network, container id, ifname) -> held
     let mut all: BTreeMap<(String, String, String, String), Held> = BTreeMap::new();
+    // Page by page, keeping only the wanted node's: one node's holdings are read without holding
+    // every record of the cluster at once.
     for network in ipam_networks(store).await? {
-        let (kvs, _) = store.get_prefix(&keys.owners(&network)).await?;
+        let mut page = |kvs: Vec<etcd_client::KeyValue>| {
+            for kv in &kvs {
+                let held = match HeldAllocation::read(&network, kv) {
+                    Ok(held) => held,
+                    Err(e) => {
+                        log::warn!("{e}; left out");
+                        continue;
+                    }
+                };
+                if !wanted(&held.allocation.node) {
+                    continue;
+                }
+                let a = &held.allocation;
+                let id = (
+                    a.node.clone(),
+                    network.clone(),
+                    a.container_id.clone(),
+                    a.ifname.clone(),
+                );
+                let entry = held_of(&network, &a.container_id, &a.ifname);
+                all.entry(id).or_insert(entry).allocation = Some(held);
+            }
+        };
+        store
+            .get_prefix_pages(&keys.owners(&network), &mut page)
+            .await?;
+    }
+    let mut page = |kvs: Vec<etcd_client::KeyValue>| {
         for kv in &kvs {
-            let held = match HeldAllocation::read(&network, kv) {
+            let held = match HeldEndpoint::read(kv) {
                 Ok(held) => held,
                 Err(e) => {
                     log::warn!("{e}; left out");
                     continue;
                 }
             };
-            if !wanted(&held.allocation.node) {
+            let e = &held.endpoint;
+            if !wanted(&e.node) {
                 continue;
             }
-            let a = &held.allocation;
             let id = (
-                a.node.clone(),
-                network.clone(),
-                a.container_id.clone(),
-                a.ifname.clone(),
+                e.node.clone(),
+                e.network.clone(),
+                e.container_id.clone(),
+                e.ifname.clone(),
             );
-            let entry = held_of(&network, &a.container_id, &a.ifname);
-            all.entry(id).or_insert(entry).allocation = Some(held);
+            let entry = held_of(&e.network, &e.container_id, &e.ifname);
+            all.entry(id).or_insert(entry).endpoint = Some(held);
         }
-    }
-    let (kvs, _) = store.get_prefix(&keys.all_endpoints()).await?;
-    for kv in &kvs {
-        let held = match HeldEndpoint::read(kv) {
-            Ok(held) => held,
-            Err(e) => {
-                log::warn!("{e}; left out");
-                continue;
-            }
-        };
-        let e = &held.endpoint;
-        if !wanted(&e.node) {
-            continue;
-        }
-        let id = (
-            e.node.clone(),
-            e.network.clone(),
-            e.container_id.clone(),
-            e.ifname.clone(),
-        );
-        let entry = held_of(&e.network, &e.container_id, &e.ifname);
-        all.entry(id).or_insert(entry).endpoint = Some(held);
-    }
+    };
+    store
+        .get_prefix_pages(&keys.all_endpoints(), &mut page)
+        .await?;
     let mut by_node: BTreeMap<String, Holdings> = BTreeMap::new();
     for ((node, ..), held) in all {
         by_node.entry(node).or_default().attachments.push(held);
@@ -242,9 +252,55 @@ pub async fn holdings(store: &mut Store, node: &str) -> Result<Holdings, StoreEr
         .unwrap_or_default())
 }
 
+/// The nodes that hold anything (an allocation or an endpoint record), read page by page and
+/// keeping only their names: the reclaimer's census of a cluster of 100,000 containers costs it
+/// the names of the nodes, not every record at once.
+pub async fn holders(store: &mut Store) -> Result<BTreeSet<String>, StoreError> {
+    let keys = store.keys().clone();
+    let mut holders = BTreeSet::new();
+    for network in ipam_networks(store).await? {
+        let mut page = |kvs: Vec<etcd_client::KeyValue>| {
+            for kv in &kvs {
+                match HeldAllocation::read(&network, kv) {
+                    Ok(held) => {
+                        holders.insert(held.allocation.node);
+                    }
+                    Err(e) => log::warn!("{e}; left out"),
+                }
+            }
+        };
+        store
+            .get_prefix_pages(&keys.owners(&network), &mut page)
+            .await?;
+    }
+    let mut page = |kvs: Vec<etcd_client::KeyValue>| {
+        for kv in &kvs {
+            match HeldEndpoint::read(kv) {
+                Ok(held) => {
+                    holders.insert(held.endpoint.node);
+                }
+                Err(e) => log::warn!("{e}; left out"),
+            }
+        }
+    };
+    store
+        .get_prefix_pages(&keys.all_endpoints(), &mut page)
+        .await?;
+    Ok(holders)
+}
+
 /// Every node's holdings, the live nodes and the marks.
 pub async fn census(store: &mut Store) -> Result<Census, StoreError> {
     let holdings = read_holdings(store, None).await?;
+    Ok(Census {
+        holdings,
+        live: live(store).await?,
+        marks: marks(store).await?,
+    })
+}
+
+/// The live nodes (a node record under a lease), by name.
+pub async fn live(store: &mut Store) -> Result<BTreeMap<String, Node>, StoreError> {
     let keys = store.keys().clone();
     let mut live = BTreeMap::new();
     for kv in store.get_prefix(&keys.nodes()).await?.0 {
@@ -256,11 +312,7 @@ pub async fn census(store: &mut Store) -> Result<Census, StoreError> {
             Err(e) => log::warn!("{e}; left out"),
         }
     }
-    Ok(Census {
-        holdings,
-        live,
-        marks: marks(store).await?,
-    })
+    Ok(live)
 }
 
 /// The marks of gone nodes, with their mod revisions.

@@ -116,7 +116,7 @@ pub async fn run(
 impl Dns {
     async fn apply(&mut self, change: Change) {
         match change {
-            Change::Reset(all) => {
+            Change::Reset(all, _) => {
                 let mut touched: BTreeSet<String> = self.nets.keys().cloned().collect();
                 for net in self.nets.values_mut() {
                     net.endpoints.clear();

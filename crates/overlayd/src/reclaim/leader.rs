@@ -236,23 +236,23 @@ impl Countdown {
     /// Marks every node that holds something without a lease; removes marks of live nodes.
     async fn census(&mut self, store: &mut Store) -> Result<(), Trouble> {
         self.next_census = Instant::now() + CENSUS_EVERY;
-        let census = nodes::census(store).await?;
-        self.marks = census.marks.clone();
+        // Only who holds something, page by page: at 100,000 endpoint records the census must
+        // not hold them all at once (this overlayd also serves its own host).
+        let holders = nodes::holders(store).await?;
+        let alive = nodes::live(store).await?;
+        let marks = nodes::marks(store).await?;
+        self.marks = marks.clone();
         let live = self.live.clone().unwrap_or_default();
-        for (node, holdings) in &census.holdings {
-            if holdings.is_empty()
-                || live.contains(node)
-                || census.live.contains_key(node)
-                || self.marks.contains_key(node)
-            {
+        for node in &holders {
+            if live.contains(node) || alive.contains_key(node) || self.marks.contains_key(node) {
                 continue;
             }
             self.mark(store, node).await?;
         }
         // A mark of a node that is alive is a leftover (written by a reclaimer of an older
         // release, say): it must not count down.
-        for (node, (_, revision)) in census.marks.iter() {
-            if census.live.contains_key(node) {
+        for (node, (_, revision)) in marks.iter() {
+            if alive.contains_key(node) {
                 let guards = [self.guard.clone()];
                 if nodes::unmark(store, node, Some(*revision), &guards).await? {
                     log::info!("node {node} is alive: its mark removed");

@@ -344,8 +344,15 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> Option<In
     }
 }
 
-/// A VXLAN device as the vxlan-overlay plugin makes it (learning off, proxy on), up.
-pub fn add_vxlan(ns: &str, name: &str, vni: u32, local: &str) {
+/// Network `net`'s devices as the vxlan-overlay plugin makes them: its bridge `ovbr<vni>` with
+/// the alias that ties it to the network (what tells overlayd the network is on this host), and
+/// on it the VXLAN device `ovx<vni>` (learning off, proxy on); both up.
+pub fn add_vxlan(ns: &str, net: &str, vni: u32, local: &str) {
+    let (bridge, name) = (br(vni), vx(vni));
+    let alias = model::names::bridge_alias(net);
+    in_ns(ns, &["ip", "link", "add", &bridge, "type", "bridge"]);
+    in_ns(ns, &["ip", "link", "set", &bridge, "alias", &alias, "up"]);
+    let name = name.as_str();
     let vni = vni.to_string();
     in_ns(
         ns,
@@ -368,7 +375,7 @@ pub fn add_vxlan(ns: &str, name: &str, vni: u32, local: &str) {
             "proxy",
         ],
     );
-    in_ns(ns, &["ip", "link", "set", name, "up"]);
+    in_ns(ns, &["ip", "link", "set", name, "master", &bridge, "up"]);
 }
 
 pub fn endpoint_key(net: &str, cid: &str) -> String {
