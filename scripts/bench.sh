@@ -559,10 +559,11 @@ bench_whole_chain() {
     else
       for p in vxlan-overlay etcd-ipam gwbridge-egress; do [ -x "$bin/$p" ] || die "$bin/$p is missing"; done
       # As overlayd renders it (crates/overlayd/src/conflists.rs), portmap appended.
-      jq -n --arg e "$etcd" '{cniVersion: "1.0.0", name: "chain", plugins: [
+      # etcd-ipam's cursor hint in the benchmark's directory, not the machine's /var/lib/cni.
+      jq -n --arg e "$etcd" --arg d "$tmp/etcd-ipam-$label" '{cniVersion: "1.0.0", name: "chain", plugins: [
         {type: "vxlan-overlay", vni: 4242, node: "node1", hostAccess: false, capabilities: {aliases: true},
          etcd: {endpoints: [$e], prefix: "/cni-overlay"},
-         ipam: {type: "etcd-ipam", ranges: [[{subnet: "10.60.0.0/16", gateway: "10.60.0.1"}]]}},
+         ipam: {type: "etcd-ipam", ranges: [[{subnet: "10.60.0.0/16", gateway: "10.60.0.1"}]], dataDir: $d}},
         {type: "gwbridge-egress"},
         {type: "portmap", capabilities: {portMappings: true}, snat: true}]}' >"$tmp/conf-$label/chain.conflist"
     fi
@@ -581,9 +582,11 @@ echo $(( ($(date +%s%N) - start) / 1000 ))
 SH
   call() { lab run 1 -- env TMP="$tmp" bash "$tmp/call.sh" "$@"; }
   local i us ns order anchor=19990
+  local -A anchors
   for c in "${chains[@]}"; do
     label=${c%%=*} bin=${c#*=} anchor=$((anchor + 1))
     ns=$(basename "$(lab container "w$label-anchor")")
+    anchors[$label]=$ns
     call "$label" "$bin" add "$ns" "$anchor" >/dev/null || die "$label: ADD of its anchor failed: $(tail -3 "$tmp/cnitool.log")"
   done
   say "chain: the whole chain through cnitool (ours: vxlan-overlay + etcd-ipam, gwbridge-egress, portmap; ref: bridge + host-local, portmap), $rounds rounds"
@@ -638,6 +641,13 @@ PY
     for verb in add del; do
       python3 "$ROOT/scripts/lib/chain-trace.py" "$label" "${verb^^}" "$port" "$tmp/$label-$verb"-[0-9]*.strace -- "$tmp/$label-$verb-net.strace"
     done
+  done
+  # The anchors are released like any container: gwbridge-egress's host-local keeps its leases in
+  # the machine's /var/lib/cni, which outlives the lab.
+  anchor=19990
+  for c in "${chains[@]}"; do
+    label=${c%%=*} bin=${c#*=} anchor=$((anchor + 1))
+    call "$label" "$bin" del "${anchors[$label]}" "$anchor" >/dev/null || die "$label: DEL of its anchor failed: $(tail -3 "$tmp/cnitool.log")"
   done
   lab down
   LAB_DIR=""
