@@ -7,6 +7,7 @@
 //!   conflists, the DNS domain), and the way back from a name to what it names.
 //! * [`addressing`]: address arithmetic, ranges and range sets (etcd-ipam's pools), a network
 //!   record's range sets, and the checks of `overlayctl network create`.
+//! * [`network`]: what `network create` is given, the record it makes of it, the choice of a VNI.
 //! * [`peers`]: the FDB and neighbour entries an endpoint of another host needs on a VXLAN
 //!   device, and the plan that brings a device there.
 //!
@@ -15,6 +16,7 @@
 pub mod addressing;
 pub mod error;
 pub mod names;
+pub mod network;
 pub mod peers;
 pub mod records;
 pub mod types;

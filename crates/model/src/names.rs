@@ -51,6 +51,11 @@ pub const MAX_DNS_NAME: usize = 253;
 /// How many hex digits of the hash go into a host-side veth name.
 const VETH_HASH_DIGITS: usize = 11;
 
+/// A container id as people are shown it: its first 12 characters, as Docker does.
+pub fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
 pub fn bridge(vni: Vni) -> String {
     format!("{BRIDGE_PREFIX}{vni}")
 }

@@ -64,6 +64,15 @@ pub struct Endpoint {
     pub vni: Vni,
 }
 
+impl Endpoint {
+    /// What it is called in messages: its container name, else its short container id.
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| crate::names::short_id(&self.container_id))
+    }
+}
+
 /// A host running overlayd: the value of `nodes/<name>`, attached to a lease so that it goes away
 /// when the host does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

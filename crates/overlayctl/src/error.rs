@@ -8,32 +8,10 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
-    /// etcd through the store; its message names the endpoints when they are unreachable.
+    /// etcd through the store (its message names the endpoints when they are unreachable), and
+    /// the store's refusals of `network create` and `network rm`.
     #[error(transparent)]
     Store(#[from] store::StoreError),
-
-    #[error("network {0} not found")]
-    NotFound(String),
-
-    #[error("network with name {0} already exists")]
-    NameTaken(String),
-
-    #[error("vni {vni} is already used by network {owner}")]
-    VniTaken { vni: u32, owner: String },
-
-    #[error("no free vni left between {first} and {last}")]
-    VnisExhausted { first: u32, last: u32 },
-
-    /// Other writers kept winning the same keys; a later attempt normally succeeds.
-    #[error("{0}")]
-    Contended(String),
-
-    #[error("network {network} has {count} endpoint{plural} ({list}): remove the containers first", plural = if *.count == 1 { "" } else { "s" })]
-    InUse {
-        network: String,
-        count: usize,
-        list: String,
-    },
 
     #[error(
         "node {0} is alive (its overlayd holds a lease) and its containers use what it holds: \

@@ -12,7 +12,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions, Txn, TxnOp,
+    TxnOpResponse,
+};
 use tokio::time::{timeout, Instant};
 
 use crate::config::EtcdConfig;
@@ -318,6 +321,32 @@ impl Store {
             .transpose()?)
     }
 
+    /// Counts the keys of each `(start, end)` key range, with count-only reads batched into
+    /// transactions: one round trip per hundred ranges, and no value is transferred.
+    pub async fn count_ranges(
+        &mut self,
+        ranges: &[(String, Vec<u8>)],
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut counts = Vec::with_capacity(ranges.len());
+        for chunk in ranges.chunks(crate::nodes::MAX_OPS) {
+            let reads: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(start, end)| {
+                    TxnOp::get(
+                        start.clone(),
+                        Some(GetOptions::new().with_range(end.clone()).with_count_only()),
+                    )
+                })
+                .collect();
+            let resp = self.txn(Txn::new().and_then(reads)).await?;
+            counts.extend(resp.op_responses().into_iter().map(|r| match r {
+                TxnOpResponse::Get(g) => g.count().max(0) as u64,
+                _ => 0,
+            }));
+        }
+        Ok(counts)
+    }
+
     /// The client of the live endpoint, for streams (watch, lease keep-alive) that outlive one call.
     pub async fn client(&mut self) -> Result<Client, StoreError> {
         self.call(|c| async move { Ok(c) }).await
@@ -513,3 +542,24 @@ fn is_transient(e: &etcd_client::Error) -> bool {
 }
 
 use tonic::Code as tonic_code;
+
+/// The key range of every key that starts with `prefix`, as [`Store::count_ranges`] takes it.
+pub fn prefix_range(prefix: &str) -> (String, Vec<u8>) {
+    (prefix.to_string(), prefix_end(prefix.as_bytes()))
+}
+
+/// Decodes records, leaving out (with a warning) those that do not parse: one bad record must
+/// not hide all the others from the operator who is trying to find out what is wrong.
+pub fn decode_all<T: for<'de> serde::Deserialize<'de>>(kvs: &[KeyValue]) -> Vec<T> {
+    kvs.iter()
+        .filter_map(
+            |kv| match model::records::decode::<T>(kv.key(), kv.value()) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    log::warn!("{e}; left out");
+                    None
+                }
+            },
+        )
+        .collect()
+}

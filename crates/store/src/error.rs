@@ -38,6 +38,25 @@ pub enum StoreError {
     /// A watch ended, or went silent: whoever follows the prefix lists it again.
     #[error("the watch of {prefix} was lost: {reason}")]
     WatchLost { prefix: String, reason: String },
+
+    // Refusals of `network create` and `network rm` ([`crate::networks`]); nothing was written.
+    /// A value given that breaks the model's rules (a network name, a subnet, a VNI, an MTU).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("network {0} not found")]
+    NetworkNotFound(String),
+    #[error("network with name {0} already exists")]
+    NetworkNameTaken(String),
+    #[error("vni {vni} is already used by network {owner}")]
+    VniTaken { vni: u32, owner: String },
+    #[error("no free vni left between {first} and {last}")]
+    VnisExhausted { first: u32, last: u32 },
+    #[error("network {network} has {count} endpoint{plural} ({list}): remove the containers first", plural = if *.count == 1 { "" } else { "s" })]
+    NetworkInUse {
+        network: String,
+        count: usize,
+        list: String,
+    },
 }
 
 impl From<StoreError> for CniError {
@@ -53,6 +72,13 @@ impl From<StoreError> for CniError {
             | StoreError::WatchLost { .. }
             | StoreError::Contended(_) => codes::TRY_AGAIN_LATER,
             StoreError::Refused(_) | StoreError::Corrupt { .. } => codes::IO_FAILURE,
+            // No plugin call manages networks; were one to, these are what its configuration asks.
+            StoreError::Invalid(_)
+            | StoreError::NetworkNameTaken(_)
+            | StoreError::VniTaken { .. }
+            | StoreError::VnisExhausted { .. }
+            | StoreError::NetworkInUse { .. } => codes::INVALID_CONFIG,
+            StoreError::NetworkNotFound(_) => codes::UNKNOWN_NETWORK,
         };
         CniError::new(code, e.to_string())
     }

@@ -12,7 +12,7 @@
 //! | `nodes/<node>` | `Node`, under a lease | overlayd |
 //! | `gone/<node>` | `Gone`: since when the node has had no lease | overlayd's elected reclaimer |
 //! | `reclaimer` | `Reclaimer`, under its lease | overlayd's elected reclaimer |
-//! | `networks/<net>` and `vnis/<vni>` | `Network`, network name | overlayctl |
+//! | `networks/<net>` and `vnis/<vni>` | `Network`, network name | [`networks`]: overlayctl, overlayd's Docker driver |
 //!
 //! Addresses are keyed by their number in fixed-width hex so that a key range read returns them in
 //! address order: the allocator reads a window of keys after a cursor instead of the whole pool.
@@ -23,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod networks;
 pub mod nodes;
 pub mod plugin;
 pub mod release;

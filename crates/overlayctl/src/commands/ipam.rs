@@ -1,10 +1,8 @@
 //! `ipam usage`.
 
 use serde::Serialize;
-use store::Store;
+use store::{networks, Store};
 
-use super::count_ranges;
-use super::network::network;
 use model::addressing::Addressing;
 
 use crate::error::Error;
@@ -12,11 +10,8 @@ use crate::output::{or_dash, Render, Table};
 
 pub async fn usage(store: &mut Store, name: Option<&str>) -> Result<Usage, Error> {
     let networks = match name {
-        Some(name) => vec![network(store, name).await?.0],
-        None => {
-            let prefix = store.keys().networks();
-            super::decode_all(&store.get_prefix(&prefix).await?.0)
-        }
+        Some(name) => vec![networks::read(store, name).await?.0],
+        None => networks::list(store).await?,
     };
     let keys = store.keys().clone();
     let mut rows = Vec::new();
@@ -50,7 +45,7 @@ pub async fn usage(store: &mut Store, name: Option<&str>) -> Result<Usage, Error
             });
         }
     }
-    let counts = count_ranges(store, &ranges).await?;
+    let counts = store.count_ranges(&ranges).await?;
     for (row, used) in rows.iter_mut().zip(counts) {
         row.used = u128::from(used);
         // A key on the gateway (written by hand) would make used exceed the total.

@@ -203,7 +203,7 @@ impl Render for Removal {
         for a in &r.attachments {
             table.row(vec![
                 a.network.clone(),
-                super::short_id(&a.container_id),
+                model::names::short_id(&a.container_id),
                 a.ifname.clone(),
                 or_dash(a.name.as_ref()),
                 if a.addresses.is_empty() {

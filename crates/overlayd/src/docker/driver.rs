@@ -1,5 +1,5 @@
 //! The network and IPAM driver: what each call of the protocol does, with the plugins' own rules
-//! (etcd-ipam's allocator, vxlan-overlay's devices and peers, overlayctl's network records).
+//! (etcd-ipam's allocator, vxlan-overlay's devices and peers, the store's network records).
 //!
 //! What the protocol does not carry, and how the driver learns it:
 //! * The network's name: neither `RequestPool`/`RequestAddress` nor `CreateNetwork` carry it.
@@ -364,12 +364,12 @@ impl Driver {
             return ok();
         };
         let mut store = self.store.lock().await;
-        match overlayctl::commands::network::remove(&mut store, &name).await {
+        match store::networks::remove(&mut store, &name).await {
             Ok(_) => {
                 log::info!("docker: network {name} removed, from etcd too");
                 ok()
             }
-            Err(overlayctl::Error::NotFound(_)) => ok(),
+            Err(store::StoreError::NetworkNotFound(_)) => ok(),
             // Docker removes the network here whatever a driver answers (libnetwork honours only
             // its own ForbiddenError, which the remote protocol cannot carry): the record stays,
             // and the mirror puts the network back on this host. The answer lands in dockerd's

@@ -1,6 +1,6 @@
 //! Keeps the host's Docker networks of our driver and the network records of etcd in step:
-//! a network created in Docker on any host gets its record (overlayctl's, so the VNI is taken
-//! the same way), and every record gets its Docker network on every host running the plugin.
+//! a network created in Docker on any host gets its record (`store::networks`, as overlayctl's,
+//! so the VNI is taken the same way), and every record gets its Docker network on every host running the plugin.
 //! A record removed (`docker network rm` on another host, `overlayctl network rm`) takes the
 //! Docker network with it.
 //!
@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use model::network::NetworkRequest;
 use model::records::{self, Network};
-use overlayctl::cli::CreateArgs;
 use store::Store;
 
 use super::driver::Driver;
@@ -90,17 +90,13 @@ async fn pass(
             continue;
         }
         // Created in Docker on this host: give it its record.
-        let args = CreateArgs {
+        let request = NetworkRequest {
             name: n.name.clone(),
-            subnet: n.subnets.clone(),
-            gateway: n.gateways.clone(),
-            ip_range: None,
-            vni: None,
-            mtu: None,
-            internal: false,
-            host_access: false,
+            subnets: n.subnets.clone(),
+            gateways: n.gateways.clone(),
+            ..NetworkRequest::default()
         };
-        match overlayctl::commands::network::create(store, &args).await {
+        match store::networks::create(store, &request).await {
             Ok(_) => {
                 log::info!("docker mirror: network {} registered in etcd", n.name);
                 registered.insert(n.name.clone());
