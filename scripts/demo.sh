@@ -17,6 +17,7 @@
 set -euo pipefail
 if [ "${1:-}" = --docker ]; then shift; exec bash "$(dirname "$0")/lib/demo-docker.sh" "$@"; fi
 source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/demo-walkthrough.sh"
 
 KEEP=false
 [ "${1:-}" = --keep ] && KEEP=true
@@ -55,23 +56,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# show PROMPT WORD...: the command as typed (a word with spaces or shell characters in single quotes).
-# The prompt goes to stderr, so that a command's stdout stays its own.
-show() {
-  local w line=""
-  for w in "${@:2}"; do
-    [[ $w =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]] || w="'${w//\'/\'\\\'\'}'"
-    line+="${line:+ }$w"
-  done
-  printf '\033[36m%s$\033[0m %s\n' "$1" "$line" >&2
-}
-# on N CMD...: runs a command on node N, echoing it as a user would type it there.
-on() { local h=$1; shift; show "node$h" "$@"; lab run "$h" -- "$@"; }
 pod() { local h=$1; shift; show "node$h" podman "$@"; podman_on "$(lab ns "$h")" "$@"; }
-ctl() { local h=$1; shift; show "node$h" overlayctl "$@"; lab run "$h" -- "$BIN/overlayctl" --etcd "$LAB_ETCD" "$@"; }
-fail() { printf '\033[31mstep failed: %s\033[0m\n' "$*" >&2; exit 1; }
-# The verified outcome of a step (scripts/tests/60-demo.sh asserts these lines).
-passed() { printf 'passed: %s\n' "$*"; }
+# The walkthrough's runtime (scripts/lib/demo-walkthrough.sh): podman.
+runtime() { pod "$@"; }
+runtime_quiet() { local h=$1; shift; podman_on "$(lab ns "$h")" "$@"; }
 ip_of() { podman_on "$(lab ns "$1")" inspect "$2" --format '{{(index .NetworkSettings.Networks "demo").IPAddress}}'; }
 
 mkdir -p "$BIN"
@@ -129,24 +117,14 @@ echo "test2: $test2"
 passed "test2 on node2 got $test2"
 
 say "4. the network across both hosts"
-ctl 1 network inspect demo
-lab run 1 -- "$BIN/overlayctl" --etcd "$LAB_ETCD" network inspect demo -o json | jq -e '.endpoints | length == 2' >/dev/null \
-  || fail "inspect does not list both containers"
-passed "inspect lists test1 on node1 and test2 on node2"
+demo_inspect_across_hosts
 
 say "5. test1 (node1) pings test2 (node2), by address and by name"
-pod 1 exec test1 ping -c 3 "$test2" || fail "test1 cannot ping $test2"
-passed "test1 pinged test2 by address"
-pod 1 exec test1 ping -c 3 test2 || fail "test1 cannot ping test2 by name"
-passed "test1 pinged test2 by name"
-pod 2 exec test2 ping -c 2 test1 || fail "test2 cannot ping test1 by name"
-passed "test2 pinged test1 by name"
+demo_pings_across_hosts "$test2"
 
 internet=$(lab addr internet)
 say "6. the way out: test1 reaches the simulated internet ($internet) through the gwbridge"
-pod 1 exec test1 ip -4 -o addr show
-pod 1 exec test1 ping -c 2 "$internet" || fail "test1 cannot reach the internet"
-passed "test1 reached the internet"
+demo_reaches_internet "$internet"
 
 say "7. the seed's application: redis on node1; on node2 a Flask app counting its visits in redis, published on port 8080"
 # No registry is reachable: the images are made of the files of Debian's packages (scripts/lib/app-images.sh),
@@ -158,41 +136,10 @@ echo "built from Debian's packages in $((SECONDS - started)) s: redis.tar $(du -
 pod 1 import -q --change 'CMD ["redis-server", "--protected-mode", "no", "--save", ""]' \
   "$WORK/images/redis.tar" localhost/redis >/dev/null
 pod 1 run -d --name redis --network demo localhost/redis >/dev/null
-pong=""
-for _ in $(seq 50); do
-  pong=$(podman_on "$(lab ns 1)" exec redis redis-cli ping 2>/dev/null) && [ "$pong" = PONG ] && break
-  sleep 0.2
-done
-pod 1 exec redis redis-cli ping
-[ "$pong" = PONG ] || fail "redis on node1 does not answer"
-passed "redis runs on node1"
+demo_redis_answers
 pod 2 import -q --change 'CMD ["python3", "/app/app.py"]' --change 'WORKDIR /app' \
   "$WORK/images/flask.tar" localhost/flask >/dev/null
 pod 2 run -d --name web --network demo -p 8080:5000 localhost/flask >/dev/null
-# The app's own Redis client, in the app's container, by the name redis.
-answer=$(pod 2 exec web python3 -c 'import redis; print("redis answers:", redis.Redis(host="redis").ping())') \
-  || fail "the app on node2 cannot reach redis by name"
-echo "$answer"
-[ "$answer" = "redis answers: True" ] || fail "the app on node2 cannot reach redis by name"
-passed "the app on node2 reached redis by name"
-# Flask logs "Running on" once it listens.
-for _ in $(seq 100); do
-  grep -q 'Running on' <<<"$(podman_on "$(lab ns 2)" logs web 2>&1)" && break
-  sleep 0.1
-done
-# curl from the simulated internet, to node2's underlay address and its published port.
-visit() {
-  show internet curl "http://$(lab addr 2):8080/"
-  lab run internet -- curl -sS --max-time 10 "http://$(lab addr 2):8080/"
-}
-seen() { sed -nE 's/^Hello from [^!]+! I have been seen ([0-9]+) times\.$/\1/p' <<<"$1"; }
-first=$(visit) || fail "no answer from node2's port 8080"
-echo "$first"
-second=$(visit) || fail "no second answer from node2's port 8080"
-echo "$second"
-n1=$(seen "$first"); n2=$(seen "$second")
-[ -n "$n1" ] && [ -n "$n2" ] || fail "the app did not answer with its count"
-[ "$n2" = $((n1 + 1)) ] || fail "the count went from $n1 to $n2, not up by one"
-passed "two curls from the internet through node2's port 8080 counted $n1 then $n2"
+demo_app_counts_visits
 
 say "demo complete: every step passed"

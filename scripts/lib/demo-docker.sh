@@ -12,6 +12,7 @@
 # Exits non-zero if any step fails. Removes everything it created unless --keep.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+source "$(dirname "$0")/demo-walkthrough.sh"
 
 KEEP=false
 [ "${1:-}" = --keep ] && KEEP=true
@@ -42,19 +43,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-show() {
-  local w line=""
-  for w in "${@:2}"; do
-    [[ $w =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]] || w="'${w//\'/\'\\\'\'}'"
-    line+="${line:+ }$w"
-  done
-  printf '\033[36m%s$\033[0m %s\n' "$1" "$line" >&2
-}
-fail() { printf '\033[31mstep failed: %s\033[0m\n' "$*" >&2; exit 1; }
-passed() { printf 'passed: %s\n' "$*"; }
-on() { local h=$1; shift; show "node$h" "$@"; lab run "$h" -- "$@"; }
 dk() { local h=$1; shift; show "node$h" docker "$@"; docker_on "$WORK/node$h" "$@"; }
-ctl() { local h=$1; shift; show "node$h" overlayctl "$@"; lab run "$h" -- "$BIN/overlayctl" --etcd "$LAB_ETCD" "$@"; }
+# The walkthrough's runtime (scripts/lib/demo-walkthrough.sh): Docker.
+runtime() { dk "$@"; }
+runtime_quiet() { local h=$1; shift; docker_on "$WORK/node$h" "$@"; }
 ip_of() { docker_on "$WORK/node$1" inspect "$2" --format '{{(index .NetworkSettings.Networks "demo").IPAddress}}'; }
 
 mkdir -p "$BIN"
@@ -111,60 +103,23 @@ passed "test2 on node2 got 10.0.0.3"
 say "4. the network on each host, and across both"
 dk 1 network inspect demo --format '{{range .Containers}}{{.Name}} {{.IPv4Address}}{{"\n"}}{{end}}'
 dk 2 network inspect demo --format '{{range .Containers}}{{.Name}} {{.IPv4Address}}{{"\n"}}{{end}}'
-ctl 1 network inspect demo
-lab run 1 -- "$BIN/overlayctl" --etcd "$LAB_ETCD" network inspect demo -o json | jq -e '.endpoints | length == 2' >/dev/null \
-  || fail "inspect does not list both containers"
-passed "inspect lists test1 on node1 and test2 on node2"
+demo_inspect_across_hosts
 
 say "5. test1 (node1) pings test2 (node2), by address and by name"
-dk 1 exec test1 ping -c 3 10.0.0.3 || fail "test1 cannot ping 10.0.0.3"
-passed "test1 pinged test2 by address"
-dk 1 exec test1 ping -c 3 test2 || fail "test1 cannot ping test2 by name"
-passed "test1 pinged test2 by name"
-dk 2 exec test2 ping -c 2 test1 || fail "test2 cannot ping test1 by name"
-passed "test2 pinged test1 by name"
+demo_pings_across_hosts "$test2"
 
 internet=$(lab addr internet)
 say "6. the way out: docker_gwbridge, as with Docker's own overlay"
 dk 1 network ls
-dk 1 exec test1 ip -4 -o addr show
-dk 1 exec test1 ping -c 2 "$internet" || fail "test1 cannot reach the internet"
-passed "test1 reached the internet"
+demo_reaches_internet "$internet"
 
 say "7. the seed's application: redis on node1; on node2 a Flask app counting its visits in redis, published on port 8080"
 app_images_build "$WORK/images" || fail "the application's images could not be built"
 dk 1 import -c 'CMD ["redis-server", "--protected-mode", "no", "--save", ""]' "$WORK/images/redis.tar" redis >/dev/null
 dk 1 run -d --name redis --net demo --dns 10.0.0.1 redis >/dev/null
-pong=""
-for _ in $(seq 50); do
-  pong=$(docker_on "$WORK/node1" exec redis redis-cli ping 2>/dev/null) && [ "$pong" = PONG ] && break
-  sleep 0.2
-done
-[ "$pong" = PONG ] || fail "redis on node1 does not answer"
-passed "redis runs on node1"
+demo_redis_answers
 dk 2 import -c 'CMD ["python3", "/app/app.py"]' -c 'WORKDIR /app' "$WORK/images/flask.tar" flask >/dev/null
 dk 2 run -d --name web --net demo --dns 10.0.0.1 -p 8080:5000 flask >/dev/null
-answer=$(dk 2 exec web python3 -c 'import redis; print("redis answers:", redis.Redis(host="redis").ping())') \
-  || fail "the app on node2 cannot reach redis by name"
-echo "$answer"
-[ "$answer" = "redis answers: True" ] || fail "the app on node2 cannot reach redis by name"
-passed "the app on node2 reached redis by name"
-for _ in $(seq 100); do
-  grep -q 'Running on' <<<"$(docker_on "$WORK/node2" logs web 2>&1)" && break
-  sleep 0.1
-done
-visit() {
-  show internet curl "http://$(lab addr 2):8080/"
-  lab run internet -- curl -sS --max-time 10 "http://$(lab addr 2):8080/"
-}
-seen() { sed -nE 's/^Hello from [^!]+! I have been seen ([0-9]+) times\.$/\1/p' <<<"$1"; }
-first=$(visit) || fail "no answer from node2's port 8080"
-echo "$first"
-second=$(visit) || fail "no second answer from node2's port 8080"
-echo "$second"
-n1=$(seen "$first"); n2=$(seen "$second")
-[ -n "$n1" ] && [ -n "$n2" ] || fail "the app did not answer with its count"
-[ "$n2" = $((n1 + 1)) ] || fail "the count went from $n1 to $n2, not up by one"
-passed "two curls from the internet through node2's port 8080 counted $n1 then $n2"
+demo_app_counts_visits
 
 say "demo complete: every step passed"
