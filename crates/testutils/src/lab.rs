@@ -74,6 +74,17 @@ pub fn try_in_ns(ns: &str, args: &[&str]) -> bool {
     try_sh(&full)
 }
 
+/// A veth pair, both ends down: `port` in namespace `ns` (a port of bridge `master` from birth,
+/// if given), its peer `eth0` in namespace `peer_ns`.
+pub fn veth(ns: &str, port: &str, master: Option<&str>, peer_ns: &str) {
+    let mut args = vec!["ip", "-n", ns, "link", "add", port];
+    if let Some(master) = master {
+        args.extend(["master", master]);
+    }
+    args.extend(["type", "veth", "peer", "name", "eth0", "netns", peer_ns]);
+    sh(&args);
+}
+
 /// The directory of the workspace's binaries built with the running test (its profile's target
 /// directory): the plugins' CNI_PATH. Fails the test, naming what to build, when they are missing.
 pub fn bin_dir() -> PathBuf {
@@ -318,21 +329,7 @@ impl Lab {
 
     /// Connects namespace `ns` to the switch with `eth0` holding `cidr`.
     fn plug(&self, ns: &str, cidr: &str, port: &str) {
-        sh(&[
-            "ip",
-            "-n",
-            &self.switch,
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns,
-        ]);
+        veth(&self.switch, port, None, ns);
         sh(&[
             "ip",
             "-n",

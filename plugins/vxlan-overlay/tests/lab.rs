@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use model::{names, Vni};
 use netops::Netns;
 use serde_json::{json, Value};
-use testutils::lab::{bin_dir, cni_path, in_ns, Lab, OverlayNet};
+use testutils::lab::{bin_dir, cni_path, in_ns, veth, Lab, OverlayNet};
 use testutils::{Invocation, Output};
 
 /// The bridge and VXLAN device of a network on a host.
@@ -22,6 +22,11 @@ fn vx(vni: u32) -> String {
     names::vxlan(Vni::new(vni).unwrap())
 }
 
+/// The plugin binary for `command`, with the lab's CNI_PATH.
+fn plugin(command: &str) -> Invocation {
+    Invocation::new(bin_dir().join("vxlan-overlay"), command).env("CNI_PATH", &cni_path())
+}
+
 fn call(
     lab: &Lab,
     host: usize,
@@ -30,9 +35,8 @@ fn call(
     container: &str,
     netns: &str,
 ) -> Output {
-    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), command)
+    let inv = plugin(command)
         .attachment(container, netns, "eth0")
-        .env("CNI_PATH", &cni_path())
         .env(
             "CNI_ARGS",
             &format!("IgnoreUnknown=1;K8S_POD_NAME={container}"),
@@ -41,37 +45,42 @@ fn call(
     lab.run_on(host, &inv)
 }
 
+/// The first address of an ADD's result, without its prefix length.
+fn first_address(result: &Value) -> String {
+    let address = result["ips"][0]["address"].as_str().unwrap();
+    address.split('/').next().unwrap().to_string()
+}
+
 /// ADD of a new container namespace named `name` on `host`; returns (namespace, address without prefix, result).
 fn add(lab: &mut Lab, host: usize, net: &OverlayNet, name: &str) -> (String, String, Value) {
     let (ns, path) = lab.container(name);
     let result = call(lab, host, net, "ADD", name, &path).ok();
-    let addr = result["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    (ns, addr, result)
+    (ns, first_address(&result), result)
 }
 
 /// CHECK of container `name` (namespace `ns`) on `host` against the result of its ADD.
 fn check(lab: &Lab, host: usize, net: &OverlayNet, name: &str, ns: &str, prev: &Value) -> Output {
     let mut conf = net.config(lab, host);
     conf["prevResult"] = prev.clone();
-    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "CHECK")
+    let inv = plugin("CHECK")
         .attachment(name, &format!("/run/netns/{ns}"), "eth0")
-        .env("CNI_PATH", &cni_path())
         .stdin(&conf);
     lab.run_on(host, &inv)
 }
 
 fn del(lab: &Lab, host: usize, net: &OverlayNet, name: &str) {
-    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "DEL")
+    let inv = plugin("DEL")
         .attachment(name, "", "eth0")
-        .env("CNI_PATH", &cni_path())
         .stdin(&net.config(lab, host));
     lab.run_on(host, &inv).ok();
+}
+
+/// GC of `net` on host 0 with `keep` (ifname eth0) the one valid attachment.
+fn gc_keeping(lab: &Lab, net: &OverlayNet, keep: &str) {
+    let mut conf = net.config(lab, 0);
+    conf["cniVersion"] = json!("1.1.0");
+    conf["cni.dev/valid-attachments"] = json!([{"containerID": keep, "ifname": "eth0"}]);
+    lab.run_on(0, &plugin("GC").stdin(&conf)).ok();
 }
 
 fn start_overlayd(lab: &mut Lab, host: usize) {
@@ -90,19 +99,9 @@ fn start_overlayd(lab: &mut Lab, host: usize) {
     );
     // Registered once its node record is in etcd.
     let deadline = Instant::now() + Duration::from_secs(10);
+    let key = format!("/cni-overlay/nodes/{node}");
     while Instant::now() < deadline {
-        let out = in_ns(
-            &lab.host(0).ns,
-            &[
-                "etcdctl",
-                "--endpoints",
-                &ep,
-                "get",
-                &format!("/cni-overlay/nodes/{node}"),
-                "--keys-only",
-            ],
-        );
-        if !out.trim().is_empty() {
+        if !lab.etcdctl(&["get", &key, "--keys-only"]).trim().is_empty() {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -123,25 +122,6 @@ fn links(ns: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn etcd_keys(lab: &Lab, prefix: &str) -> Vec<String> {
-    in_ns(
-        &lab.host(0).ns,
-        &[
-            "etcdctl",
-            "--endpoints",
-            &lab.etcd_endpoint,
-            "get",
-            "--prefix",
-            "--keys-only",
-            prefix,
-        ],
-    )
-    .lines()
-    .filter(|l| !l.trim().is_empty())
-    .map(str::to_string)
-    .collect()
 }
 
 /// The nftables tables of namespace `ns`, one per line (`table inet cni_overlay`).
@@ -387,9 +367,8 @@ fn host_access_add_is_undone_when_the_isolation_cannot_be_added() {
     let mut net = OverlayNet::new("isof", 430, "10.43.0.0/24");
     net.extra = json!({"hostAccess": true});
     let (_, path) = lab.container("f1");
-    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "ADD")
+    let inv = plugin("ADD")
         .attachment("f1", &path, "eth0")
-        .env("CNI_PATH", &cni_path())
         .env(
             "PATH",
             &format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", fake.display()),
@@ -405,10 +384,10 @@ fn host_access_add_is_undone_when_the_isolation_cannot_be_added() {
     );
     assert_eq!(links(&host), before, "the failed ADD left links");
     assert!(
-        etcd_keys(&lab, "/cni-overlay/ipam/isof/owners/").is_empty(),
+        lab.etcd_keys("/cni-overlay/ipam/isof/owners/").is_empty(),
         "the allocation leaked"
     );
-    assert!(etcd_keys(&lab, "/cni-overlay/endpoints/isof/").is_empty());
+    assert!(lab.etcd_keys("/cni-overlay/endpoints/isof/").is_empty());
     assert!(!nft_tables(&host).contains("cni_overlay"));
 }
 
@@ -475,9 +454,9 @@ fn del_leaves_no_link_entry_namespace_or_record() {
         Lab::namespaces_starting_with(&format!("{}555-", names::SANDBOX_PREFIX)).is_empty(),
         "a sandbox namespace was left"
     );
-    assert!(etcd_keys(&lab, "/cni-overlay/endpoints/clean/").is_empty());
-    assert!(etcd_keys(&lab, "/cni-overlay/ipam/clean/owners/").is_empty());
-    assert!(etcd_keys(&lab, "/cni-overlay/ipam/clean/ips/").is_empty());
+    assert!(lab.etcd_keys("/cni-overlay/endpoints/clean/").is_empty());
+    assert!(lab.etcd_keys("/cni-overlay/ipam/clean/owners/").is_empty());
+    assert!(lab.etcd_keys("/cni-overlay/ipam/clean/ips/").is_empty());
     for i in 0..2 {
         let lock = lock_file(&lab, i, "vni555");
         assert!(!lock.exists(), "{} was left", lock.display());
@@ -529,7 +508,7 @@ fn adds_and_last_dels_racing_on_one_host_stay_consistent() {
             "round {round}: lock file left"
         );
     }
-    assert!(etcd_keys(&lab, "/cni-overlay/ipam/churn/ips/").is_empty());
+    assert!(lab.etcd_keys("/cni-overlay/ipam/churn/ips/").is_empty());
 }
 
 #[test]
@@ -586,7 +565,7 @@ fn an_add_finding_the_bridge_half_made_completes_it_and_a_strangers_is_refused()
         ],
     );
     let host_links = links(&host_ns);
-    let keys = etcd_keys(&lab, "/cni-overlay/");
+    let keys = lab.etcd_keys("/cni-overlay/");
     let (_, path) = lab.container("h2");
     let refused = call(&lab, 0, &net, "ADD", "h2", &path).err(7);
     assert!(
@@ -598,7 +577,7 @@ fn an_add_finding_the_bridge_half_made_completes_it_and_a_strangers_is_refused()
     );
     del(&lab, 0, &net, "h2");
     assert_eq!(links(&host_ns), host_links);
-    assert_eq!(etcd_keys(&lab, "/cni-overlay/"), keys);
+    assert_eq!(lab.etcd_keys("/cni-overlay/"), keys);
 }
 
 #[test]
@@ -624,13 +603,12 @@ fn del_works_after_the_namespace_is_gone() {
     let net = OverlayNet::new("gone", 66, "10.66.0.0/24");
     let (c1, _, _) = add(&mut lab, 0, &net, "g1");
     lab.remove_container(&c1);
-    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "DEL")
+    let inv = plugin("DEL")
         .attachment("g1", &format!("/run/netns/{c1}"), "eth0")
-        .env("CNI_PATH", &cni_path())
         .stdin(&net.config(&lab, 0));
     lab.run_on(0, &inv).ok();
     assert!(!links(&lab.host(0).ns).contains(&br(66)));
-    assert!(etcd_keys(&lab, "/cni-overlay/ipam/gone/owners/").is_empty());
+    assert!(lab.etcd_keys("/cni-overlay/ipam/gone/owners/").is_empty());
 }
 
 #[test]
@@ -692,14 +670,8 @@ fn host_local_works_as_the_ipam() {
     let (_, a2, _) = add(&mut lab, 0, &net, "h2");
     assert!(a1.starts_with("10.123.0."));
     assert!(lab.ping_within(&c1, &a2, Duration::from_secs(2)));
-    let cni_path = cni_path();
-    for name in ["h1", "h2"] {
-        let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "DEL")
-            .attachment(name, "", "eth0")
-            .env("CNI_PATH", &cni_path)
-            .stdin(&net.config(&lab, 0));
-        lab.run_on(0, &inv).ok();
-    }
+    del(&lab, 0, &net, "h1");
+    del(&lab, 0, &net, "h2");
     assert!(!links(&lab.host(0).ns).contains(&br(123)));
 }
 
@@ -724,13 +696,7 @@ fn parallel_first_adds_on_one_host_build_one_network() {
     }
     let host_links = links(&lab.host(0).ns);
     assert_eq!(host_links.matches(&format!("{}:", br(777))).count(), 1);
-    let addr = outputs[7].json()["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = first_address(&outputs[7].json());
     assert!(lab.ping_within(&paths[0].0, &addr, Duration::from_secs(2)));
 }
 
@@ -740,7 +706,7 @@ fn bad_input_changes_nothing() {
     let net = OverlayNet::new("badin", 99, "10.99.0.0/24");
     let (c1, _, _) = add(&mut lab, 0, &net, "ok1");
     let host_links = links(&lab.host(0).ns);
-    let keys = etcd_keys(&lab, "/cni-overlay/");
+    let keys = lab.etcd_keys("/cni-overlay/");
     // A netns path that is not a namespace.
     let not_ns = call(&lab, 0, &net, "ADD", "nn", "/etc/hostname").err(4);
     assert!(not_ns["msg"].as_str().unwrap().contains("CNI_NETNS"));
@@ -760,7 +726,7 @@ fn bad_input_changes_nothing() {
         "bad input changed the host's links"
     );
     assert_eq!(
-        etcd_keys(&lab, "/cni-overlay/"),
+        lab.etcd_keys("/cni-overlay/"),
         keys,
         "bad input changed etcd"
     );
@@ -772,19 +738,13 @@ fn gc_removes_what_is_not_valid_and_keeps_what_is() {
     let net = OverlayNet::new("gcn", 4000, "10.40.0.0/24");
     add(&mut lab, 0, &net, "keep");
     add(&mut lab, 0, &net, "stale");
-    let mut conf = net.config(&lab, 0);
-    conf["cniVersion"] = json!("1.1.0");
-    conf["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
-    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "GC")
-        .env("CNI_PATH", &cni_path())
-        .stdin(&conf);
-    lab.run_on(0, &inv).ok();
-    let records = etcd_keys(&lab, "/cni-overlay/endpoints/gcn/");
+    gc_keeping(&lab, &net, "keep");
+    let records = lab.etcd_keys("/cni-overlay/endpoints/gcn/");
     assert_eq!(
         records,
         vec!["/cni-overlay/endpoints/gcn/keep/eth0".to_string()]
     );
-    assert_eq!(etcd_keys(&lab, "/cni-overlay/ipam/gcn/owners/").len(), 1);
+    assert_eq!(lab.etcd_keys("/cni-overlay/ipam/gcn/owners/").len(), 1);
     let host_links = links(&lab.host(0).ns);
     assert!(
         host_links.contains(&names::host_veth("keep", "eth0"))
@@ -804,39 +764,11 @@ fn gc_removes_a_port_left_without_its_alias_by_a_killed_add() {
     let ns = lab.host(0).ns.clone();
     let (killed_ns, _) = lab.container("killed");
     let killed = names::host_veth("killed", "eth0");
-    in_ns(
-        &ns,
-        &[
-            "ip",
-            "link",
-            "add",
-            &killed,
-            "master",
-            &br(4001),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &killed_ns,
-        ],
-    );
+    veth(&ns, &killed, Some(&br(4001)), &killed_ns);
     let (other_ns, _) = lab.container("other");
     let other = names::host_veth("other", "eth0");
-    in_ns(
-        &ns,
-        &[
-            "ip", "link", "add", &other, "type", "veth", "peer", "name", "eth0", "netns", &other_ns,
-        ],
-    );
-    let mut conf = net.config(&lab, 0);
-    conf["cniVersion"] = json!("1.1.0");
-    conf["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
-    let inv = Invocation::new(bin_dir().join("vxlan-overlay"), "GC")
-        .env("CNI_PATH", &cni_path())
-        .stdin(&conf);
-    lab.run_on(0, &inv).ok();
+    veth(&ns, &other, None, &other_ns);
+    gc_keeping(&lab, &net, "keep");
     let host_links = links(&ns);
     assert!(
         !host_links.contains(&killed),
@@ -911,10 +843,7 @@ fn a_plugin_call_makes_one_etcd_connection_also_when_its_config_is_the_networks_
                       "ipam": {"type": "etcd-ipam", "dataDir": lab.host(1).dir.join("etcd-ipam")}});
     let (_, path) = lab.container("r1");
     let run = |command: &str, netns: &str| {
-        let inv = Invocation::new(bin_dir().join("vxlan-overlay"), command)
-            .attachment("r1", netns, "eth0")
-            .env("CNI_PATH", &cni_path())
-            .stdin(&conf);
+        let inv = plugin(command).attachment("r1", netns, "eth0").stdin(&conf);
         lab.run_on(1, &inv)
     };
 
@@ -929,5 +858,5 @@ fn a_plugin_call_makes_one_etcd_connection_also_when_its_config_is_the_networks_
     run("DEL", "").ok();
     assert_eq!(connections.load(Ordering::SeqCst), 2, "one DEL: one more");
     assert!(!links(&ns).contains(&br(888)));
-    assert!(etcd_keys(&lab, "/cni-overlay/ipam/rec/owners/").is_empty());
+    assert!(lab.etcd_keys("/cni-overlay/ipam/rec/owners/").is_empty());
 }
