@@ -19,16 +19,7 @@ if [ "${1:-}" = --docker ]; then shift; exec bash "$(dirname "$0")/lib/demo-dock
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/demo-walkthrough.sh"
 
-KEEP=false
-[ "${1:-}" = --keep ] && KEEP=true
-
-need_root
-install_packages
-build_release
-
-WORK=$(mktemp -d /tmp/cni-overlay-demo.XXXXXX)
-export LAB_DIR="$WORK/lab"
-BIN="$WORK/bin"
+demo_prepare cni-overlay-demo "$@"
 export RP_PODMAN_BASE="$WORK/podman" RP_PODMAN_RUNROOT_BASE="/tmp/cod$$"
 source "$ROOT/scripts/lib/podman-host.sh"
 source "$ROOT/scripts/lib/app-images.sh"

@@ -14,16 +14,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/demo-walkthrough.sh"
 
-KEEP=false
-[ "${1:-}" = --keep ] && KEEP=true
-
-need_root
-install_packages
-build_release
-
-WORK=$(mktemp -d /tmp/dkdemo.XXXXXX)
-export LAB_DIR="$WORK/lab"
-BIN="$WORK/bin"
+demo_prepare dkdemo "$@"
 source "$ROOT/scripts/lib/busybox-image.sh"
 source "$ROOT/scripts/lib/docker-host.sh"
 source "$ROOT/scripts/lib/app-images.sh"

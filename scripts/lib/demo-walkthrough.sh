@@ -1,10 +1,24 @@
-# The seed's walkthrough, the part that is the same whatever the runtime: the helpers that show and
-# verify each step, and the checks of steps 4 to 7. Shared by scripts/demo.sh (podman) and
-# scripts/lib/demo-docker.sh (Docker). Source it after scripts/lib/common.sh; do not run it.
+# The seed's walkthrough, the part that is the same whatever the runtime: the preparation, the
+# helpers that show and verify each step, and the checks of steps 4 to 7. Shared by
+# scripts/demo.sh (podman) and scripts/lib/demo-docker.sh (Docker). Source it after
+# scripts/lib/common.sh; do not run it.
 #
-# The sourcing script defines `runtime HOST ARGS...` (its container CLI on nodeHOST, shown as
-# typed) and `runtime_quiet HOST ARGS...` (the same, not shown), and sets BIN (the binaries) and
+# The sourcing script calls demo_prepare first, defines `runtime HOST ARGS...` (its container CLI
+# on nodeHOST, shown as typed) and `runtime_quiet HOST ARGS...` (the same, not shown), and sets
 # LAB_ETCD (the lab's etcd endpoints) before the first step.
+
+# demo_prepare WORK-NAME [--keep]: root, the packages, the build; then KEEP (--keep given), WORK
+# (a fresh directory /tmp/WORK-NAME.XXXXXX), LAB_DIR and BIN (the binaries' directory in it).
+demo_prepare() {
+  KEEP=false
+  [ "${2:-}" = --keep ] && KEEP=true
+  need_root
+  install_packages
+  build_release
+  WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+  export LAB_DIR="$WORK/lab"
+  BIN="$WORK/bin"
+}
 
 # show PROMPT WORD...: the command as typed (a word with spaces or shell characters in single quotes).
 # The prompt goes to stderr, so that a command's stdout stays its own.
