@@ -202,6 +202,21 @@ check "test4 can then be started on host 1, with the address host 2 held" starte
   d1 run -d --name test4 --net late busybox sleep 3600 >/dev/null && [ "$(docker_on "$H1" inspect test4 --format "{{(index .NetworkSettings.Networks \"late\").IPAddress}}")" = 10.2.0.2 ]'
 check "overlayd logged no error" eval '! grep -E " ERROR " "$WORK"/overlayd1.log' 
 
+# etcd unreachable: removing a cni-overlay network is refused (the removal could not reach the other
+# hosts, and the network would come back here); nothing else is.
+d1 network create -d cni-overlay --ipam-driver cni-overlay --subnet 10.3.0.0/24 lone >/dev/null
+until_true 10 eval 'etcdget networks/lone | grep -q .'
+lab etcd-member kill 1 >/dev/null
+out=$(d1 network rm lone 2>&1); st=$?
+if [ $st != 0 ] && grep -q "cannot read the endpoints of network lone in etcd" <<<"$out" && d1 network inspect lone >/dev/null; then
+  ok "etcd down: network rm lone is refused and lone stays: $(grep -o 'cannot read.*in etcd' <<<"$out")"
+else nok "etcd down: network rm lone is refused and lone stays" "exit $st: $out"; fi
+check "etcd down: other commands still pass (ps, bridge network create and rm)" \
+  eval 'd1 ps >/dev/null && d1 network create -d bridge plain2 >/dev/null && d1 network rm plain2 >/dev/null'
+lab etcd-member start 1 >/dev/null
+check "etcd back: network rm lone succeeds, and its record goes" \
+  eval 'until_true 30 d1 network rm lone && until_true 10 absent networks/lone'
+
 # overlayd down on host 1: dockerd refuses every API request (it cannot ask its authorization
 # plugin; this is why --authorization-plugin is opt-in), and serves again once overlayd is back.
 pid1=$(head -n 1 "$H1/overlayd.pids")
