@@ -74,6 +74,24 @@ impl Endpoint {
     }
 }
 
+/// How many endpoints a message names before it only counts the rest.
+pub const NAMED_HOLDERS: usize = 5;
+
+/// Endpoints as a refusal names them, `test2 on node2, test3 on node3, 2 more`: the first
+/// [`NAMED_HOLDERS`] of `endpoints`, then how many more of `count` there are (records that did
+/// not decode are counted, not named).
+pub fn holders<'a>(endpoints: impl IntoIterator<Item = &'a Endpoint>, count: usize) -> String {
+    let mut named: Vec<String> = endpoints
+        .into_iter()
+        .take(NAMED_HOLDERS)
+        .map(|e| format!("{} on {}", e.label(), e.node))
+        .collect();
+    if count > named.len() {
+        named.push(format!("{} more", count - named.len()));
+    }
+    named.join(", ")
+}
+
 /// A host running overlayd: the value of `nodes/<name>`, attached to a lease so that it goes away
 /// when the host does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,9 +210,16 @@ mod tests {
         let unnamed = Endpoint {
             name: None,
             container_id: "0123456789abcdef".into(),
-            ..named
+            ..named.clone()
         };
         assert_eq!(unnamed.label(), "0123456789ab");
+        let seven = vec![named.clone(); 7];
+        assert_eq!(holders(&seven[..2], 2), "test1 on node1, test1 on node1");
+        assert_eq!(
+            holders(&seven, 8).matches(" on node1").count(),
+            NAMED_HOLDERS
+        );
+        assert!(holders(&seven, 8).ends_with(", 3 more"));
     }
 
     #[test]

@@ -28,9 +28,6 @@ const VNI_ATTEMPTS: u32 = 10;
 /// How often a remove re-reads a network that changed between its read and its delete.
 const REMOVE_ATTEMPTS: usize = 3;
 
-/// How many endpoints a refusal to remove names before it just counts.
-const NAMED_IN_REFUSAL: usize = 5;
-
 /// The model's refusal of a given value, as the store reports it: [`StoreError::Invalid`], with
 /// the model's message (not the etcd configuration's error that other invalid values are).
 fn invalid(e: model::Error) -> StoreError {
@@ -246,18 +243,10 @@ pub async fn remove(store: &mut Store, name: &str) -> Result<Network, StoreError
 
 fn in_use(name: &str, kvs: &[KeyValue]) -> StoreError {
     let endpoints: Vec<Endpoint> = decode_all(kvs);
-    let mut named: Vec<String> = endpoints
-        .iter()
-        .take(NAMED_IN_REFUSAL)
-        .map(|e| format!("{} on {}", e.label(), e.node))
-        .collect();
-    if kvs.len() > named.len() {
-        named.push(format!("{} more", kvs.len() - named.len()));
-    }
     StoreError::NetworkInUse {
         network: name.to_string(),
         count: kvs.len(),
-        list: named.join(", "),
+        list: records::holders(&endpoints, kvs.len()),
     }
 }
 

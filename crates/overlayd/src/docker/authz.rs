@@ -23,9 +23,6 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::engine::Engine;
 use super::protocol::{AuthzAnswer, AuthzRequest};
 
-/// Holders named in a refusal; the rest are counted.
-const NAMED: usize = 5;
-
 /// What a request is to the check.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Guarded<'a> {
@@ -71,15 +68,7 @@ pub fn held_elsewhere(endpoints: &[Endpoint], here: &str) -> Option<String> {
     if remote.is_empty() {
         return None;
     }
-    let mut named: Vec<String> = remote
-        .iter()
-        .take(NAMED)
-        .map(|e| format!("{} on {}", e.label(), e.node))
-        .collect();
-    if remote.len() > named.len() {
-        named.push(format!("{} more", remote.len() - named.len()));
-    }
-    Some(named.join(", "))
+    Some(records::holders(remote.iter().copied(), remote.len()))
 }
 
 /// The refusal of `docker network rm`. Pure.
