@@ -224,6 +224,7 @@ def convergence(churn_path, events_path, hosts):
             "calls": len(mine), "ok": len(ok), "by_code": by_code,
             "failures": sorted({f'{c.get("code")}: {c.get("msg", "")[:120]}' for c in mine
                                 if c.get("code") != 0})[:5],
+            "cpu_s": round(sum(c.get("cpu_ms", 0.0) for c in mine) / 1000, 2),
             "call_p50_ms": percentile([c["ms"] for c in ok], 0.5),
             "call_p99_ms": percentile([c["ms"] for c in ok], 0.99),
             "late_p50_ms": round(percentile([c["late_ms"] for c in mine], 0.5), 1),

@@ -202,3 +202,25 @@ EOF
     PING_LOST=$(jq -s 'map(.lost | length) | add // 0' "$1-again.jsonl")
   fi
 }
+
+lab_cpu() { # CPU seconds used so far by the processes in the hosts' namespaces, by command name: JSON
+  local inodes h
+  inodes=$(for h in $(seq 1 "$HOSTS"); do stat -L -c %i "/run/netns/$(host_ns "$h")"; done | paste -sd,)
+  python3 - "$inodes" <<'PY'
+import json, os, sys
+want = set(sys.argv[1].split(","))
+tick = os.sysconf("SC_CLK_TCK")
+out = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if str(os.stat(f"/proc/{pid}/ns/net").st_ino) not in want:
+            continue
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    f = stat.rsplit(")", 1)[1].split()
+    out[comm] = round(out.get(comm, 0) + (int(f[11]) + int(f[12])) / tick, 2)
+print(json.dumps(out))
+PY
+}
