@@ -4,7 +4,8 @@
 #                              parallel, and ADD into a /16 with 50,000 addresses already in use.
 #   scripts/bench.sh overlay   on a lab of two simulated hosts: iperf3 TCP container to container across
 #                              hosts against host to host on the same underlay, its links shaped like a
-#                              NIC (UNDERLAY_RATE, default 10gbit) and unshaped; ping RTT; convergence
+#                              NIC (UNDERLAY_RATE, default 10gbit) and unshaped, with the CPU each byte costs
+#                              on both paths; ping RTT; convergence
 #                              (ADD returning on host B to the first reply from host A) over 50 trials.
 #   scripts/bench.sh chain     ADD and DEL of vxlan-overlay + etcd-ipam with a conflist that leaves the VNI and
 #                              the ranges to the network's record: latency (p50, p99 over ROUNDS, default 50)
@@ -130,14 +131,39 @@ bench_overlay() {
   lab bg c2 --log "$tmp/iperf-c2.log" -- iperf3 -s >/dev/null
   lab bg 2 --log "$tmp/iperf-h2.log" -- iperf3 -s >/dev/null
   sleep 0.5
+  # CPU per byte, the unshaped run's real subject, measured apart from throughput: on a shared machine
+  # other work takes cores from both paths, and the throughput ratio swings with it (0.56-1.21 from
+  # round to round under load) while the CPU each byte costs stays put. A run's CPU is both iperf3
+  # ends' own figures (their system time holds the softirq work run in their context: the whole
+  # path, on a kernel without IRQ time accounting) plus ksoftirqd's. Kernels with
+  # CONFIG_IRQ_TIME_ACCOUNTING charge softirqs to no task: the figure is then left out.
+  local per_byte=true
+  if zcat /proc/config.gz 2>/dev/null | grep -q '^CONFIG_IRQ_TIME_ACCOUNTING=y' ||
+    grep -qs '^CONFIG_IRQ_TIME_ACCOUNTING=y' "/boot/config-$(uname -r)"; then per_byte=false; fi
+  softirqd_ticks() { local p s=0; for p in $(pgrep -x 'ksoftirqd/[0-9]+'); do s=$((s + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$s"; }
+  iperf_run() { # TARGET SERVER: "bits/s cpu-seconds bytes" of one iperf3 run
+    local k0 k1 json
+    k0=$(softirqd_ticks)
+    json=$(lab run "$1" -- iperf3 -c "$2" -t "$secs" -J)
+    k1=$(softirqd_ticks)
+    jq -r --argjson ticks "$((k1 - k0))" --argjson hz "$(getconf CLK_TCK)" '.end as $e
+      | "\($e.sum_received.bits_per_second) \(($e.cpu_utilization_percent.host_total + $e.cpu_utilization_percent.remote_total) / 100 * $e.sum_received.seconds + $ticks / $hz) \($e.sum_received.bytes)"' <<<"$json"
+  }
   throughput() { # LABEL NOTE
-    local r overlay_sum=0 host_sum=0 o h
+    local r rows=()
     for r in $(seq 1 "$rounds"); do
-      o=$(lab run c1 -- iperf3 -c "$a2" -t "$secs" -J | jq '.end.sum_received.bits_per_second')
-      h=$(lab run 1 -- iperf3 -c "$(lab addr 2)" -t "$secs" -J | jq '.end.sum_received.bits_per_second')
-      overlay_sum=$(python3 -c "print($overlay_sum + $o)"); host_sum=$(python3 -c "print($host_sum + $h)")
+      rows+=("$(iperf_run c1 "$a2") $(iperf_run 1 "$(lab addr 2)")")
     done
-    python3 -c "print(f'overlay    throughput  {\"$1\":<30} overlay {$overlay_sum/$rounds/1e9:6.2f} Gbit/s  host {$host_sum/$rounds/1e9:6.2f} Gbit/s  ratio {$overlay_sum/$host_sum:.2f}$2')"
+    printf '%s\n' "${rows[@]}" | python3 -c "
+import sys
+rows = [[float(x) for x in l.split()] for l in sys.stdin]
+o, h = sum(r[0] for r in rows), sum(r[3] for r in rows)
+print(f'overlay    throughput  {\"$1\":<30} overlay {o/len(rows)/1e9:6.2f} Gbit/s  host {h/len(rows)/1e9:6.2f} Gbit/s  ratio {o/h:.2f}$2')
+if '$per_byte' == 'true':
+    ocpb = sum(r[1] for r in rows) / sum(r[2] for r in rows) * 1e9
+    hcpb = sum(r[4] for r in rows) / sum(r[5] for r in rows) * 1e9
+    per_round = ' '.join(f'{(r[4] / r[5]) / (r[1] / r[2]):.2f}' for r in rows)
+    print(f'overlay    cpu per byte {\"$1\":<29} overlay {ocpb:6.3f} s/GB    host {hcpb:6.3f} s/GB    ratio {hcpb/ocpb:.2f} (host / overlay; rounds {per_round})')"
   }
   say "overlay: iperf3 TCP container to container (node1 -> node2) against host to host, $rounds x $secs s each"
   local port

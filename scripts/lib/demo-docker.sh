@@ -9,6 +9,8 @@
 #   5. test1 pings test2 by address and by name, across hosts
 #   6. a container reaches a simulated internet through docker_gwbridge
 #   7. the seed's application: redis on node1, the Flask app on node2 using it by name, -p 8080:5000
+#   8. docker network rm demo on node1 refused while node2's containers use it (dockerd runs with
+#      --authorization-plugin cni-overlay), then, with nothing attached, removed on both
 # Exits non-zero if any step fails. Removes everything it created unless --keep.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -65,15 +67,17 @@ lab up --prefix "dkdemo$$" --hosts 2 --etcd-members 1,2 >/dev/null
 LAB_ETCD=$(lab etcd-endpoints)
 on 1 etcdctl --endpoints "$LAB_ETCD" member list -w table
 passed "etcd cluster of node1 and node2"
+# overlayd first: dockerd --authorization-plugin cni-overlay (step 8) looks the plugin up at its start.
+export DOCKER_HOST_EXTRA_ARGS="--authorization-plugin cni-overlay"
 for h in 1 2; do
-  docker_host_start "$(lab ns "$h")" "$WORK/node$h" "node$h" || fail "dockerd on node$h did not start"
-  docker_host_import "$WORK/node$h" || fail "no busybox image on node$h"
+  docker_host_prepare "$(lab ns "$h")" "$WORK/node$h" "node$h" || fail "no host namespaces for node$h"
   show "node$h" overlayd --etcd "$LAB_ETCD" --node "node$h" --docker-plugin cni-overlay
   docker_host_overlayd "$WORK/node$h" "$WORK/overlayd-node$h.log" "$BIN/overlayd" --etcd "$LAB_ETCD" \
     --node "node$h" --metrics-addr off >/dev/null
-done
-for h in 1 2; do
   for _ in $(seq 100); do in_docker_host "$WORK/node$h" test -S /run/docker/plugins/cni-overlay.sock && break; sleep 0.1; done
+  show "node$h" dockerd --authorization-plugin cni-overlay
+  docker_host_dockerd "$WORK/node$h" || fail "dockerd on node$h did not start"
+  docker_host_import "$WORK/node$h" || fail "no busybox image on node$h"
 done
 dk 1 version --format 'Docker {{.Server.Version}} (API {{.Server.APIVersion}})'
 passed "dockerd and overlayd on node1 and node2"
@@ -166,5 +170,19 @@ n1=$(seen "$first"); n2=$(seen "$second")
 [ -n "$n1" ] && [ -n "$n2" ] || fail "the app did not answer with its count"
 [ "$n2" = $((n1 + 1)) ] || fail "the count went from $n1 to $n2, not up by one"
 passed "two curls from the internet through node2's port 8080 counted $n1 then $n2"
+
+say "8. docker network rm: refused while containers on the other host use the network, then everywhere"
+if out=$(dk 1 network rm demo 2>&1); then fail "demo was removed on node1 while node2's containers use it"; fi
+echo "$out"
+grep -q 'network demo has active endpoints on other hosts: .* on node2' <<<"$out" || fail "the refusal did not say why: $out"
+docker_on "$WORK/node1" network inspect demo >/dev/null 2>&1 || fail "demo is gone from node1"
+passed "network rm demo on node1 was refused while node2's containers use it"
+dk 2 rm -f test2 web >/dev/null
+dk 1 rm -f test1 redis >/dev/null
+dk 1 network rm demo || fail "network rm demo on node1 failed with nothing attached"
+for _ in $(seq 50); do docker_on "$WORK/node2" network inspect demo >/dev/null 2>&1 || break; sleep 0.1; done
+dk 2 network ls
+docker_on "$WORK/node2" network inspect demo >/dev/null 2>&1 && fail "demo is still on node2"
+passed "network rm demo on node1 removed it from node2 too"
 
 say "demo complete: every step passed"

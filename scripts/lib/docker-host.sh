@@ -89,9 +89,13 @@ docker_host_dockerd() {
 # docker_host_overlayd DIR LOG OVERLAYD ARGS... : overlayd in the host's namespaces, with the
 # Docker driver; prints its PID.
 docker_host_overlayd() {
-    local d=$1 log=$2
+    local d=$1 log=$2 pid
     shift 2
-    in_docker_host "$d" "$@" --docker-plugin cni-overlay --docker-host "$d/docker.sock" --no-conflists \
+    pid=$(_dh_holder "$d") || return 1
+    # nsenter itself in the background (not a shell function): it execs overlayd, so $! is
+    # overlayd's PID.
+    nsenter --mount="/proc/$pid/ns/mnt" --uts="/proc/$pid/ns/uts" --net="/proc/$pid/ns/net" -- \
+        "$@" --docker-plugin cni-overlay --docker-host "$d/docker.sock" --no-conflists \
         </dev/null >>"$log" 2>&1 &
     echo $! >>"$d/overlayd.pids"
     disown $!

@@ -2,7 +2,8 @@
 # Docker 20.10 (Debian's docker.io) with overlayd's cni-overlay network and IPAM driver, on two
 # simulated hosts: the seed's walkthrough (issue 18), one "ok - " / "not ok - " line per check.
 # One dockerd per host (scripts/lib/docker-host.sh: its own mount and UTS namespaces, data-root,
-# exec-root, socket; nsenter --net into the host), overlayd --docker-plugin cni-overlay next to it.
+# exec-root, socket; nsenter --net into the host), overlayd --docker-plugin cni-overlay next to it,
+# and dockerd --authorization-plugin cni-overlay (overlayd refuses network rm while in use elsewhere).
 # Unique lab prefix and node names: needs no lock. Removes everything it started.
 # Under CI=true a missing prerequisite (docker.io, busybox-static) is a failure, else a skip.
 set -uo pipefail
@@ -57,18 +58,21 @@ etcdget() { lab run 1 -- etcdctl --endpoints "$ETCD" get --prefix --keys-only "/
 # absent KEY-PREFIX: etcd answered, and nothing is under it (a failed etcdctl is no "absent").
 absent() { local out; out=$(etcdget "$1") && [ -z "$out" ]; }
 
+# overlayd first: dockerd --authorization-plugin cni-overlay looks the plugin up when it starts
+# (and refuses every request while it does not answer).
+export DOCKER_HOST_EXTRA_ARGS="--authorization-plugin cni-overlay --debug"
 started=true
 for h in 1 2; do
   d="$WORK/h$h"
-  docker_host_start "$(lab ns $h)" "$d" "${prefix}n$h" || started=false
-  $started && docker_host_import "$d" || started=false
+  docker_host_prepare "$(lab ns $h)" "$d" "${prefix}n$h" || started=false
   $started && docker_host_overlayd "$d" "$WORK/overlayd$h.log" "$BIN/overlayd" --etcd "$ETCD" \
     --node "${prefix}n$h" --metrics-addr off --lease-ttl 2 --reclaim-after 2s >/dev/null || started=false
+  $started && until_true 10 in_docker_host "$d" test -S /run/docker/plugins/cni-overlay.sock || started=false
+  $started && docker_host_dockerd "$d" || started=false
+  $started && docker_host_import "$d" || started=false
 done
 if ! $started; then nok "dockerd and overlayd on both hosts" "$(tail -n 8 "$WORK"/h*/dockerd.log "$WORK"/overlayd*.log 2>/dev/null)"; exit 1; fi
-until_true 10 in_docker_host "$H1" test -S /run/docker/plugins/cni-overlay.sock
-until_true 10 in_docker_host "$H2" test -S /run/docker/plugins/cni-overlay.sock
-ok "dockerd 20.10 and overlayd --docker-plugin on two hosts"
+ok "dockerd 20.10 (--authorization-plugin cni-overlay) and overlayd --docker-plugin on two hosts"
 
 # 1. The network, created on host 1, cluster-wide.
 check "network create -d cni-overlay --ipam-driver cni-overlay --subnet 10.0.0.0/24 demo on host 1" \
@@ -136,17 +140,42 @@ released3() { d2 network disconnect demo test3 && absent ipam/demo/names/test3 &
 check "network disconnect demo test3 releases its name, address and record" released3
 check "no address is left held by a placeholder" absent ipam/demo/owners/docker-pending 
 
-# 1 again: removal, refused while a container is attached anywhere.
-# Docker removes a network whatever its driver answers (libnetwork honours only its own
-# ForbiddenError): the record stays while a container is attached anywhere, and the network comes back.
-d2 network rm demo >/dev/null 2>&1
-back_on_2() { etcdget networks/demo | grep -q . && d2 network inspect demo >/dev/null; }
-check "network rm demo on host 2 while test1 runs on host 1: demo stays in etcd and comes back on host 2" until_true 10 back_on_2
-check "and overlayd on host 2 says why" eval 'grep -q "network rm demo here: .*test1" "$WORK/overlayd2.log"'
+# 1 again: removal. dockerd asks overlayd first (--authorization-plugin cni-overlay): refused while
+# a container is attached on another host, with the holders named; Docker itself refuses while one
+# is attached on its own host.
+d2 run -d --name test2 --net demo busybox sleep 3600 >/dev/null
 d1 rm -f test1 >/dev/null
+id1=$(d1 network inspect demo --format '{{.Id}}')
+id2=$(d2 network inspect demo --format '{{.Id}}')
+out=$(d1 network rm demo 2>&1); st=$?
+if [ $st != 0 ] && grep -q "network demo has active endpoints on other hosts: test2 on $node2" <<<"$out"; then
+  ok "network rm demo on host 1 while test2 runs on host 2 is refused: $(grep -o 'authorization denied.*' <<<"$out")"
+else nok "network rm demo on host 1 while test2 runs on host 2 is refused, naming test2 on $node2" "exit $st: $out"; fi
+# The same network (same ids): it was never removed, not removed and put back.
+kept() { [ "$(d1 network inspect demo --format '{{.Id}}')" = "$id1" ] && [ "$(d2 network inspect demo --format '{{.Id}}')" = "$id2" ] && etcdget networks/demo | grep -q .; }
+check "demo stays in Docker on both hosts (same ids) and in etcd" kept
+out=$(d1 network rm "${id1:0:8}" 2>&1); st=$?
+if [ $st != 0 ] && grep -q "network demo has active endpoints on other hosts" <<<"$out"; then
+  ok "network rm by an id prefix is refused too"
+else nok "network rm by an id prefix is refused too" "exit $st: $out"; fi
+out=$(d1 network prune -f 2>&1); st=$?
+if [ $st != 0 ] && grep -q "demo (test2 on $node2)" <<<"$out" && kept; then
+  ok "network prune on host 1 is refused while demo is held on host 2"
+else nok "network prune on host 1 is refused while demo is held on host 2" "exit $st: $out"; fi
+out=$(d2 network rm demo 2>&1); st=$?
+if [ $st != 0 ] && grep -q "active endpoints" <<<"$out" && ! grep -q "authorization denied" <<<"$out" && kept; then
+  ok "network rm demo on host 2, where test2 is attached, is refused by Docker itself"
+else nok "network rm demo on host 2, where test2 is attached, is refused by Docker itself" "exit $st: $out"; fi
+ordinary() {
+  d1 network create -d bridge plain >/dev/null && d1 network rm plain >/dev/null &&
+    d1 run --rm --net none busybox true && d1 ps >/dev/null && d2 exec test2 true
+}
+check "ordinary commands still work under the authorization plugin (bridge network create/rm, run, ps, exec)" ordinary
+check "dockerd asked overlayd (dockerd --debug log)" grep -q "AuthZ request using plugin cni-overlay" "$H1/dockerd.log"
+d2 rm -f test2 >/dev/null
 d2 rm -f test3 >/dev/null
-check "network rm demo on host 2 succeeds once nothing is attached" d2 network rm demo
-check "demo is gone from etcd and from Docker on host 1" eval 'absent networks/demo && until_true 10 eval "! d1 network inspect demo"'
+check "network rm demo on host 1 succeeds once nothing is attached anywhere" d1 network rm demo
+check "demo is gone from etcd and from Docker on host 2" eval 'absent networks/demo && until_true 10 eval "! d2 network inspect demo"'
 # 6. A host dies (every process of host 2 killed, nothing cleaned): once its lease has been gone for
 # --reclaim-after (2s here), the elected reclaimer releases what it held, and its names are free.
 d1 network create -d cni-overlay --ipam-driver cni-overlay --subnet 10.2.0.0/24 late >/dev/null
@@ -172,3 +201,32 @@ check "test4 can then be started on host 1, with the address host 2 held" starte
 : '
   d1 run -d --name test4 --net late busybox sleep 3600 >/dev/null && [ "$(docker_on "$H1" inspect test4 --format "{{(index .NetworkSettings.Networks \"late\").IPAddress}}")" = 10.2.0.2 ]'
 check "overlayd logged no error" eval '! grep -E " ERROR " "$WORK"/overlayd1.log' 
+
+# etcd unreachable: removing a cni-overlay network is refused (the removal could not reach the other
+# hosts, and the network would come back here); nothing else is.
+d1 network create -d cni-overlay --ipam-driver cni-overlay --subnet 10.3.0.0/24 lone >/dev/null
+until_true 10 eval 'etcdget networks/lone | grep -q .'
+lab etcd-member kill 1 >/dev/null
+out=$(d1 network rm lone 2>&1); st=$?
+if [ $st != 0 ] && grep -q "cannot read the endpoints of network lone in etcd" <<<"$out" && d1 network inspect lone >/dev/null; then
+  ok "etcd down: network rm lone is refused and lone stays: $(grep -o 'cannot read.*in etcd' <<<"$out")"
+else nok "etcd down: network rm lone is refused and lone stays" "exit $st: $out"; fi
+check "etcd down: other commands still pass (ps, bridge network create and rm)" \
+  eval 'd1 ps >/dev/null && d1 network create -d bridge plain2 >/dev/null && d1 network rm plain2 >/dev/null'
+lab etcd-member start 1 >/dev/null
+check "etcd back: network rm lone succeeds, and its record goes" \
+  eval 'until_true 30 d1 network rm lone && until_true 10 absent networks/lone'
+
+# overlayd down on host 1: dockerd refuses every API request (it cannot ask its authorization
+# plugin; this is why --authorization-plugin is opt-in), and serves again once overlayd is back.
+pid1=$(head -n 1 "$H1/overlayd.pids")
+kill -TERM "$pid1"
+until_true 10 eval "! kill -0 $pid1"
+t0=$SECONDS
+out=$(d1 ps 2>&1); st=$?
+if [ $st != 0 ] && grep -q "plugin cni-overlay failed" <<<"$out"; then
+  ok "overlayd down on host 1: docker ps is refused after $((SECONDS - t0)) s: $(grep -o 'plugin cni-overlay failed.*' <<<"$out" | head -c 160)"
+else nok "overlayd down on host 1: docker ps is refused" "exit $st: $out"; fi
+docker_host_overlayd "$H1" "$WORK/overlayd1-again.log" "$BIN/overlayd" --etcd "$ETCD" \
+  --node "$node1" --metrics-addr off --lease-ttl 2 --reclaim-after 2s >/dev/null
+check "overlayd back on host 1: docker ps answers again" until_true 30 d1 ps

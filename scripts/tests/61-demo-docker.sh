@@ -25,6 +25,8 @@ check "6. test1 reaches the simulated internet" '^passed: test1 reached the inte
 check "7. redis runs on node1" '^passed: redis runs on node1$'
 check "7. the app on node2 reaches redis by name" '^passed: the app on node2 reached redis by name$'
 check "7. two curls through node2's published port count up" "^passed: two curls from the internet through node2's port 8080 counted"
+check "8. network rm on node1 is refused while node2's containers use it" '^passed: network rm demo on node1 was refused'
+check "8. with nothing attached, network rm on node1 removes it from node2 too" '^passed: network rm demo on node1 removed it from node2 too$'
 if [ "$status" = 0 ] && grep -q 'demo complete: every step passed' "$log"; then
   echo "ok - demo --docker: exits 0 and cleans up"
 else

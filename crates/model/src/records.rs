@@ -64,6 +64,16 @@ pub struct Endpoint {
     pub vni: Vni,
 }
 
+impl Endpoint {
+    /// What an endpoint is called in messages: its container name, else its container id's first
+    /// 12 characters (as docker shows ids).
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.container_id.chars().take(12).collect())
+    }
+}
+
 /// A host running overlayd: the value of `nodes/<name>`, attached to a lease so that it goes away
 /// when the host does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +181,20 @@ mod tests {
         round_trip::<Endpoint>(
             r#"{"network":"n","containerId":"c2","ifname":"net1","ips":["10.0.0.3/24"],"mac":"02:00:00:00:00:01","node":"n2","vtep":"2001:db8::1","vni":1}"#,
         );
+    }
+
+    #[test]
+    fn an_endpoint_is_called_by_its_name_else_its_short_id() {
+        let named: Endpoint = round_trip(
+            r#"{"network":"demo","containerId":"c1","ifname":"eth0","name":"test1","ips":["10.0.0.2/24"],"mac":"02:42:0a:00:00:02","node":"node1","vtep":"192.168.205.10","vni":4096}"#,
+        );
+        assert_eq!(named.label(), "test1");
+        let unnamed = Endpoint {
+            name: None,
+            container_id: "0123456789abcdef".into(),
+            ..named
+        };
+        assert_eq!(unnamed.label(), "0123456789ab");
     }
 
     #[test]

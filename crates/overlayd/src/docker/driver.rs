@@ -123,8 +123,11 @@ impl Driver {
     /// None for a method this driver does not know (HTTP 404, as the protocol asks).
     pub async fn call(&self, method: &str, body: &[u8]) -> Option<Answer> {
         let answer = match method {
+            // Docker caches this answer by the plugin's name, whichever role asked first: the
+            // authorization role is listed here too, and used only when dockerd runs with
+            // `--authorization-plugin NAME` (see super::authz).
             "Plugin.Activate" => json(Activate {
-                implements: vec!["NetworkDriver", "IpamDriver"],
+                implements: vec!["NetworkDriver", "IpamDriver", AUTHZ_IMPLEMENTS],
             }),
             // Local scope: Docker keeps each network to its host (the only kind since Docker 24
             // without Swarm); the connectivity across hosts is ours.

@@ -19,11 +19,12 @@ const TIMEOUT: u64 = 10;
 /// such a network whose record is gone is removed, not registered again.
 pub const MIRROR_LABEL: &str = "org.cni-overlay.mirror";
 
-/// A Docker network of our driver, as the mirror needs it.
+/// A Docker network, as the mirror and the authorization check need it.
 #[derive(Debug, Clone)]
 pub struct DockerNetwork {
     pub id: String,
     pub name: String,
+    pub driver: String,
     pub subnets: Vec<String>,
     pub gateways: Vec<String>,
     pub mirrored: bool,
@@ -47,6 +48,11 @@ impl Engine {
         }
     }
 
+    /// The driver's name, which Docker shows as the network's driver.
+    pub fn driver(&self) -> &str {
+        &self.driver
+    }
+
     fn docker(&self) -> Result<Docker, String> {
         Docker::connect_with_unix(&self.socket, TIMEOUT, &API_VERSION)
             .map_err(|e| format!("Docker API at {}: {e}", self.socket))
@@ -58,6 +64,7 @@ impl Engine {
             Ok(n) => Ok(Some(DockerNetwork {
                 id: n.id.unwrap_or_default(),
                 name: n.name.unwrap_or_default(),
+                driver: n.driver.unwrap_or_default(),
                 subnets: configs(n.ipam.as_ref(), |c| c.subnet.clone()),
                 gateways: configs(n.ipam.as_ref(), |c| c.gateway.clone()),
                 mirrored: n.labels.unwrap_or_default().contains_key(MIRROR_LABEL),
@@ -95,6 +102,7 @@ impl Engine {
             .map(|n| DockerNetwork {
                 id: n.id.unwrap_or_default(),
                 name: n.name.unwrap_or_default(),
+                driver: n.driver.unwrap_or_default(),
                 subnets: configs(n.ipam.as_ref(), |c| c.subnet.clone()),
                 gateways: configs(n.ipam.as_ref(), |c| c.gateway.clone()),
                 mirrored: n.labels.unwrap_or_default().contains_key(MIRROR_LABEL),

@@ -1,8 +1,10 @@
 //! `overlayd --docker-plugin NAME`: a Docker network driver and IPAM driver named NAME (one
 //! socket, `<plugin dir>/NAME.sock`, implementing both; Docker loads it as a legacy plugin), and a
 //! mirror that keeps the host's Docker networks of that driver equal to the network records in
-//! etcd. See [`driver`] for what each call does and [`mirror`] for the networks.
+//! etcd. See [`driver`] for what each call does and [`mirror`] for the networks. The same socket
+//! is an authorization plugin for dockerd's `--authorization-plugin NAME` (opt-in, see [`authz`]).
 
+pub mod authz;
 pub mod driver;
 pub mod engine;
 pub mod forward;
@@ -14,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::CONTENT_TYPE;
 use hyper::server::conn::http1;
@@ -24,7 +26,18 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 
 use crate::error::Error;
+use authz::Authz;
 use driver::Driver;
+
+/// The largest request body read whole: a libnetwork call is a few hundred bytes; an `AuthZReq`
+/// carries the API request's body only below 1 MiB, base64-encoded (about 1.4 MiB).
+const BODY_LIMIT: usize = 4 << 20;
+
+/// What every connection serves.
+struct Plugin {
+    driver: Arc<Driver>,
+    authz: Authz,
+}
 
 pub struct Settings {
     /// The driver's name (`docker network create -d NAME --ipam-driver NAME`).
@@ -39,7 +52,17 @@ pub struct Settings {
 /// Binds the socket (a taken or unwritable path is a configuration error), then serves.
 pub async fn run(settings: Settings) -> Result<(), Error> {
     let engine = engine::Engine::new(&settings.docker_socket, &settings.name);
+    let authz = Authz::new(
+        engine.clone(),
+        settings.driver.node.clone(),
+        settings.driver.etcd.clone(),
+    )
+    .map_err(Error::Config)?;
     let driver = Arc::new(Driver::new(settings.driver, engine).map_err(Error::Config)?);
+    let plugin = Arc::new(Plugin {
+        driver: driver.clone(),
+        authz,
+    });
     std::fs::create_dir_all(&settings.plugin_dir)
         .map_err(|e| Error::Config(format!("creating {}: {e}", settings.plugin_dir.display())))?;
     let path = settings.plugin_dir.join(format!("{}.sock", settings.name));
@@ -50,13 +73,13 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let listener = UnixListener::bind(&path)
         .map_err(|e| Error::Config(format!("binding {}: {e}", path.display())))?;
     log::info!("docker plugin {} on {}", settings.name, path.display());
-    let mirror = tokio::spawn(mirror::run(driver.clone()));
-    let served = serve(listener, driver).await;
+    let mirror = tokio::spawn(mirror::run(driver));
+    let served = serve(listener, plugin).await;
     mirror.abort();
     served
 }
 
-async fn serve(listener: UnixListener, driver: Arc<Driver>) -> Result<(), Error> {
+async fn serve(listener: UnixListener, plugin: Arc<Plugin>) -> Result<(), Error> {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -66,9 +89,9 @@ async fn serve(listener: UnixListener, driver: Arc<Driver>) -> Result<(), Error>
                 continue;
             }
         };
-        let driver = driver.clone();
+        let plugin = plugin.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| respond(driver.clone(), request));
+            let service = service_fn(move |request| respond(plugin.clone(), request));
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
@@ -80,21 +103,48 @@ async fn serve(listener: UnixListener, driver: Arc<Driver>) -> Result<(), Error>
 }
 
 async fn respond(
-    driver: Arc<Driver>,
+    plugin: Arc<Plugin>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = request.uri().path().trim_start_matches('/').to_string();
-    let body = match request.into_body().collect().await {
+    if method == protocol::AUTHZ_RESPONSE {
+        // Responses are never refused. Their body (the API response, unbounded) is read and
+        // dropped frame by frame, so that the connection stays usable and nothing is kept.
+        let mut body = request.into_body();
+        while let Some(Ok(_)) = body.frame().await {}
+        return Ok(authz_reply(&protocol::AuthzAnswer::allow()));
+    }
+    let body = match Limited::new(request.into_body(), BODY_LIMIT)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
+        Err(e) if method == protocol::AUTHZ_REQUEST => {
+            // Larger than any request dockerd sends; a network removal has no body.
+            log::warn!("docker authz: request not read ({e}); allowed");
+            return Ok(authz_reply(&protocol::AuthzAnswer::allow()));
+        }
         Err(e) => {
             return Ok(reply(
                 StatusCode::BAD_REQUEST,
-                format!("{{\"Err\":\"{e}\"}}"),
+                serde_json::to_string(&protocol::Failure { err: e.to_string() })
+                    .unwrap_or_else(|_| "{}".into()),
             ))
         }
     };
     let started = std::time::Instant::now();
-    let answer = driver.call(&method, &body).await;
+    if method == protocol::AUTHZ_REQUEST {
+        let answer = match serde_json::from_slice::<protocol::AuthzRequest>(&body) {
+            Ok(req) => plugin.authz.request(&req).await,
+            Err(e) => {
+                log::warn!("docker authz: malformed request ({e}); allowed");
+                protocol::AuthzAnswer::allow()
+            }
+        };
+        log::debug!("docker plugin: {method} in {:?}", started.elapsed());
+        return Ok(authz_reply(&answer));
+    }
+    let answer = plugin.driver.call(&method, &body).await;
     let (status, text) = match answer {
         None => (StatusCode::NOT_FOUND, "{}".to_string()),
         Some(Ok(value)) => (StatusCode::OK, value.to_string()),
@@ -109,6 +159,11 @@ async fn respond(
     };
     log::debug!("docker plugin: {method} in {:?}", started.elapsed());
     Ok(reply(status, text))
+}
+
+fn authz_reply(answer: &protocol::AuthzAnswer) -> Response<Full<Bytes>> {
+    let text = serde_json::to_string(answer).unwrap_or_else(|_| r#"{"Allow":true}"#.into());
+    reply(StatusCode::OK, text)
 }
 
 fn reply(status: StatusCode, text: String) -> Response<Full<Bytes>> {

@@ -1,5 +1,6 @@
 //! The messages of Docker's legacy plugin protocol for network and IPAM drivers (libnetwork's
-//! `drivers/remote` and `ipams/remote`: JSON over HTTP POST, field names as Docker spells them).
+//! `drivers/remote` and `ipams/remote`) and for authorization plugins (moby's
+//! `pkg/authorization`): JSON over HTTP POST, field names as Docker spells them.
 //! Pure: no I/O. Only the fields this driver reads or writes are declared; serde skips the rest.
 
 use std::collections::HashMap;
@@ -184,6 +185,49 @@ pub struct Failure {
     pub err: String,
 }
 
+/// What `Plugin.Activate` lists for an authorization plugin (dockerd's `--authorization-plugin`
+/// looks the plugin up by name and wants this exact string).
+pub const AUTHZ_IMPLEMENTS: &str = "authz";
+/// The two calls of an authorization plugin: before dockerd handles a request, and after.
+pub const AUTHZ_REQUEST: &str = "AuthZPlugin.AuthZReq";
+pub const AUTHZ_RESPONSE: &str = "AuthZPlugin.AuthZRes";
+
+/// `AuthZPlugin.AuthZReq`: the API request dockerd is about to handle. The body (base64), headers
+/// and user are there too; the decision needs only the method and the URI.
+#[derive(Deserialize, Debug)]
+pub struct AuthzRequest {
+    #[serde(rename = "RequestMethod")]
+    pub method: String,
+    /// As the client sent it: `/v1.41/networks/demo`, the version prefix optional, a query allowed.
+    /// Spelt `RequestUri` on the wire (moby's JSON tag; Go's decoder ignores case, serde does not).
+    #[serde(rename = "RequestUri")]
+    pub uri: String,
+}
+
+/// The answer to both calls. `Msg` is what the client sees after
+/// `authorization denied by plugin NAME: `; a non-empty `Err` would fail the request as a plugin
+/// error, so it is never sent.
+#[derive(Serialize, Debug, PartialEq, Eq)]
+pub struct AuthzAnswer {
+    #[serde(rename = "Allow")]
+    pub allow: bool,
+    #[serde(rename = "Msg", skip_serializing_if = "String::is_empty")]
+    pub msg: String,
+}
+
+impl AuthzAnswer {
+    pub fn allow() -> AuthzAnswer {
+        AuthzAnswer {
+            allow: true,
+            msg: String::new(),
+        }
+    }
+
+    pub fn deny(msg: String) -> AuthzAnswer {
+        AuthzAnswer { allow: false, msg }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +264,30 @@ mod tests {
         assert_eq!(
             text,
             r#"{"InterfaceName":{"SrcName":"dk0","DstPrefix":"eth"}}"#
+        );
+    }
+
+    #[test]
+    fn authz_request_as_dockerd_sends_it() {
+        let r: AuthzRequest = serde_json::from_str(
+            r#"{"User":"","UserAuthNMethod":"","RequestMethod":"DELETE","RequestUri":"/v1.41/networks/demo","RequestBody":null,"RequestHeaders":{"User-Agent":"Docker-Client/20.10.24"},"RequestPeerCertificates":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.uri.as_str()),
+            ("DELETE", "/v1.41/networks/demo")
+        );
+    }
+
+    #[test]
+    fn authz_answers() {
+        assert_eq!(
+            serde_json::to_string(&AuthzAnswer::allow()).unwrap(),
+            r#"{"Allow":true}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&AuthzAnswer::deny("no".into())).unwrap(),
+            r#"{"Allow":false,"Msg":"no"}"#
         );
     }
 }
