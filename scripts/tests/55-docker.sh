@@ -152,7 +152,16 @@ if [ $st != 0 ] && grep -q "network demo has active endpoints on other hosts: te
   ok "network rm demo on host 1 while test2 runs on host 2 is refused: $(grep -o 'authorization denied.*' <<<"$out")"
 else nok "network rm demo on host 1 while test2 runs on host 2 is refused, naming test2 on $node2" "exit $st: $out"; fi
 # The same network (same ids): it was never removed, not removed and put back.
-kept() { [ "$(d1 network inspect demo --format '{{.Id}}')" = "$id1" ] && [ "$(d2 network inspect demo --format '{{.Id}}')" = "$id2" ] && etcdget networks/demo | grep -q .; }
+# On failure it says what it saw (a diagnostic line, not a check).
+kept() {
+  local a b e
+  a=$(d1 network inspect demo --format '{{.Id}}' 2>&1)
+  b=$(d2 network inspect demo --format '{{.Id}}' 2>&1)
+  e=$(etcdget networks/demo 2>&1)
+  [ "$a" = "$id1" ] && [ "$b" = "$id2" ] && [ -n "$e" ] && return 0
+  echo "# kept: host 1: $a (was $id1); host 2: $b (was $id2); etcd: ${e:-nothing}" >&2
+  return 1
+}
 check "demo stays in Docker on both hosts (same ids) and in etcd" kept
 out=$(d1 network rm "${id1:0:8}" 2>&1); st=$?
 if [ $st != 0 ] && grep -q "network demo has active endpoints on other hosts" <<<"$out"; then
