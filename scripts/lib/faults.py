@@ -1,5 +1,5 @@
-"""scripts/faults.sh's arithmetic: summaries of fault-driver output and the checks against etcd and
-the kernel's tables. Reads files, prints JSON; no I/O beyond that.
+"""scripts/faults.sh's and scripts/bench.sh fleet's arithmetic: summaries of fault-driver output and
+the checks against etcd and the kernel's tables. Reads files, prints JSON; no I/O beyond that.
 
   faults.py calls FILE                       counts per result code, latency percentiles, ids
   faults.py etcd ETCD_JSON NET               duplicates and orphans among the network's keys
@@ -7,10 +7,18 @@ the kernel's tables. Reads files, prints JSON; no I/O beyond that.
                                              a host's FDB and neighbour entries on its VXLAN
                                              devices against those the records call for
   faults.py gaps PING_LOG INTERVAL           lost pings and the longest time without a reply
+  faults.py order CALLS PLAN N               latency (p50, mean) and CPU time (mean) of the first
+                                             N and the last N calls in the plan's order, last/first
+  faults.py convergence CHURN EVENTS HOSTS   per successful churn call (fault-driver churn), the
+                                             time from its return until its FDB and neighbour
+                                             entries were there (ADD) or gone (DEL) on every
+                                             other host (fault-driver watch's events); rates
 """
 
 import base64
+import bisect
 import json
+import statistics
 import sys
 
 
@@ -149,7 +157,99 @@ def gaps(path, interval):
                       "span_s": round(stamps[-1] - stamps[0], 1) if stamps else 0}))
 
 
+def order(calls_path, plan_path, n):
+    ids = [line.split("\t")[0] for line in open(plan_path) if line.strip()]
+    rows = {r["id"]: r for r in (json.loads(line) for line in open(calls_path) if line.strip())}
+
+    def part(chosen):
+        ok = [rows[i] for i in chosen if rows.get(i, {}).get("code") == 0]
+        ms = [r["ms"] for r in ok]
+        cpu = [r["cpu_ms"] for r in ok if "cpu_ms" in r]
+        return {"ok": len(ms), "p50_ms": percentile(ms, 0.5),
+                "mean_ms": round(statistics.mean(ms), 1) if ms else 0.0,
+                "cpu_mean_ms": round(statistics.mean(cpu), 1) if cpu else 0.0}
+    first, last = part(ids[:n]), part(ids[-n:])
+    ratio = lambda k: round(last[k] / first[k], 2) if first[k] else None
+    print(json.dumps({"first": first, "last": last, "ratio_mean": ratio("mean_ms"),
+                      "ratio_p50": ratio("p50_ms"), "ratio_cpu": ratio("cpu_mean_ms")}))
+
+
+def convergence(churn_path, events_path, hosts):
+    """An entry counts from the first notification of it after its call started (overlayd may
+    program it before the plugin returns: then the change was there on return, 0 ms)."""
+    times = {}  # (host, fdb, added, key) -> sorted notification times; key: MAC or IP
+    for line in open(events_path):
+        e = json.loads(line)
+        if "t" not in e:
+            continue
+        key = e["mac"] if e["fdb"] else e["ip"]
+        times.setdefault((e["host"], e["fdb"], e["added"], key), []).append(e["t"])
+    for v in times.values():
+        v.sort()
+
+    def first_after(host, fdb, added, key, start):
+        v = times.get((host, fdb, added, key), [])
+        i = bisect.bisect_left(v, start)
+        return v[i] if i < len(v) else None
+
+    calls = [json.loads(line) for line in open(churn_path) if line.strip()]
+    result, every_conv = {}, []
+    for op in ("ADD", "DEL"):
+        mine = [c for c in calls if c.get("op") == op]
+        ok = [c for c in mine if c.get("code") == 0]
+        conv, never, on_return = [], [], 0
+        for c in ok:
+            added = op == "ADD"
+            ips = [ip.split("/")[0] for ip in c.get("ips", [])]
+            worst = 0.0
+            for h in range(hosts):
+                if h == c["host"]:
+                    continue
+                seen = [first_after(h, True, added, c["mac"], c["start"])]
+                seen += [first_after(h, False, added, ip, c["start"]) for ip in ips]
+                if None in seen:
+                    worst = None
+                    break
+                worst = max(worst, max(seen) - c["end"])
+            if worst is None:
+                never.append(c["id"])
+            else:
+                on_return += worst <= 0
+                conv.append(max(0.0, worst) * 1000)
+        every_conv += conv
+        by_code = {}
+        for c in mine:
+            by_code[str(c.get("code"))] = by_code.get(str(c.get("code")), 0) + 1
+        result[op] = {
+            "calls": len(mine), "ok": len(ok), "by_code": by_code,
+            "failures": sorted({f'{c.get("code")}: {c.get("msg", "")[:120]}' for c in mine
+                                if c.get("code") != 0})[:5],
+            "cpu_s": round(sum(c.get("cpu_ms", 0.0) for c in mine) / 1000, 2),
+            "call_p50_ms": percentile([c["ms"] for c in ok], 0.5),
+            "call_p99_ms": percentile([c["ms"] for c in ok], 0.99),
+            "late_p50_ms": round(percentile([c["late_ms"] for c in mine], 0.5), 1),
+            "late_max_ms": round(max((c["late_ms"] for c in mine), default=0.0), 1),
+            "conv_p50_ms": round(percentile(conv, 0.5), 1),
+            "conv_p99_ms": round(percentile(conv, 0.99), 1),
+            "conv_max_ms": round(max(conv, default=0.0), 1),
+            "converged_on_return": on_return,
+            "never": len(never), "never_ids": never[:5],
+        }
+    result["conv_p50_ms"] = round(percentile(every_conv, 0.5), 1)
+    result["conv_p99_ms"] = round(percentile(every_conv, 0.99), 1)
+    result["conv_max_ms"] = round(max(every_conv, default=0.0), 1)
+    every = [c for c in calls if c.get("code") == 0]
+    if every:
+        span = max(c["end"] for c in every) - min(c["start"] for c in every)
+        result["span_s"] = round(span, 1)
+        for op in ("ADD", "DEL"):
+            result[op]["rate_per_s"] = round(result[op]["ok"] / span, 1) if span else 0.0
+    print(json.dumps(result))
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     {"calls": calls, "etcd": etcd, "peers": peers,
-     "gaps": lambda p, i: gaps(p, float(i))}[command](*args)
+     "gaps": lambda p, i: gaps(p, float(i)),
+     "order": lambda c, p, n: order(c, p, int(n)),
+     "convergence": lambda c, e, h: convergence(c, e, int(h))}[command](*args)

@@ -130,9 +130,19 @@ impl Netlink {
     }
 
     async fn address_messages(&self) -> Result<Vec<AddressMessage>, Error> {
-        self.handle
-            .address()
-            .get()
+        self.address_messages_of(AddressFamily::Unspec).await
+    }
+
+    /// The addresses of one family (Unspec: all), as the kernel dumps them: asking for IPv4
+    /// only spares a caller the IPv6 link-local address of every container veth on the host,
+    /// which would make each plugin call cost more as the host's containers grow.
+    async fn address_messages_of(
+        &self,
+        family: AddressFamily,
+    ) -> Result<Vec<AddressMessage>, Error> {
+        let mut request = self.handle.address().get();
+        request.message_mut().header.family = family;
+        request
             .execute()
             .try_collect()
             .await
@@ -152,7 +162,7 @@ impl Netlink {
 
     /// The first link holding `addr` (e.g. the underlay device of a configured VTEP address).
     pub async fn link_with_address(&self, addr: IpAddr) -> Result<Option<Link>, Error> {
-        let msgs = self.address_messages().await?;
+        let msgs = self.address_messages_of(family_of(addr)).await?;
         let found = msgs.iter().find(|m| {
             m.attributes
                 .iter()
@@ -199,8 +209,16 @@ impl Netlink {
     }
 
     async fn route_messages(&self) -> Result<Vec<RouteMessage>, Error> {
+        self.route_messages_of(&[AddressFamily::Inet, AddressFamily::Inet6])
+            .await
+    }
+
+    async fn route_messages_of(
+        &self,
+        families: &[AddressFamily],
+    ) -> Result<Vec<RouteMessage>, Error> {
         let mut all = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        for &family in families {
             let mut filter = RouteMessageBuilder::<IpAddr>::new().build();
             filter.header.address_family = family;
             let mut msgs: Vec<RouteMessage> = self
@@ -275,7 +293,8 @@ impl Netlink {
         } else {
             AddressFamily::Inet
         };
-        let routes = self.route_messages().await?;
+        // One family's routes and addresses: the host's IPv6 ones grow with its container veths.
+        let routes = self.route_messages_of(&[family]).await?;
         let best = routes
             .iter()
             .filter(|m| {
@@ -291,7 +310,7 @@ impl Netlink {
         let Some(link) = self.link_by_index(oif).await? else {
             return Ok(None);
         };
-        let msgs = self.address_messages().await?;
+        let msgs = self.address_messages_of(family).await?;
         let global = msgs
             .iter()
             .filter(|m| {
@@ -301,5 +320,13 @@ impl Netlink {
             })
             .find_map(own_address);
         Ok(global.map(|ip| (link, ip)))
+    }
+}
+
+fn family_of(addr: IpAddr) -> AddressFamily {
+    if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
     }
 }

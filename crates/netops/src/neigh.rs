@@ -304,9 +304,79 @@ impl FdbEvents {
     }
 }
 
+/// One FDB or neighbour entry added (or replaced) or deleted, as the kernel announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighbourChange {
+    pub added: bool,
+    /// A bridge-family (FDB) entry; otherwise an IPv4/IPv6 neighbour entry.
+    pub fdb: bool,
+    pub index: u32,
+    pub mac: Option<[u8; 6]>,
+    /// The neighbour's address, or the FDB entry's destination (the remote VTEP).
+    pub ip: Option<IpAddr>,
+    pub permanent: bool,
+}
+
+/// The kernel's notifications of FDB and neighbour entries added, replaced and deleted in the
+/// current namespace (RTMGRP_NEIGH), for a benchmark that times changes without polling tables.
+pub struct NeighbourEvents {
+    /// Keeps the socket's connection task running.
+    _netlink: Netlink,
+    notifications: crate::link::Notifications,
+}
+
+impl NeighbourEvents {
+    /// Subscribes in the calling thread's network namespace.
+    pub async fn current() -> Result<NeighbourEvents, Error> {
+        let (netlink, notifications) = crate::link::subscribe(rtnetlink::constants::RTMGRP_NEIGH)?;
+        Ok(NeighbourEvents {
+            _netlink: netlink,
+            notifications,
+        })
+    }
+
+    /// The next change; None once the socket is closed.
+    pub async fn next(&mut self) -> Option<NeighbourChange> {
+        loop {
+            let (message, _) = futures::StreamExt::next(&mut self.notifications).await?;
+            let (added, m) = match message.payload {
+                netlink_packet_core::NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewNeighbour(m),
+                ) => (true, m),
+                netlink_packet_core::NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::DelNeighbour(m),
+                ) => (false, m),
+                _ => continue,
+            };
+            return Some(change(added, &m));
+        }
+    }
+}
+
+fn change(added: bool, m: &NeighbourMessage) -> NeighbourChange {
+    NeighbourChange {
+        added,
+        fdb: m.header.family == AddressFamily::Bridge,
+        index: m.header.ifindex,
+        mac: lladdr(m),
+        ip: destination(m),
+        permanent: m.header.state == NeighbourState::Permanent,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_fdb_entry_reads_as_such() {
+        let mut m = fdb_message(7, [2, 0, 0, 0, 0, 9], "192.0.2.1".parse().unwrap());
+        m.header.state = NeighbourState::Permanent;
+        let c = change(false, &m);
+        assert!(!c.added && c.fdb && c.permanent);
+        assert_eq!((c.index, c.mac), (7, Some([2, 0, 0, 0, 0, 9])));
+        assert_eq!(c.ip, Some("192.0.2.1".parse().unwrap()));
+    }
 
     #[test]
     fn decodes_raw_destinations_by_length() {

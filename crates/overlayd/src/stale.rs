@@ -22,7 +22,8 @@
 //!
 //! It runs at start (the first listing of the endpoint records), on every resync
 //! ([`crate::peers::RESYNC_EVERY`]), and whenever an endpoint record of this node is deleted
-//! (`node rm --force` of a live node takes effect at once).
+//! (`node rm --force` of a live node takes effect at once; then only the attachment of the
+//! deleted record is looked at).
 
 use std::collections::{HashMap, HashSet};
 
@@ -119,6 +120,41 @@ impl Stale {
         let ports = ports(&self.nl.links().await?);
         self.reported
             .retain(|name| ports.iter().any(|p| &p.link == name));
+        self.judge(store, &ports).await
+    }
+
+    /// The one attachment whose endpoint record was deleted: stale if its veth is still here
+    /// (`node rm --force` of a live node). A DEL removes the veth before the record, so a DEL
+    /// costs a link lookup and no etcd read; checking every attachment of the host on each
+    /// deletion read two keys per attachment from etcd per DEL (scripts/bench.sh fleet's churn).
+    pub async fn check_attachment(
+        &mut self,
+        store: &mut Store,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<usize, Error> {
+        let Some(veth) = self
+            .nl
+            .link(&names::host_veth(container_id, ifname))
+            .await?
+        else {
+            return Ok(0);
+        };
+        let Some(bridge) = (match veth.master {
+            Some(index) => self.nl.link_by_index(index).await?,
+            None => None,
+        }) else {
+            return Ok(0);
+        };
+        let ports: Vec<Port> = ports(&[bridge, veth])
+            .into_iter()
+            .filter(|p| p.container_id == container_id && p.ifname == ifname)
+            .collect();
+        self.judge(store, &ports).await
+    }
+
+    /// Reads the records of `ports` and takes the stale ones off the overlay; how many.
+    async fn judge(&mut self, store: &mut Store, ports: &[Port]) -> Result<usize, Error> {
         if ports.is_empty() {
             return Ok(0);
         }
@@ -197,14 +233,15 @@ pub async fn run(
     // Nothing before the first listing: until etcd has been read, nothing is known to be gone.
     let mut listed = false;
     loop {
-        let why = tokio::select! {
+        // None: every attachment; Some: the one whose record was deleted.
+        let (why, only) = tokio::select! {
             change = changes.recv() => match change {
                 Some(Change::Reset(..)) => {
                     listed = true;
-                    "fresh listing"
+                    ("fresh listing", None)
                 }
                 Some(Change::Delete { previous, .. }) if previous.node == node => {
-                    "a record of this node was deleted"
+                    ("a record of this node was deleted", Some(previous))
                 }
                 Some(_) => continue,
                 None => {
@@ -214,12 +251,20 @@ pub async fn run(
                     })
                 }
             },
-            _ = resync.tick() => "periodic",
+            _ = resync.tick() => ("periodic", None),
         };
         if !listed {
             continue;
         }
-        match stale.check(&mut store).await {
+        let checked = match &only {
+            Some(e) => {
+                stale
+                    .check_attachment(&mut store, &e.container_id, &e.ifname)
+                    .await
+            }
+            None => stale.check(&mut store).await,
+        };
+        match checked {
             Ok(0) => log::debug!("stale check ({why}): none"),
             Ok(n) => log::debug!("stale check ({why}): {n} attachments off the overlay"),
             Err(e) => {

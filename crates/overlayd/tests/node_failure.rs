@@ -763,3 +763,34 @@ fn names_the_runtime_accepts_get_addresses_and_dns_serves_only_what_it_can_carry
         w.del(c).ok();
     }
 }
+
+/// A record of a live node deleted behind its back (what `node rm --force` does) takes that
+/// attachment off the overlay at once, not at the next periodic check; its neighbour on the same
+/// host stays on. overlayd looks only at the attachment of the deleted record (looking at every
+/// attachment of the host read two keys each from etcd on every DEL: scripts/bench.sh fleet).
+#[test]
+fn a_deleted_record_of_a_live_node_takes_only_its_attachment_off_at_once() {
+    let mut w = World::new();
+    w.start_overlayd(1, &[]);
+    let gone = w.add(1, "forced-a", "forced-a", None);
+    let kept = w.add(1, "forced-b", "forced-b", None);
+    let h2_ns = w.lab.host(1).ns.clone();
+    assert!(is_up(&h2_ns, &gone.host_veth()) && is_up(&h2_ns, &kept.host_veth()));
+    w.etcd.delete(&common::endpoint_key(NET, &gone.id));
+    eventually(Duration::from_secs(10), || {
+        !is_up(&h2_ns, &gone.host_veth())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the attachment of the deleted record is still up:\n{}",
+            w.log(1)
+        )
+    });
+    assert!(
+        is_up(&h2_ns, &kept.host_veth()),
+        "the other attachment went down too"
+    );
+    // The runtime's DEL of both still succeeds.
+    w.del(&gone).ok();
+    w.del(&kept).ok();
+}

@@ -13,33 +13,63 @@ use store::Store;
 
 use crate::config::OverlayConfig;
 
-/// Writes our record and reads every record of the network, in one round trip.
-pub async fn publish_and_list(
+/// What an ADD learns in the round trip that writes its record.
+pub struct Published {
+    /// Every record of the network, when asked for.
+    pub endpoints: Option<Vec<Endpoint>>,
+    /// This node has a live overlayd (its node record, held under the overlayd's lease).
+    pub overlayd_live: bool,
+}
+
+/// Writes our record and reads, in the same round trip, this node's overlayd registration and,
+/// with `list`, every record of the network.
+pub async fn publish(
     store: &mut Store,
     cfg: &OverlayConfig,
     record: &Endpoint,
-) -> Result<Vec<Endpoint>, CniError> {
+    list: bool,
+) -> Result<Published, CniError> {
     let keys = store.keys().clone();
     let key = keys.endpoint(&cfg.network, &record.container_id, &record.ifname);
-    let prefix = keys.endpoints(&cfg.network);
-    let end = store::client::prefix_end(prefix.as_bytes());
-    let txn = Txn::new().and_then(vec![
+    let mut ops = vec![
         TxnOp::put(key, records::encode(record), None),
-        TxnOp::get(prefix, Some(GetOptions::new().with_range(end))),
-    ]);
-    let resp = store.txn(txn).await?;
-    let mut endpoints = Vec::new();
-    for op in resp.op_responses() {
-        if let TxnOpResponse::Get(get) = op {
-            for kv in get.kvs() {
-                match records::decode::<Endpoint>(kv.key(), kv.value()) {
-                    Ok(e) => endpoints.push(e),
-                    Err(e) => log::warn!("skipping {e}"),
-                }
-            }
-        }
+        TxnOp::get(
+            keys.node(&cfg.node),
+            Some(GetOptions::new().with_count_only()),
+        ),
+    ];
+    if list {
+        let prefix = keys.endpoints(&cfg.network);
+        let end = store::client::prefix_end(prefix.as_bytes());
+        ops.push(TxnOp::get(prefix, Some(GetOptions::new().with_range(end))));
     }
-    Ok(endpoints)
+    let resp = store.txn(Txn::new().and_then(ops)).await?;
+    let gets: Vec<_> = (resp.op_responses().into_iter())
+        .filter_map(|op| match op {
+            TxnOpResponse::Get(get) => Some(get),
+            _ => None,
+        })
+        .collect();
+    Ok(Published {
+        overlayd_live: gets.first().is_some_and(|g| g.count() > 0),
+        endpoints: gets.get(1).map(|g| decode_all(g.kvs())),
+    })
+}
+
+/// Every record of the network.
+pub async fn list(store: &mut Store, cfg: &OverlayConfig) -> Result<Vec<Endpoint>, CniError> {
+    let prefix = store.keys().endpoints(&cfg.network);
+    Ok(decode_all(&store.get_prefix(&prefix).await?.0))
+}
+
+fn decode_all(kvs: &[store::etcd_client::KeyValue]) -> Vec<Endpoint> {
+    kvs.iter()
+        .filter_map(|kv| {
+            records::decode::<Endpoint>(kv.key(), kv.value())
+                .inspect_err(|e| log::warn!("skipping {e}"))
+                .ok()
+        })
+        .collect()
 }
 
 /// Programs, on the VXLAN device, what is missing for the remote endpoints of this network, by

@@ -75,18 +75,26 @@ fn del(lab: &Lab, host: usize, net: &OverlayNet, name: &str) {
 }
 
 fn start_overlayd(lab: &mut Lab, host: usize) {
+    start_overlayd_with(lab, host, &[]);
+}
+
+/// overlayd on `host` with more flags, its log in the lab's directory; its PID once registered.
+fn start_overlayd_with(lab: &mut Lab, host: usize, flags: &[&str]) -> u32 {
     let (ns, node, ep) = (
         lab.host(host).ns.clone(),
         lab.host(host).name.clone(),
         lab.etcd_endpoint.clone(),
     );
     let bin = bin_dir().join("overlayd");
-    lab.spawn(
+    let log = lab.dir().join(format!("overlayd-{node}.log"));
+    let mut args = vec!["--etcd", &ep, "--node", &node, "--no-conflists"];
+    args.extend_from_slice(flags);
+    let pid = lab.spawn_logged(
         &format!("overlayd-{node}"),
         &ns,
         bin.to_str().unwrap(),
-        &["--etcd", &ep, "--node", &node, "--no-conflists"],
-        &[("RUST_LOG", "warn")],
+        &args,
+        &log,
     );
     // Registered once its node record is in etcd.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -103,7 +111,7 @@ fn start_overlayd(lab: &mut Lab, host: usize) {
             ],
         );
         if !out.trim().is_empty() {
-            return;
+            return pid;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -930,4 +938,64 @@ fn a_plugin_call_makes_one_etcd_connection_also_when_its_config_is_the_networks_
     assert_eq!(connections.load(Ordering::SeqCst), 2, "one DEL: one more");
     assert!(!links(&ns).contains(&br(888)));
     assert!(etcd_keys(&lab, "/cni-overlay/ipam/rec/owners/").is_empty());
+}
+
+/// Sends SIG`name` to the process `pid` this test started.
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// The FDB entries on a host's VXLAN device of `vni`, as `bridge fdb show` prints them.
+fn fdb(lab: &Lab, host: usize, vni: u32) -> String {
+    in_ns(
+        &lab.host(host).ns,
+        &["bridge", "fdb", "show", "dev", &vx(vni)],
+    )
+}
+
+/// An ADD on a host where the network's devices already are leaves the other hosts' endpoints to
+/// the live overlayd of its node (listing the network on every ADD made each ADD cost as much as
+/// the network is large: scripts/bench.sh fleet); the ADD that makes the devices, and every ADD
+/// on a node without a live overlayd, program them.
+#[test]
+fn an_add_leaves_peers_to_a_live_overlayd_and_programs_them_without_one() {
+    let mut lab = Lab::new(2);
+    let net = OverlayNet::new("peers", 4343, "10.43.0.0/24");
+    // Node 1's overlayd registered (its lease outlives the test), then stopped: whatever reaches
+    // node 1's kernel meanwhile is the plugin's doing.
+    let overlayd = start_overlayd_with(&mut lab, 0, &["--lease-ttl", "120"]);
+    let (_, _, r1) = add(&mut lab, 0, &net, "p1");
+    signal(overlayd, "STOP");
+    // Node 2 has no overlayd: its first ADD makes the devices and programs p1.
+    let (_, _, r2) = add(&mut lab, 1, &net, "p2");
+    let mac = |r: &Value| r["interfaces"][2]["mac"].as_str().unwrap().to_string();
+    assert!(
+        fdb(&lab, 1, 4343).contains(&mac(&r1)),
+        "p2's ADD made the devices and did not program p1"
+    );
+    // Node 1's second ADD: its overlayd is alive, the entry for p2 is the overlayd's to make.
+    let (_, _, r3) = add(&mut lab, 0, &net, "p3");
+    assert!(
+        !fdb(&lab, 0, 4343).contains(&mac(&r2)),
+        "p3's ADD programmed p2 although node 1's overlayd follows the network"
+    );
+    // Node 2's second ADD, without an overlayd there: it programs p3 (added since p2's ADD).
+    add(&mut lab, 1, &net, "p4");
+    assert!(
+        fdb(&lab, 1, 4343).contains(&mac(&r3)),
+        "p4's ADD on a node without overlayd did not program p3"
+    );
+    signal(overlayd, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fdb(&lab, 0, 4343).contains(&mac(&r2)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        fdb(&lab, 0, 4343).contains(&mac(&r2)),
+        "node 1's overlayd did not program p2"
+    );
 }

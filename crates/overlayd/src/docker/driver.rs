@@ -580,9 +580,11 @@ impl Driver {
         };
         let endpoints = {
             let mut store = self.store.lock().await;
-            vxlan_overlay::peers::publish_and_list(&mut store, &cfg, &endpoint_record)
+            vxlan_overlay::peers::publish(&mut store, &cfg, &endpoint_record, true)
                 .await
                 .map_err(err)?
+                .endpoints
+                .unwrap_or_default()
         };
         let here = Netns::current().map_err(|e| e.to_string())?;
         let peer_name = container_end(endpoint);

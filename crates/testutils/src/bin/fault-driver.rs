@@ -9,8 +9,9 @@
 //!     its id (K8S_POD_NAME). With --kill-after, each call is SIGKILLed MIN..=MAX ms after it
 //!     started (if still running), as a runtime's timeout does (its own process only: a delegated
 //!     IPAM plugin lives on; the driver waits until the call's process group is empty).
-//!     Prints one JSON line per call: {"id", "code", "ms", "killed", "msg"} (and "ips", the
-//!     result's addresses, on success); code 0 is success,
+//!     Prints one JSON line per call: {"id", "code", "ms", "killed", "msg"}, "cpu_ms" (the
+//!     call's CPU time, its children's included; not for calls that may be killed), and on
+//!     success "ips" (the result's addresses) and "mac" (the endpoint's); code 0 is success,
 //!     the CNI error code otherwise, null when killed or when the plugin printed no error.
 //! fault-driver ping --plan FILE [--parallel N] [--tries T]
 //!     plan: one container a line, tab-separated: namespace path, its IPv4 address, targets as
@@ -18,7 +19,22 @@
 //!     socket in its namespace) up to T times (default 3), 1 s apart, then deletes the neighbour
 //!     entries made on both sides (the machine's ARP table is shared and bounded). Prints one
 //!     JSON line per container: {"ns", "targets", "lost": [..]}.
+//! fault-driver churn --plugin PATH --cni-path P --hosts FILE --live FILE --pool FILE
+//!                    --live-out FILE [--rate R] [--seconds S] [--parallel N] [--id-prefix P]
+//!     scripts/bench.sh fleet's churn: R ADDs and R DELs a second (default 50) for S seconds
+//!     (default 60), on schedule. hosts: one a line, namespace path and configuration file;
+//!     ADD k goes to host k mod the count, into a namespace taken from pool (one path a line;
+//!     a DEL gives its namespace back); each DEL removes the oldest attachment of live (id, host
+//!     index from 0, namespace, addresses comma-separated, MAC; tab-separated). Prints one JSON
+//!     line per call as `calls` does, with "op", "host", "mac", "ips" and "start", "end" (seconds
+//!     since the epoch), "late_ms" (start behind schedule); writes what is attached at the end
+//!     to live-out, in live's format.
+//! fault-driver watch --hosts FILE --vni N
+//!     One JSON line per FDB or neighbour entry added or deleted on ovx<N> of each host, with
+//!     the moment its notification arrived: {"host", "t", "fdb", "added", "mac", "ip"}; first
+//!     {"host", "ready": true} per host. Runs until killed.
 //! ```
+//! Every output line is written whole and flushed at once (the scripts read them while running).
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -39,6 +55,8 @@ fn main() {
     match args.remove(0).as_str() {
         "calls" => calls(Flags::parse(args)),
         "ping" => ping(Flags::parse(args)),
+        "churn" => churn(Flags::parse(args)),
+        "watch" => watch(Flags::parse(args)),
         other => usage(&format!("unknown command {other}")),
     }
 }
@@ -53,6 +71,14 @@ struct Flags {
     kill_after: Option<(u64, u64)>,
     seed: u64,
     tries: usize,
+    hosts: String,
+    live: String,
+    live_out: String,
+    pool: String,
+    rate: u64,
+    seconds: u64,
+    id_prefix: String,
+    vni: u32,
 }
 
 impl Flags {
@@ -61,6 +87,9 @@ impl Flags {
             parallel: 1,
             seed: 1,
             tries: 3,
+            rate: 50,
+            seconds: 60,
+            id_prefix: "churn".into(),
             ..Flags::default()
         };
         let mut args = args.into_iter();
@@ -76,6 +105,14 @@ impl Flags {
                 "--parallel" => f.parallel = number(&value) as usize,
                 "--seed" => f.seed = number(&value),
                 "--tries" => f.tries = number(&value) as usize,
+                "--hosts" => f.hosts = value,
+                "--live" => f.live = value,
+                "--live-out" => f.live_out = value,
+                "--pool" => f.pool = value,
+                "--rate" => f.rate = number(&value),
+                "--seconds" => f.seconds = number(&value),
+                "--id-prefix" => f.id_prefix = value,
+                "--vni" => f.vni = number(&value) as u32,
                 "--kill-after" => {
                     let (a, b) = value
                         .split_once('-')
@@ -84,9 +121,6 @@ impl Flags {
                 }
                 _ => usage(&format!("unknown flag {flag}")),
             }
-        }
-        if f.plan.is_empty() {
-            usage("--plan is required");
         }
         f
     }
@@ -121,6 +155,9 @@ fn each<T: Sync>(items: &[T], parallel: usize, work: impl Fn(usize, &T) -> Strin
 }
 
 fn calls(f: Flags) {
+    if f.plan.is_empty() {
+        usage("--plan is required");
+    }
     if f.plugin.is_empty() || !["ADD", "DEL"].contains(&f.command.as_str()) {
         usage("calls needs --command ADD|DEL and --plugin");
     }
@@ -135,13 +172,33 @@ fn calls(f: Flags) {
             let r = splitmix(f.seed.wrapping_add(i as u64));
             Duration::from_millis(min + r % (max.saturating_sub(min) + 1))
         });
-        call(&f, &line[0], &line[1], &line[2], &line[3], kill_at).to_string()
+        let plugin = Plugin::of(&f);
+        call(
+            &plugin, &f.command, &line[0], &line[1], &line[2], &line[3], kill_at,
+        )
+        .to_string()
     });
+}
+
+/// The plugin binary and its CNI_PATH.
+struct Plugin {
+    binary: String,
+    cni_path: String,
+}
+
+impl Plugin {
+    fn of(f: &Flags) -> Plugin {
+        Plugin {
+            binary: f.plugin.clone(),
+            cni_path: f.cni_path.clone(),
+        }
+    }
 }
 
 /// One plugin call in the host namespace `host_ns`, as its own process group.
 fn call(
-    f: &Flags,
+    plugin: &Plugin,
+    cni_command: &str,
     id: &str,
     host_ns: &str,
     netns: &str,
@@ -156,20 +213,24 @@ fn call(
         Ok(s) => s,
         Err(e) => return result(None, 0.0, false, &format!("{conf}: {e}")),
     };
+    let network = serde_json::from_slice::<serde_json::Value>(&stdin)
+        .ok()
+        .and_then(|c| c["name"].as_str().map(str::to_string))
+        .unwrap_or_default();
     let ns = match File::open(host_ns) {
         Ok(ns) => ns,
         Err(e) => return result(None, 0.0, false, &format!("{host_ns}: {e}")),
     };
     let ns_fd = ns.as_raw_fd();
-    let mut command = Command::new(&f.plugin);
+    let mut command = Command::new(&plugin.binary);
     command
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", &f.command)
+        .env("CNI_COMMAND", cni_command)
         .env("CNI_CONTAINERID", id)
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", &f.cni_path)
+        .env("CNI_PATH", &plugin.cni_path)
         .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAME={id}"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -202,18 +263,36 @@ fn call(
         s
     });
     let mut killed = false;
-    let status = loop {
-        if let Some(status) = child.try_wait().ok().flatten() {
-            break status;
+    let mut cpu_ms = None;
+    let status = if kill_at.is_none() {
+        // Nothing to kill: block (polling 64 calls every millisecond costs the machine a core),
+        // and keep the CPU time the call used (its own and its children's that it waited for):
+        // what it costs, apart from what the machine's load adds to its wall time.
+        let mut raw = 0;
+        // SAFETY: a zeroed rusage for wait4 to fill.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 on our own child, not waited for before (std's Child is not used for it).
+        if unsafe { libc::wait4(pid, &mut raw, 0, &mut usage) } != pid {
+            let e = std::io::Error::last_os_error();
+            return result(None, 0.0, false, &format!("wait: {e}"));
         }
-        if let Some(at) = kill_at {
-            if !killed && started.elapsed() >= at {
-                // SAFETY: kill(2) on our own child, not yet waited for.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                killed = true;
+        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        cpu_ms = Some((seconds(usage.ru_utime) + seconds(usage.ru_stime)) * 1000.0);
+        std::process::ExitStatus::from_raw(raw)
+    } else {
+        loop {
+            if let Some(status) = child.try_wait().ok().flatten() {
+                break status;
             }
+            if let Some(at) = kill_at {
+                if !killed && started.elapsed() >= at {
+                    // SAFETY: kill(2) on our own child, not yet waited for.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    killed = true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_millis(1));
     };
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let _ = writer.join();
@@ -225,6 +304,13 @@ fn call(
     while unsafe { libc::kill(-pid, 0) } == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
+    let result = |code: Option<i64>, ms: f64, killed: bool, msg: &str| {
+        let mut r = result(code, ms, killed, msg);
+        if let Some(cpu) = cpu_ms {
+            r["cpu_ms"] = serde_json::json!((cpu * 10.0).round() / 10.0);
+        }
+        r
+    };
     if status.signal().is_some() {
         return result(None, ms, killed, &format!("{status}"));
     }
@@ -236,6 +322,14 @@ fn call(
             .map(|a| a.iter().filter_map(|ip| ip["address"].as_str()).collect())
             .unwrap_or_default();
         let mut r = result(Some(0), ms, false, "");
+        // The endpoint's MAC as the records carry it (model::names), for the checks on other hosts.
+        let addresses: Vec<std::net::IpAddr> = ips
+            .iter()
+            .filter_map(|a| a.split('/').next()?.parse().ok())
+            .collect();
+        if let Some(mac) = model::names::endpoint_mac(&network, &addresses) {
+            r["mac"] = serde_json::json!(mac.to_string());
+        }
         r["ips"] = serde_json::json!(ips);
         return r;
     }
@@ -254,6 +348,9 @@ fn call(
 }
 
 fn ping(f: Flags) {
+    if f.plan.is_empty() {
+        usage("--plan is required");
+    }
     let plan = plan_lines(&f.plan);
     each(&plan, f.parallel, |i, line| {
         let ns = line.first().cloned().unwrap_or_default();
@@ -457,6 +554,295 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// Seconds since the epoch (CLOCK_REALTIME): the churn's calls and the watch's events compare.
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A container an ADD attached, until its DEL: a line of --live / --live-out.
+#[derive(Clone)]
+struct Attachment {
+    id: String,
+    host: usize,
+    netns: String,
+    ips: String,
+    mac: String,
+}
+
+impl Attachment {
+    fn parse(line: &[String]) -> Attachment {
+        match line {
+            [id, host, netns, ips, mac] => Attachment {
+                id: id.clone(),
+                host: number(host) as usize,
+                netns: netns.clone(),
+                ips: ips.clone(),
+                mac: mac.clone(),
+            },
+            _ => usage("an attachment is 5 tab-separated fields"),
+        }
+    }
+
+    fn line(&self) -> String {
+        let Attachment {
+            id,
+            host,
+            netns,
+            ips,
+            mac,
+        } = self;
+        format!("{id}\t{host}\t{netns}\t{ips}\t{mac}")
+    }
+}
+
+#[derive(Default)]
+struct Churn {
+    /// Oldest first: each DEL takes the front.
+    live: std::collections::VecDeque<Attachment>,
+    /// Container namespaces free for an ADD (a DEL gives its namespace back).
+    pool: std::collections::VecDeque<String>,
+    failed_dels: Vec<Attachment>,
+}
+
+enum Job {
+    Add { serial: u64, due: f64 },
+    Del { due: f64 },
+}
+
+/// `rate` ADDs and `rate` DELs a second for `seconds`, as scheduled whatever the calls take (a
+/// call starts late only when all `parallel` workers are busy: its "late_ms" says by how much).
+fn churn(f: Flags) {
+    if f.plugin.is_empty()
+        || f.hosts.is_empty()
+        || f.live.is_empty()
+        || f.pool.is_empty()
+        || f.live_out.is_empty()
+        || f.rate == 0
+    {
+        usage("churn needs --plugin, --hosts, --live, --pool, --live-out and a --rate above 0");
+    }
+    let hosts = plan_lines(&f.hosts);
+    if hosts.is_empty() || hosts.iter().any(|h| h.len() != 2) {
+        usage("--hosts: one host a line, its namespace path and configuration file");
+    }
+    let state = Mutex::new(Churn {
+        live: plan_lines(&f.live)
+            .iter()
+            .map(|l| Attachment::parse(l))
+            .collect(),
+        pool: plan_lines(&f.pool)
+            .into_iter()
+            .map(|l| l[0].clone())
+            .collect(),
+        failed_dels: Vec::new(),
+    });
+    let plugin = Plugin::of(&f);
+    let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+    let queue = Mutex::new(queue);
+    let out = Mutex::new(std::io::stdout());
+    std::thread::scope(|s| {
+        for _ in 0..f.parallel.max(1) {
+            s.spawn(|| loop {
+                let job = queue.lock().unwrap().recv();
+                let Ok(job) = job else { return };
+                let line = match job {
+                    Job::Add { serial, due } => churn_add(&f, &plugin, &hosts, &state, serial, due),
+                    Job::Del { due } => churn_del(&plugin, &hosts, &state, due),
+                };
+                let mut out = out.lock().unwrap();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            });
+        }
+        let (start, wall) = (Instant::now(), now_s());
+        for serial in 0..f.rate * f.seconds {
+            let offset = Duration::from_secs_f64(serial as f64 / f.rate as f64);
+            std::thread::sleep((start + offset).saturating_duration_since(Instant::now()));
+            let due = wall + offset.as_secs_f64();
+            let _ = jobs.send(Job::Add { serial, due });
+            let _ = jobs.send(Job::Del { due });
+        }
+        drop(jobs);
+    });
+    // What is attached now (DELs that failed included), for whoever removes everything after.
+    let state = state.into_inner().unwrap();
+    let left: Vec<String> = (state.live.iter().chain(&state.failed_dels))
+        .map(Attachment::line)
+        .collect();
+    if let Err(e) = std::fs::write(&f.live_out, left.join("\n") + "\n") {
+        usage(&format!("{}: {e}", f.live_out));
+    }
+}
+
+fn stamped(
+    mut r: serde_json::Value,
+    op: &str,
+    host: usize,
+    due: f64,
+    start: f64,
+) -> serde_json::Value {
+    r["op"] = serde_json::json!(op);
+    r["host"] = serde_json::json!(host);
+    r["start"] = serde_json::json!(start);
+    r["end"] = serde_json::json!(now_s());
+    r["late_ms"] = serde_json::json!(((start - due) * 1000.0).max(0.0));
+    r
+}
+
+fn churn_add(
+    f: &Flags,
+    plugin: &Plugin,
+    hosts: &[Vec<String>],
+    state: &Mutex<Churn>,
+    serial: u64,
+    due: f64,
+) -> serde_json::Value {
+    let host = serial as usize % hosts.len();
+    let id = format!("{}{serial}", f.id_prefix);
+    let waited = Instant::now();
+    let netns = loop {
+        if let Some(ns) = state.lock().unwrap().pool.pop_front() {
+            break ns;
+        }
+        if waited.elapsed() > Duration::from_secs(30) {
+            let r =
+                serde_json::json!({"id": id, "code": null, "msg": "no free container namespace"});
+            return stamped(r, "ADD", host, due, now_s());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let start = now_s();
+    let r = call(
+        plugin,
+        "ADD",
+        &id,
+        &hosts[host][0],
+        &netns,
+        &hosts[host][1],
+        None,
+    );
+    let mut state = state.lock().unwrap();
+    match (r["code"].as_i64(), r["mac"].as_str()) {
+        (Some(0), Some(mac)) => state.live.push_back(Attachment {
+            id: id.clone(),
+            host,
+            netns,
+            ips: (r["ips"].as_array().into_iter().flatten())
+                .filter_map(|ip| ip.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            mac: mac.to_string(),
+        }),
+        _ => state.pool.push_back(netns),
+    }
+    drop(state);
+    stamped(r, "ADD", host, due, start)
+}
+
+fn churn_del(
+    plugin: &Plugin,
+    hosts: &[Vec<String>],
+    state: &Mutex<Churn>,
+    due: f64,
+) -> serde_json::Value {
+    let Some(attachment) = state.lock().unwrap().live.pop_front() else {
+        let r = serde_json::json!({"id": null, "code": null, "msg": "nothing attached to delete"});
+        return stamped(r, "DEL", 0, due, now_s());
+    };
+    let (host_ns, conf) = (&hosts[attachment.host][0], &hosts[attachment.host][1]);
+    let start = now_s();
+    let mut r = call(
+        plugin,
+        "DEL",
+        &attachment.id,
+        host_ns,
+        &attachment.netns,
+        conf,
+        None,
+    );
+    r["ips"] = serde_json::json!(attachment.ips.split(',').collect::<Vec<_>>());
+    r["mac"] = serde_json::json!(attachment.mac);
+    let mut state = state.lock().unwrap();
+    if r["code"].as_i64() == Some(0) {
+        state.pool.push_back(attachment.netns.clone());
+    } else {
+        state.failed_dels.push(attachment.clone());
+    }
+    drop(state);
+    stamped(r, "DEL", attachment.host, due, start)
+}
+
+/// Prints every FDB and neighbour entry added or deleted on each host's `ovx<vni>`, with the
+/// moment the notification arrived: {"host", "t", "fdb", "added", "mac", "ip"}; first
+/// {"host", "ready": true} once a host's subscription stands. Runs until killed.
+fn watch(f: Flags) {
+    if f.hosts.is_empty() || f.vni == 0 {
+        usage("watch needs --hosts and --vni");
+    }
+    let hosts = plan_lines(&f.hosts);
+    let out = Mutex::new(std::io::stdout());
+    let print = |line: serde_json::Value| {
+        let mut out = out.lock().unwrap();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    std::thread::scope(|s| {
+        for (host, line) in hosts.iter().enumerate() {
+            let print = &print;
+            s.spawn(move || {
+                if let Err(e) = watch_host(&line[0], f.vni, |event| {
+                    let mut event = event;
+                    event["host"] = serde_json::json!(host);
+                    print(event);
+                }) {
+                    print(serde_json::json!({"host": host, "error": e}));
+                }
+            });
+        }
+    });
+}
+
+fn watch_host(ns: &str, vni: u32, emit: impl Fn(serde_json::Value)) -> Result<(), String> {
+    let file = File::open(ns).map_err(|e| format!("{ns}: {e}"))?;
+    // SAFETY: setns on this thread only; the descriptor is open.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("setns {ns}: {}", std::io::Error::last_os_error()));
+    }
+    let vni = model::Vni::new(vni).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let netlink = netops::Netlink::current()
+            .await
+            .map_err(|e| e.to_string())?;
+        let device = model::names::vxlan(vni);
+        let index = (netlink.link(&device).await.map_err(|e| e.to_string())?)
+            .ok_or(format!("no {device} in {ns}"))?
+            .index;
+        let mut events = netops::NeighbourEvents::current()
+            .await
+            .map_err(|e| e.to_string())?;
+        emit(serde_json::json!({"ready": true}));
+        while let Some(change) = events.next().await {
+            if change.index != index {
+                continue;
+            }
+            emit(serde_json::json!({
+                "t": now_s(),
+                "fdb": change.fdb,
+                "added": change.added,
+                "mac": change.mac.map(|m| model::Mac::new(m).to_string()),
+                "ip": change.ip.map(|ip| ip.to_string()),
+            }));
+        }
+        Ok(())
+    })
+}
+
 /// A well-mixed number from a seed: the kill moments, reproducible from --seed.
 fn splitmix(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -474,7 +860,9 @@ fn usage(problem: &str) -> ! {
     eprintln!(
         "fault-driver: {problem}\n\
          usage: fault-driver calls --command ADD|DEL --plugin PATH --cni-path P --plan FILE [--parallel N] [--kill-after MIN-MAX] [--seed S]\n\
-         \x20      fault-driver ping --plan FILE [--parallel N] [--tries T]"
+         \x20      fault-driver ping --plan FILE [--parallel N] [--tries T]\n\
+         \x20      fault-driver churn --plugin PATH --cni-path P --hosts FILE --live FILE --pool FILE --live-out FILE [--rate R] [--seconds S] [--parallel N] [--id-prefix P]\n\
+         \x20      fault-driver watch --hosts FILE --vni N"
     );
     std::process::exit(2)
 }
