@@ -38,6 +38,7 @@ source "$(dirname "$0")/lib/common.sh"
 BENCH_TMP=$(mktemp -d /tmp/bench.XXXXXX)
 LAB_DIR=""
 DOCKER_BENCH_DIRS=()
+source "$ROOT/scripts/lib/iperf-cpu.sh"
 source "$ROOT/scripts/lib/bench-docker.sh"
 BIN=$RELEASE # the binaries of the lab of scripts/faults.sh (bench_fleet)
 source "$ROOT/scripts/lib/overlay-lab.sh"
@@ -131,28 +132,14 @@ bench_overlay() {
   lab bg c2 --log "$tmp/iperf-c2.log" -- iperf3 -s >/dev/null
   lab bg 2 --log "$tmp/iperf-h2.log" -- iperf3 -s >/dev/null
   sleep 0.5
-  # CPU per byte, the unshaped run's real subject, measured apart from throughput: on a shared machine
-  # other work takes cores from both paths, and the throughput ratio swings with it (0.56-1.21 from
-  # round to round under load) while the CPU each byte costs stays put. A run's CPU is both iperf3
-  # ends' own figures (their system time holds the softirq work run in their context: the whole
-  # path, on a kernel without IRQ time accounting) plus ksoftirqd's. Kernels with
-  # CONFIG_IRQ_TIME_ACCOUNTING charge softirqs to no task: the figure is then left out.
-  local per_byte=true
-  if zcat /proc/config.gz 2>/dev/null | grep -q '^CONFIG_IRQ_TIME_ACCOUNTING=y' ||
-    grep -qs '^CONFIG_IRQ_TIME_ACCOUNTING=y' "/boot/config-$(uname -r)"; then per_byte=false; fi
-  softirqd_ticks() { local p s=0; for p in $(pgrep -x 'ksoftirqd/[0-9]+'); do s=$((s + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$s"; }
-  iperf_run() { # TARGET SERVER: "bits/s cpu-seconds bytes" of one iperf3 run
-    local k0 k1 json
-    k0=$(softirqd_ticks)
-    json=$(lab run "$1" -- iperf3 -c "$2" -t "$secs" -J)
-    k1=$(softirqd_ticks)
-    jq -r --argjson ticks "$((k1 - k0))" --argjson hz "$(getconf CLK_TCK)" '.end as $e
-      | "\($e.sum_received.bits_per_second) \(($e.cpu_utilization_percent.host_total + $e.cpu_utilization_percent.remote_total) / 100 * $e.sum_received.seconds + $ticks / $hz) \($e.sum_received.bytes)"' <<<"$json"
-  }
+  # CPU per byte, the unshaped run's real subject, measured apart from throughput
+  # (scripts/lib/iperf-cpu.sh says how and why).
+  local per_byte=false
+  iperf_cpu_counted && per_byte=true
   throughput() { # LABEL NOTE
     local r rows=()
     for r in $(seq 1 "$rounds"); do
-      rows+=("$(iperf_run c1 "$a2") $(iperf_run 1 "$(lab addr 2)")")
+      rows+=("$(iperf_cpu_run lab run c1 -- iperf3 -c "$a2" -t "$secs" -J) $(iperf_cpu_run lab run 1 -- iperf3 -c "$(lab addr 2)" -t "$secs" -J)")
     done
     printf '%s\n' "${rows[@]}" | python3 -c "
 import sys

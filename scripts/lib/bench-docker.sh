@@ -3,18 +3,22 @@
 # seed's setup) against Docker with overlayd's cni-overlay driver, in one run on one lab: the same
 # two dockerds (one per simulated host) serve both networks, so load falls on both alike.
 #   throughput  iperf3 TCP container (host 1) -> container (host 2) per network, against host to host;
-#               the underlay shaped like a NIC (UNDERLAY_RATE, default 10gbit) and unshaped
-#   docker run  latency of `docker run -d` on each network and with --net none (p50/p99)
+#               the underlay shaped like a NIC (UNDERLAY_RATE, default 10gbit) and unshaped; with the
+#               CPU per byte of each path (scripts/lib/iperf-cpu.sh); IPERF_ROUNDS (default 3) rounds
+#               of IPERF_SECONDS (default 5), per-round ratios printed
+#   docker run  latency of `docker run -d` on each network and with --net none (p50/p99); then again
+#               with host 2's dockerd restarted with --authorization-plugin cni-overlay
 #   reachable   from `docker run` returning on host 2 until a container on host 1 gets a ping reply
 #   resolvable  from `docker run` returning on host 2 until its name resolves in a container on host 1
 #               (through Docker's resolver 127.0.0.11 in both cases; ours forwards to the gateway;
 #               and ours straight at the gateway); negative: resolvable before docker run returned
 # TRIALS (default 20) per network, alternating between the two.
 # Targets (issue 18): throughput ratio >= 1.0 of Docker's overlay, name p99 <= 50 ms, docker run <= Docker's.
-# Sourced by scripts/bench.sh (lab, say, die, RELEASE, BENCH_TMP from there).
+# Sourced by scripts/bench.sh (lab, say, die, RELEASE, BENCH_TMP, iperf_cpu_run from there).
 
 bench_docker() {
   local tmp=$BENCH_TMP trials=${TRIALS:-20}
+  ((trials <= 75)) || die "TRIALS at most 75: the trials take fixed addresses in a /24"
   source "$ROOT/scripts/lib/busybox-image.sh"
   source "$ROOT/scripts/lib/docker-host.sh"
   source "$ROOT/scripts/lib/app-images.sh"
@@ -52,25 +56,62 @@ bench_docker() {
   done
   dns_of() { [ "$1" = ours ] && echo "--dns 10.60.0.1"; }
 
-  # Throughput.
-  local rate=${UNDERLAY_RATE:-10gbit} secs=${IPERF_SECONDS:-5} rounds=${IPERF_ROUNDS:-3} net
+  # Throughput, and the CPU each byte costs on each path (scripts/lib/iperf-cpu.sh: steadier than
+  # throughput on a shared machine). The clients are containers that stay (an idle `iperf3 -s`; the
+  # test runs through `docker exec`): no container start inside the measured window. Each round runs
+  # the three paths, Docker's overlay and ours in alternating order, so load falls on both alike.
+  local rate=${UNDERLAY_RATE:-10gbit} secs=${IPERF_SECONDS:-5} rounds=${IPERF_ROUNDS:-3} net per_byte=false
+  iperf_cpu_counted && per_byte=true
   for net in dovl ours; do
     docker_on "$d2" run -d --name "srv-$net" --net "$net" iperf3 iperf3 -s >/dev/null
+    docker_on "$d1" run -d --name "cli-$net" --net "$net" iperf3 iperf3 -s >/dev/null
   done
   lab bg 2 --log "$tmp/iperf-h2.log" -- iperf3 -s >/dev/null
   sleep 1
   ip_in() { docker_on "$1" inspect "$2" --format "{{(index .NetworkSettings.Networks \"$3\").IPAddress}}"; }
-  bps() { jq '.end.sum_received.bits_per_second'; }
-  throughput() { # LABEL
-    local r dsum=0 osum=0 hsum=0 v
-    for r in $(seq 1 "$rounds"); do
-      v=$(docker_on "$d1" run --rm --net dovl iperf3 iperf3 -c "$(ip_in "$d2" srv-dovl dovl)" -t "$secs" -J | bps); dsum=$(python3 -c "print($dsum + $v)")
-      v=$(docker_on "$d1" run --rm --net ours iperf3 iperf3 -c "$(ip_in "$d2" srv-ours ours)" -t "$secs" -J | bps); osum=$(python3 -c "print($osum + $v)")
-      v=$(lab run 1 -- iperf3 -c "$(lab addr 2)" -t "$secs" -J | bps); hsum=$(python3 -c "print($hsum + $v)")
-    done
-    python3 -c "print(f'docker     throughput  {\"$1\":<28} docker overlay {$dsum/$rounds/1e9:5.2f}  cni-overlay {$osum/$rounds/1e9:5.2f}  host {$hsum/$rounds/1e9:5.2f} Gbit/s  ours/docker {$osum/$dsum:.2f} (target >= 1.0)  docker/host {$dsum/$hsum:.2f}  ours/host {$osum/$hsum:.2f}')"
+  local srv_dovl srv_ours
+  srv_dovl=$(ip_in "$d2" srv-dovl dovl) srv_ours=$(ip_in "$d2" srv-ours ours)
+  path_run() { # dovl|ours|host: "bits/s cpu-seconds bytes" of one run on that path
+    case $1 in
+      dovl) iperf_cpu_run docker_on "$d1" exec cli-dovl iperf3 -c "$srv_dovl" -t "$secs" -J ;;
+      ours) iperf_cpu_run docker_on "$d1" exec cli-ours iperf3 -c "$srv_ours" -t "$secs" -J ;;
+      host) iperf_cpu_run lab run 1 -- iperf3 -c "$(lab addr 2)" -t "$secs" -J ;;
+    esac
   }
-  say "docker: iperf3 TCP host 1 -> host 2, $rounds x $secs s per path"
+  throughput() { # LABEL
+    local r p order out
+    : >"$tmp/rounds"
+    for r in $(seq 1 "$rounds"); do
+      order="dovl ours host"
+      ((r % 2 == 0)) && order="ours dovl host"
+      for p in $order; do
+        out=$(path_run "$p") || die "iperf3 on $p failed"
+        echo "$r $p $out" >>"$tmp/rounds"
+      done
+    done
+    python3 - "$tmp/rounds" "$1" "$per_byte" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+label, per_byte = sys.argv[2], sys.argv[3] == 'true'
+runs = {}  # path -> [(bps, cpu, bytes)] in round order
+for r, path, *v in rows:
+    runs.setdefault(path, []).append(tuple(map(float, v)))
+d, o, h = runs['dovl'], runs['ours'], runs['host']
+gbit = lambda x: sum(r[0] for r in x) / len(x) / 1e9
+rounds = lambda a, b, f: ' '.join(f'{f(x, y):.2f}' for x, y in zip(a, b))
+thr = lambda x, y: x[0] / y[0]
+print(f"docker     throughput   {label:<28} docker overlay {gbit(d):5.2f}  cni-overlay {gbit(o):5.2f}  host {gbit(h):5.2f} Gbit/s"
+      f"  ours/docker {gbit(o)/gbit(d):.2f} (target >= 1.0; rounds {rounds(o, d, thr)})  docker/host {gbit(d)/gbit(h):.2f}  ours/host {gbit(o)/gbit(h):.2f}")
+if per_byte:
+    cpb = lambda x: sum(r[1] for r in x) / sum(r[2] for r in x) * 1e9
+    # Ratios as "other's CPU per byte / ours": >= 1.0 means ours costs no more.
+    per = lambda x, y: (y[1] / y[2]) / (x[1] / x[2])
+    print(f"docker     cpu per byte {label:<28} docker overlay {cpb(d):5.3f}  cni-overlay {cpb(o):5.3f}  host {cpb(h):5.3f} s/GB"
+          f"  docker/ours {cpb(d)/cpb(o):.2f} (>= 1.0: ours costs no more; rounds {rounds(o, d, per)})"
+          f"  host/ours {cpb(h)/cpb(o):.2f} (rounds {rounds(o, h, per)})  host/docker {cpb(h)/cpb(d):.2f}")
+PY
+  }
+  say "docker: iperf3 TCP host 1 -> host 2, $rounds rounds x $secs s per path"
   local port
   for port in p1 p2; do lab run switch -- tc qdisc replace dev "$port" root tbf rate "$rate" burst 1mb latency 2ms; done
   throughput "link-bound, underlay $rate"
@@ -111,7 +152,7 @@ while time.time() < end:
 print("nan")
 PY
   ms_after() { python3 -c "import sys; a, b = sys.argv[1:]; print('nan' if a == 'nan' or not a else round((float(a) - float(b)) * 1000, 1))" "$1" "$2"; }
-  local t name key addr t0 t1 server
+  local t name key addr t0 t1 server ip
   for t in $(seq 1 "$trials"); do
     for net in dovl ours none; do
       name="b$t$net"
@@ -140,6 +181,34 @@ PY
       [ "$net" = ours ] && echo "ours name-direct $(ms_after "$(cat "$tmp/direct.out")" "$t1")" >>"$tmp/samples"
     done
   done
+  # docker run again with dockerd's --authorization-plugin cni-overlay, where every API request
+  # first asks overlayd: host 2's dockerd restarted with the flag (overlayd serves the plugin already),
+  # docker run alone on each network, alternating; Docker's overlay then pays the same per-request cost.
+  say "docker: docker run with --authorization-plugin cni-overlay on host 2, $trials trials per network"
+  # One at a time: 20 removals at once stalled overlayd for 60 s on its VNI lock (lease expired).
+  docker_on "$d2" ps -aq | xargs -r -n 1 /usr/bin/docker -H "unix://$d2/docker.sock" rm -f >/dev/null 2>&1
+  local dockerd_pid
+  dockerd_pid=$(cat "$d2/docker.pid")
+  kill -TERM "$dockerd_pid"
+  for ((i = 0; i < 300; i++)); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.1; done
+  DOCKER_HOST_EXTRA_ARGS="--cluster-store=etcd://${v2#http://} --cluster-advertise=$(lab addr 2):2376 --authorization-plugin cni-overlay" \
+    docker_host_dockerd "$d2" || die "dockerd on host 2 did not restart with the authorization plugin"
+  for ((i = 0; i < 100; i++)); do
+    docker_on "$d2" network inspect dovl >/dev/null 2>&1 && docker_on "$d2" network inspect ours >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  for t in $(seq 1 "$trials"); do
+    for net in dovl ours none; do
+      name="a$t$net" ip=()
+      [ "$net" = dovl ] && ip=(--ip "10.50.0.$((100 + trials + t))")
+      [ "$net" = ours ] && ip=(--ip "10.60.0.$((100 + trials + t))")
+      t0=$EPOCHREALTIME
+      docker_on "$d2" run -d --name "$name" --net "$net" "${ip[@]}" $(dns_of "$net") busybox sleep 3600 >/dev/null ||
+        die "docker run on $net with the authorization plugin"
+      t1=$EPOCHREALTIME
+      echo "$net authz-run $(ms_after "$t1" "$t0")" >>"$tmp/samples"
+    done
+  done
   python3 - "$tmp/samples" <<'PY'
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
@@ -159,6 +228,18 @@ for what, title in (('run', 'docker run'), ('reach', 'reachable'), ('name', 'res
         v = data.get((net, what))
         if v:
             print(f"docker     {title:<11} {label[net]:<17} p50 {pct(v, .5):7.1f} ms  p99 {pct(v, .99):7.1f} ms  ({len(v)} trials)")
+for net in ('dovl', 'ours', 'none'):
+    v = data.get((net, 'authz-run'))
+    if v:
+        print(f"docker     run + authz {label[net]:<17} p50 {pct(v, .5):7.1f} ms  p99 {pct(v, .99):7.1f} ms  ({len(v)} trials, dockerd --authorization-plugin cni-overlay)")
+run = lambda net, what='run': data.get((net, what))
+if run('ours') and run('dovl') and run('ours', 'authz-run'):
+    base = pct(run('dovl'), .5)
+    print(f"docker     run p50 ratio against Docker's overlay (no plugin): ours {pct(run('ours'), .5) / base:.2f}, "
+          f"ours with the authorization plugin {pct(run('ours', 'authz-run'), .5) / base:.2f} (target <= 1.0), "
+          f"against Docker's overlay on the same restarted dockerd {pct(run('ours', 'authz-run'), .5) / pct(run('dovl', 'authz-run'), .5):.2f}; "
+          f"the plugin's cost at p50 (the same dockerd, restarted): " +
+          ', '.join(f"{label[n]} {pct(run(n, 'authz-run'), .5) - pct(run(n), .5):+.1f} ms" for n in ('ours', 'dovl', 'none')))
 if lost:
     print(f"docker     {lost} probes never succeeded")
 PY
