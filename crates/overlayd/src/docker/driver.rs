@@ -69,6 +69,11 @@ pub struct Driver {
     /// Docker network id to network name; filled by the mirror and on demand.
     networks: Mutex<HashMap<String, String>>,
     endpoints: Mutex<HashMap<String, EndpointState>>,
+    /// Held while one of this overlayd's tasks takes a network's host lock: that lock waits by
+    /// blocking its thread, so tasks of ours waiting for it could take every worker thread of
+    /// the runtime from the task that holds it (20 `docker rm -f` at once stalled overlayd until
+    /// the lock's 60 s wait ran out). The host lock still orders us with the CNI plugins.
+    devices: AsyncMutex<()>,
 }
 
 type Answer = Result<Value, String>;
@@ -98,6 +103,7 @@ impl Driver {
             store: AsyncMutex::new(store),
             networks: Mutex::new(HashMap::new()),
             endpoints: Mutex::new(HashMap::new()),
+            devices: AsyncMutex::new(()),
         })
     }
 
@@ -560,6 +566,7 @@ impl Driver {
         let gateway = IpNetwork::new(gateway_of(record, &subnet), subnet.prefix())
             .map_err(|e| e.to_string())?;
         {
+            let _devices = self.devices.lock().await;
             let _lock = network::lock(&cfg).map_err(err)?;
             network::ensure(&host, &cfg, &underlay, mtu, &[gateway])
                 .await
@@ -589,6 +596,7 @@ impl Driver {
         let here = Netns::current().map_err(|e| e.to_string())?;
         let peer_name = container_end(endpoint);
         let devices = {
+            let _devices = self.devices.lock().await;
             let _lock = network::lock(&cfg).map_err(err)?;
             let devices = network::ensure(&host, &cfg, &underlay, mtu, &[gateway])
                 .await
@@ -637,6 +645,7 @@ impl Driver {
         let cfg = self.overlay_config(&record);
         let host = Netlink::current().await.map_err(|e| e.to_string())?;
         {
+            let _devices = self.devices.lock().await;
             let lock = network::lock(&cfg).map_err(err)?;
             host.delete_link(&names::host_veth(endpoint, IFNAME))
                 .await
