@@ -565,13 +565,20 @@ impl Driver {
             .ok_or("address outside the network")?;
         let gateway = IpNetwork::new(gateway_of(record, &subnet), subnet.prefix())
             .map_err(|e| e.to_string())?;
-        {
+        let (made, fresh) = {
             let _devices = self.devices.lock().await;
             let _lock = network::lock(&cfg).map_err(err)?;
-            network::ensure(&host, &cfg, &underlay, mtu, &[gateway])
+            // A VXLAN device made by this join holds no entry of the network's other endpoints.
+            let fresh = host
+                .link(&cfg.vxlan_name())
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none();
+            let made = network::ensure(&host, &cfg, &underlay, mtu, &[gateway])
                 .await
                 .map_err(err)?;
-        }
+            (made, fresh)
+        };
         super::forward::allow(&cfg.bridge_name())?;
         let endpoint_record = Endpoint {
             network: record.name.clone(),
@@ -585,13 +592,12 @@ impl Driver {
             vtep: underlay.vtep,
             vni: record.vni,
         };
-        let endpoints = {
+        let listed = {
             let mut store = self.store.lock().await;
-            vxlan_overlay::peers::publish(&mut store, &cfg, &endpoint_record, true)
+            vxlan_overlay::peers::publish(&mut store, &cfg, &endpoint_record, fresh)
                 .await
                 .map_err(err)?
                 .endpoints
-                .unwrap_or_default()
         };
         let here = Netns::current().map_err(|e| e.to_string())?;
         let peer_name = container_end(endpoint);
@@ -622,9 +628,24 @@ impl Driver {
                 .map_err(|e| e.to_string())?;
             devices
         };
-        vxlan_overlay::peers::program(&host, devices.vxlan.index, &cfg, &endpoints)
-            .await
-            .map_err(err)?;
+        // The other endpoints' entries are this overlayd's peer follower's to keep: it lists the
+        // network when its bridge appears here and follows it. A join programs them only on
+        // devices it made (or that a detach remade meanwhile), ahead of that listing, as
+        // vxlan-overlay's ADD does; listing on every join made each cost as much as the network.
+        if fresh || devices.vxlan.index != made.vxlan.index {
+            let endpoints = match listed {
+                Some(endpoints) => endpoints,
+                None => {
+                    let mut store = self.store.lock().await;
+                    vxlan_overlay::peers::list(&mut store, &cfg)
+                        .await
+                        .map_err(err)?
+                }
+            };
+            vxlan_overlay::peers::program(&host, devices.vxlan.index, &cfg, &endpoints)
+                .await
+                .map_err(err)?;
+        }
         Ok(peer_name)
     }
 
