@@ -191,24 +191,18 @@ async fn attach(
     };
     // The network's devices and gateway sandbox before the record: overlayd starts serving the
     // network's names when this host's first record of it arrives, and must find the sandbox then.
-    let (made, fresh) = {
+    let made = {
         let _lock = network::lock(cfg)?;
-        // A VXLAN device made by this ADD holds no entry of the network's other endpoints yet.
-        let fresh = host.link(&cfg.vxlan_name()).await?.is_none();
-        let made = network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?;
-        (made, fresh)
+        network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?
     };
-    let published = peers::publish(store, cfg, &record, fresh).await?;
+    let published = peers::publish(store, cfg, &record, made.fresh).await?;
 
-    let (devices, remade, host_end, peer) = {
+    let (devices, host_end, peer) = {
         let _lock = network::lock(cfg)?;
         // Again if a DEL of the network's last other container removed them meanwhile.
-        let (devices, remade) = match network::unchanged(host, cfg, &made).await? {
-            Some(devices) => (devices, false),
-            None => (
-                network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?,
-                true,
-            ),
+        let devices = match network::unchanged(host, cfg, &made).await? {
+            Some(devices) => devices,
+            None => network::ensure(host, cfg, underlay, mtu, &network::gateways(&ipam)).await?,
         };
         // Born a port of the bridge: a veth of this network from its first moment, so that GC
         // finds it when this process is killed before the alias below (faults.sh killed).
@@ -228,10 +222,8 @@ async fn attach(
             &names::attachment_alias(&req.env.container_id, &req.env.ifname),
         )
         .await?;
-        host.set_master(host_end.index, devices.bridge.index)
-            .await?;
         host.set_up(host_end.index).await?;
-        (devices, remade, host_end, peer)
+        (devices, host_end, peer)
     };
 
     for ip in &ipam.ips {
@@ -264,7 +256,7 @@ async fn attach(
     // ADD the endpoints known at that moment). Listing the network on every ADD made each one
     // cost as much as the network is large (scripts/bench.sh fleet: 2.6x from the first 100 of
     // 1,000 to the last 100).
-    if fresh || remade || !published.overlayd_live {
+    if made.fresh || devices.fresh || !published.overlayd_live {
         let endpoints = match published.endpoints {
             Some(endpoints) => endpoints,
             None => peers::list(store, cfg).await?,

@@ -94,6 +94,9 @@ impl Underlay {
 pub struct Devices {
     pub bridge: Link,
     pub vxlan: Link,
+    /// The VXLAN device was made (or put back on the bridge) by this call: it may hold none of
+    /// the entries of the network's other endpoints yet.
+    pub fresh: bool,
 }
 
 /// Whose a bridge named `ovbr<vni>` is.
@@ -174,7 +177,9 @@ pub async fn ensure(
             mtu,
         )
         .await?;
-    if vxlan.master != Some(bridge.index) {
+    // A device made by ensure_vxlan is on no bridge yet; one found there is a previous call's.
+    let fresh = vxlan.master != Some(bridge.index);
+    if fresh {
         nl.set_master(vxlan.index, bridge.index).await?;
     }
     if cfg.host_access {
@@ -189,7 +194,11 @@ pub async fn ensure(
     } else if !gateways.is_empty() {
         ensure_sandbox(nl, cfg, &bridge, mtu, gateways).await?;
     }
-    Ok(Devices { bridge, vxlan })
+    Ok(Devices {
+        bridge,
+        vxlan,
+        fresh,
+    })
 }
 
 /// The devices `ensure` returned, read again, when nothing of the network was removed since: the
@@ -212,7 +221,11 @@ pub async fn unchanged(
                 && bridge.up
                 && vxlan.up =>
         {
-            Some(Devices { bridge, vxlan })
+            Some(Devices {
+                bridge,
+                vxlan,
+                fresh: false,
+            })
         }
         _ => None,
     })

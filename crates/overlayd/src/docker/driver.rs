@@ -565,19 +565,12 @@ impl Driver {
             .ok_or("address outside the network")?;
         let gateway = IpNetwork::new(gateway_of(record, &subnet), subnet.prefix())
             .map_err(|e| e.to_string())?;
-        let (made, fresh) = {
+        let made = {
             let _devices = self.devices.lock().await;
             let _lock = network::lock(&cfg).map_err(err)?;
-            // A VXLAN device made by this join holds no entry of the network's other endpoints.
-            let fresh = host
-                .link(&cfg.vxlan_name())
+            network::ensure(&host, &cfg, &underlay, mtu, &[gateway])
                 .await
-                .map_err(|e| e.to_string())?
-                .is_none();
-            let made = network::ensure(&host, &cfg, &underlay, mtu, &[gateway])
-                .await
-                .map_err(err)?;
-            (made, fresh)
+                .map_err(err)?
         };
         super::forward::allow(&cfg.bridge_name())?;
         let endpoint_record = Endpoint {
@@ -594,7 +587,7 @@ impl Driver {
         };
         let listed = {
             let mut store = self.store.lock().await;
-            vxlan_overlay::peers::publish(&mut store, &cfg, &endpoint_record, fresh)
+            vxlan_overlay::peers::publish(&mut store, &cfg, &endpoint_record, made.fresh)
                 .await
                 .map_err(err)?
                 .endpoints
@@ -607,20 +600,19 @@ impl Driver {
             let devices = network::ensure(&host, &cfg, &underlay, mtu, &[gateway])
                 .await
                 .map_err(err)?;
+            // Born a port of the bridge, as vxlan-overlay's (GC finds it if we stop midway).
             let (host_end, _) = host
-                .create_veth(
+                .create_veth_on(
                     &names::host_veth(endpoint, IFNAME),
                     &peer_name,
                     &here,
                     mtu,
                     Some(mac.octets()),
+                    Some(devices.bridge.index),
                 )
                 .await
                 .map_err(|e| e.to_string())?;
             host.set_alias(host_end.index, &names::attachment_alias(endpoint, IFNAME))
-                .await
-                .map_err(|e| e.to_string())?;
-            host.set_master(host_end.index, devices.bridge.index)
                 .await
                 .map_err(|e| e.to_string())?;
             host.set_up(host_end.index)
@@ -632,7 +624,7 @@ impl Driver {
         // network when its bridge appears here and follows it. A join programs them only on
         // devices it made (or that a detach remade meanwhile), ahead of that listing, as
         // vxlan-overlay's ADD does; listing on every join made each cost as much as the network.
-        if fresh || devices.vxlan.index != made.vxlan.index {
+        if made.fresh || devices.fresh {
             let endpoints = match listed {
                 Some(endpoints) => endpoints,
                 None => {

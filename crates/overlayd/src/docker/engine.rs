@@ -62,18 +62,10 @@ impl Engine {
     pub async fn network(&self, id: &str) -> Result<Option<DockerNetwork>, String> {
         match self.docker()?.inspect_network(id, None).await {
             Ok(n) => Ok(Some(DockerNetwork {
-                id: n.id.unwrap_or_default(),
-                name: n.name.unwrap_or_default(),
-                driver: n.driver.unwrap_or_default(),
-                subnets: configs(n.ipam.as_ref(), |c| c.subnet.clone()),
-                gateways: configs(n.ipam.as_ref(), |c| c.gateway.clone()),
-                mirrored: n.labels.unwrap_or_default().contains_key(MIRROR_LABEL),
-                containers: n
-                    .containers
-                    .unwrap_or_default()
-                    .into_values()
+                containers: (n.containers.unwrap_or_default().into_values())
                     .filter_map(|e| Some((e.endpoint_id?, e.name?)))
                     .collect(),
+                ..summary(n.id, n.name, n.driver, n.ipam, n.labels)
             })),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
@@ -99,15 +91,8 @@ impl Engine {
             .into_iter()
             // The filter matches driver names by substring; ours exactly.
             .filter(|n| n.driver.as_deref() == Some(self.driver.as_str()))
-            .map(|n| DockerNetwork {
-                id: n.id.unwrap_or_default(),
-                name: n.name.unwrap_or_default(),
-                driver: n.driver.unwrap_or_default(),
-                subnets: configs(n.ipam.as_ref(), |c| c.subnet.clone()),
-                gateways: configs(n.ipam.as_ref(), |c| c.gateway.clone()),
-                mirrored: n.labels.unwrap_or_default().contains_key(MIRROR_LABEL),
-                containers: HashMap::new(),
-            })
+            // A listing carries no containers (Docker fills them in on inspect only).
+            .map(|n| summary(n.id, n.name, n.driver, n.ipam, n.labels))
             .collect())
     }
 
@@ -154,6 +139,26 @@ impl Engine {
             .remove_network(id)
             .await
             .map_err(|e| format!("Docker API: removing network {id}: {e}"))
+    }
+}
+
+/// A network as Docker lists or inspects it (two models with these fields in common), without
+/// its containers.
+fn summary(
+    id: Option<String>,
+    name: Option<String>,
+    driver: Option<String>,
+    ipam: Option<Ipam>,
+    labels: Option<HashMap<String, String>>,
+) -> DockerNetwork {
+    DockerNetwork {
+        id: id.unwrap_or_default(),
+        name: name.unwrap_or_default(),
+        driver: driver.unwrap_or_default(),
+        subnets: configs(ipam.as_ref(), |c| c.subnet.clone()),
+        gateways: configs(ipam.as_ref(), |c| c.gateway.clone()),
+        mirrored: labels.unwrap_or_default().contains_key(MIRROR_LABEL),
+        containers: HashMap::new(),
     }
 }
 
