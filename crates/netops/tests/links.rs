@@ -246,11 +246,37 @@ async fn ports_masters_aliases_and_isolation() {
         .unwrap();
 
     nl.set_master(h.index, br.index).await.unwrap();
+    // A second bridge with a port of its own, and a bridge without ports: each sees only its own.
+    let c2 = TestNs::new("pc2");
+    let br1 = nl.ensure_bridge("br1", None, None).await.unwrap();
+    let empty = nl.ensure_bridge("br2", None, None).await.unwrap();
+    let (other, _) = nl
+        .create_veth_on("ovport1", "eth0", &c2.ns, 1500, None, Some(br1.index))
+        .await
+        .unwrap();
     let ports = nl.links_with_master(br.index).await.unwrap();
     assert_eq!(
         ports.iter().map(|l| l.index).collect::<Vec<_>>(),
         vec![h.index]
     );
+    let ports = nl.links_with_master(br1.index).await.unwrap();
+    assert_eq!(
+        ports.iter().map(|l| l.index).collect::<Vec<_>>(),
+        vec![other.index]
+    );
+    assert!(nl.links_with_master(empty.index).await.unwrap().is_empty());
+    assert_eq!(nl.port_names(br.index).await.unwrap(), vec!["ovport0"]);
+    assert_eq!(nl.port_names(br1.index).await.unwrap(), vec!["ovport1"]);
+    assert!(nl.port_names(empty.index).await.unwrap().is_empty());
+    let mut bridges: Vec<String> = (nl.links_of_kind("bridge").await.unwrap())
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    bridges.sort();
+    assert_eq!(bridges, vec!["br0", "br1", "br2"]);
+    let veths = nl.links_of_kind("veth").await.unwrap();
+    assert_eq!(veths.len(), 2);
+    assert!(veths.iter().all(|l| l.kind == "veth"));
     assert_eq!(
         nl.link("ovport0").await.unwrap().unwrap().master,
         Some(br.index)

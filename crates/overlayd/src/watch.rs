@@ -87,7 +87,7 @@ pub async fn run(mut store: Store, cache: EndpointCache) -> Result<(), Error> {
                 }),
             },
         }
-        let links = match nl.links().await {
+        let links = match nl.links_of_kind("bridge").await {
             Ok(links) => links,
             Err(e) => {
                 log::warn!("endpoint watch: reading the host's bridges: {e}");

@@ -665,7 +665,7 @@ async fn remove_bridge_if_unused(cfg: &Config, fw: &Firewall) -> Result<bool, Cn
     let host = Netlink::current().await?;
     match host.link(&cfg.bridge).await? {
         Some(bridge) if bridge.kind == "bridge" => {
-            if !host.links_with_master(bridge.index).await?.is_empty() {
+            if !host.port_names(bridge.index).await?.is_empty() {
                 return Ok(false);
             }
             host.delete_link(&cfg.bridge).await?;

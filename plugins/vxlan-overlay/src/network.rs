@@ -287,10 +287,10 @@ pub async fn remove_if_unused(
     if let Some(bridge) = nl.link(&cfg.bridge_name()).await? {
         let infrastructure = [cfg.vxlan_name(), cfg.gateway_veth_name()];
         let attached = nl
-            .links_with_master(bridge.index)
+            .port_names(bridge.index)
             .await?
             .into_iter()
-            .filter(|l| !infrastructure.contains(&l.name))
+            .filter(|name| !infrastructure.contains(name))
             .count();
         if attached > 0 {
             return Ok(false);
