@@ -572,7 +572,7 @@ impl Driver {
                 .await
                 .map_err(err)?
         };
-        super::forward::allow(&cfg.bridge_name())?;
+        super::forward::allow(&cfg.bridge_name()).await?;
         let endpoint_record = Endpoint {
             network: record.name.clone(),
             container_id: endpoint.to_string(),
@@ -671,7 +671,7 @@ impl Driver {
                 .await
                 .map_err(err)?
             {
-                super::forward::revoke(&cfg.bridge_name());
+                super::forward::revoke(&cfg.bridge_name()).await;
             }
         }
         let mut store = self.store.lock().await;

@@ -5,6 +5,10 @@
 //! bridge, as Docker's `-i docker0 -o docker0 -j ACCEPT` for its own bridge; added with the
 //! network's devices, removed with them. Docker drives iptables through the `iptables` command,
 //! and so does this, so both land in the same tables whichever backend Debian's alternative picks.
+//!
+//! `iptables -w` waits for the xtables lock, which dockerd takes for every rule it writes while it
+//! starts a container; the commands run on tokio's blocking pool, so that the wait never holds up
+//! overlayd's one runtime thread (and with it the etcd lease's keep-alives, DNS, the peers).
 
 use std::process::Command;
 
@@ -22,7 +26,22 @@ fn iptables(action: &str, bridge: &str) -> Result<bool, String> {
 }
 
 /// Ensures the ACCEPT for `bridge` is in FORWARD (inserted first, before Docker's chains).
-pub fn allow(bridge: &str) -> Result<(), String> {
+pub async fn allow(bridge: &str) -> Result<(), String> {
+    let bridge = bridge.to_string();
+    tokio::task::spawn_blocking(move || allow_now(&bridge))
+        .await
+        .map_err(|e| format!("iptables: {e}"))?
+}
+
+/// Removes it (all copies); nothing to remove is no error.
+pub async fn revoke(bridge: &str) {
+    let bridge = bridge.to_string();
+    if let Err(e) = tokio::task::spawn_blocking(move || revoke_now(&bridge)).await {
+        log::warn!("iptables -D FORWARD: {e}");
+    }
+}
+
+fn allow_now(bridge: &str) -> Result<(), String> {
     if iptables("-C", bridge)? {
         return Ok(());
     }
@@ -41,8 +60,7 @@ pub fn allow(bridge: &str) -> Result<(), String> {
     }
 }
 
-/// Removes it (all copies); nothing to remove is no error.
-pub fn revoke(bridge: &str) {
+fn revoke_now(bridge: &str) {
     while matches!(iptables("-C", bridge), Ok(true)) {
         if !matches!(iptables("-D", bridge), Ok(true)) {
             log::warn!("iptables -D FORWARD for {bridge} failed");
