@@ -92,6 +92,8 @@ impl Link {
 pub struct Netlink {
     pub(crate) handle: Handle,
     connection: tokio::task::JoinHandle<()>,
+    /// The namespace the socket lives in, for what netlink cannot do there (sysctls).
+    ns: Netns,
 }
 
 impl Drop for Netlink {
@@ -109,7 +111,11 @@ pub(crate) type Notifications = futures::channel::mpsc::UnboundedReceiver<(
 
 /// Hands a synchronous netlink socket to the current tokio runtime and starts its
 /// connection task.
-fn spawn_connection(target: &str, socket: Socket) -> Result<(Netlink, Notifications), Error> {
+fn spawn_connection(
+    target: &str,
+    socket: Socket,
+    ns: Netns,
+) -> Result<(Netlink, Notifications), Error> {
     let failed = |e: io::Error| Error::kernel("open netlink socket in", target, e);
     // tokio::spawn and the socket's reactor registration would panic outside a runtime.
     tokio::runtime::Handle::try_current().map_err(|e| failed(io::Error::other(e.to_string())))?;
@@ -128,6 +134,7 @@ fn spawn_connection(target: &str, socket: Socket) -> Result<(Netlink, Notificati
     let netlink = Netlink {
         handle,
         connection: tokio::spawn(conn),
+        ns,
     };
     Ok((netlink, notifications))
 }
@@ -140,7 +147,7 @@ pub(crate) fn subscribe(groups: u32) -> Result<(Netlink, Notifications), Error> 
     socket
         .bind(&rtnetlink::sys::SocketAddr::new(0, groups))
         .map_err(|e| Error::kernel("subscribe to notifications in", target, e))?;
-    spawn_connection(target, socket)
+    spawn_connection(target, socket, Netns::current()?)
 }
 
 /// The kernel's notifications of links created, changed or deleted in the current namespace
@@ -183,7 +190,7 @@ impl Netlink {
         let target = "current namespace";
         let socket = Socket::new(NETLINK_ROUTE)
             .map_err(|e| Error::kernel("open netlink socket in", target, e))?;
-        Ok(spawn_connection(target, socket)?.0)
+        Ok(spawn_connection(target, socket, Netns::current()?)?.0)
     }
 
     /// A socket that lives in `ns`. It is opened on a short-lived thread inside `ns` (a socket
@@ -194,7 +201,7 @@ impl Netlink {
         let socket = ns
             .run(|| Socket::new(NETLINK_ROUTE))?
             .map_err(|e| Error::kernel("open netlink socket in", target.clone(), e))?;
-        Ok(spawn_connection(&target, socket)?.0)
+        Ok(spawn_connection(&target, socket, ns.try_clone()?)?.0)
     }
 
     /// Sends one request and waits for its acknowledgement, with flags chosen by the caller
@@ -547,6 +554,10 @@ impl Netlink {
         let result = async {
             let host = self.must_exist("create veth", host_name).await?;
             let peer = peer_nl.must_exist("create veth", peer_name).await?;
+            // Before the peer comes up: without a carrier the host end has no IPv6 yet.
+            if master.is_some() {
+                self.disable_ipv6(host_name)?;
+            }
             peer_nl.set_up(peer.index).await?;
             let peer = peer_nl.must_exist("create veth", peer_name).await?;
             Ok::<_, Error>((host, peer))
@@ -558,6 +569,27 @@ impl Netlink {
         }
         let (host, peer) = result?;
         Ok((host, peer))
+    }
+
+    /// Turns IPv6 off on link `name` of this handle's namespace (its `disable_ipv6` sysctl;
+    /// netlink cannot set it). For a bridge port, which needs no address of its own: with IPv6
+    /// each port got a link-local address, DAD, MLD reports, and three routes in the host's IPv6
+    /// table, which the kernel walks on every device event; an ADD then cost more the more
+    /// containers its host had (perf, 150 containers a host: `fib6_ifdown`, and the RTNL lock
+    /// held by the MLD and address-configuration work). Nothing to do on a kernel without IPv6.
+    pub fn disable_ipv6(&self, name: &str) -> Result<(), Error> {
+        let key = format!("net/ipv6/conf/{name}/disable_ipv6");
+        let set = move || {
+            if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+                return Ok(());
+            }
+            crate::set_sysctl(&key, "1")
+        };
+        if Netns::current()?.inode() == self.ns.inode() {
+            set()
+        } else {
+            self.ns.run(set)?
+        }
     }
 
     async fn set_link(&self, op: &'static str, index: u32, msg: LinkMessage) -> Result<(), Error> {

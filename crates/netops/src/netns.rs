@@ -82,6 +82,22 @@ impl Netns {
         &self.path
     }
 
+    /// Another handle to the same namespace (its own descriptor).
+    pub fn try_clone(&self) -> Result<Netns, Error> {
+        let file = self.file.try_clone().map_err(|e| {
+            Error::kernel(
+                "duplicate namespace handle",
+                self.path.display().to_string(),
+                e,
+            )
+        })?;
+        Ok(Netns {
+            file,
+            path: self.path.clone(),
+            inode: self.inode,
+        })
+    }
+
     /// The nsfs inode number: the same for every path that refers to this namespace.
     pub fn inode(&self) -> u64 {
         self.inode

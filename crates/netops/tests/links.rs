@@ -268,6 +268,19 @@ async fn ports_masters_aliases_and_isolation() {
     assert_eq!(nl.port_names(br.index).await.unwrap(), vec!["ovport0"]);
     assert_eq!(nl.port_names(br1.index).await.unwrap(), vec!["ovport1"]);
     assert!(nl.port_names(empty.index).await.unwrap().is_empty());
+    // A veth born a bridge port has IPv6 off on its host end (this handle's namespace, not the
+    // test thread's); one made without a bridge keeps it, as does the container end.
+    let ipv6_off = |ns: &TestNs, dev: &str| {
+        ns.exec(&[
+            "cat",
+            &format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"),
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(ipv6_off(&host, "ovport1"), "1");
+    assert_eq!(ipv6_off(&host, "ovport0"), "0");
+    assert_eq!(ipv6_off(&c2, "eth0"), "0");
     let mut bridges: Vec<String> = (nl.links_of_kind("bridge").await.unwrap())
         .into_iter()
         .map(|l| l.name)
