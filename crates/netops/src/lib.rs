@@ -20,6 +20,6 @@ mod sysctl;
 pub use error::Error;
 pub use link::{Link, LinkEvents, Netlink};
 pub use lock::HostLock;
-pub use neigh::{FdbEvents, NeighbourChange, NeighbourEvents};
+pub use neigh::{NeighbourChange, NeighbourEvents};
 pub use netns::{create_named_netns, delete_named_netns, named_netns_path, Netns, NETNS_RUN_DIR};
 pub use sysctl::{get_sysctl, set_sysctl};

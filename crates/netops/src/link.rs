@@ -273,35 +273,18 @@ impl Netlink {
     }
 
     pub async fn links(&self) -> Result<Vec<Link>, Error> {
-        let msgs: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| Error::kernel("list links", "in namespace", nl_io(e)))?;
-        Ok(msgs.iter().map(Link::from_message).collect())
+        self.dump(AddressFamily::Unspec, None, "in namespace").await
     }
 
     /// The ports of bridge `master`. The kernel filters the dump (IFLA_MASTER in the request),
-    /// so a DEL that asks whether a bridge is still used reads its ports, not every link of the
-    /// host with its statistics (scripts/bench.sh fleet: a quarter of a DEL's CPU time at 150
-    /// containers a host). Filtered here again for a kernel that would ignore the attribute.
+    /// so a look at a bridge's ports reads those, not every link of the host with its
+    /// statistics. Filtered here again for a kernel that would ignore the attribute.
     pub async fn links_with_master(&self, master: u32) -> Result<Vec<Link>, Error> {
-        let mut request = self.handle.link().get();
-        request
-            .message_mut()
-            .attributes
-            .push(LinkAttribute::Controller(master));
-        let msgs: Vec<LinkMessage> = request
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| Error::kernel("list links", "on a bridge", nl_io(e)))?;
-        Ok(msgs
-            .iter()
-            .map(Link::from_message)
+        let filter = LinkAttribute::Controller(master);
+        let links = self.dump(AddressFamily::Unspec, Some(filter), "on a bridge");
+        Ok(links
+            .await?
+            .into_iter()
             .filter(|l| l.master == Some(master))
             .collect())
     }
@@ -311,19 +294,11 @@ impl Netlink {
     /// the host (overlayd looks on every notification about a bridge, one or more per container
     /// started or stopped). Filtered here again for a kernel that would ignore the attribute.
     pub async fn links_of_kind(&self, kind: &str) -> Result<Vec<Link>, Error> {
-        let mut request = self.handle.link().get();
-        request
-            .message_mut()
-            .attributes
-            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind.into())]));
-        let msgs: Vec<LinkMessage> = request
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| Error::kernel("list links", kind, nl_io(e)))?;
-        Ok(msgs
-            .iter()
-            .map(Link::from_message)
+        let filter = LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind.into())]);
+        let links = self.dump(AddressFamily::Unspec, Some(filter), kind);
+        Ok(links
+            .await?
+            .into_iter()
             .filter(|l| l.kind == kind)
             .collect())
     }
@@ -334,19 +309,33 @@ impl Netlink {
     /// quarter of a DEL's CPU time at 150 containers a host). The dump holds the ports of every
     /// bridge of the namespace; those of `master` are kept.
     pub async fn port_names(&self, master: u32) -> Result<Vec<String>, Error> {
+        let ports = self
+            .dump(AddressFamily::Bridge, None, "bridge ports")
+            .await?;
+        Ok(ports
+            .into_iter()
+            .filter(|l| l.master == Some(master))
+            .map(|l| l.name)
+            .collect())
+    }
+
+    /// A link dump of `family` (Bridge: the bridge ports' own messages), filtered by the kernel
+    /// with `filter` when given.
+    async fn dump(
+        &self,
+        family: AddressFamily,
+        filter: Option<LinkAttribute>,
+        what: &str,
+    ) -> Result<Vec<Link>, Error> {
         let mut request = self.handle.link().get();
-        request.message_mut().header.interface_family = AddressFamily::Bridge;
+        request.message_mut().header.interface_family = family;
+        request.message_mut().attributes.extend(filter);
         let msgs: Vec<LinkMessage> = request
             .execute()
             .try_collect()
             .await
-            .map_err(|e| Error::kernel("list bridge ports", "in namespace", nl_io(e)))?;
-        Ok(msgs
-            .iter()
-            .map(Link::from_message)
-            .filter(|l| l.master == Some(master))
-            .map(|l| l.name)
-            .collect())
+            .map_err(|e| Error::kernel("list links", what, nl_io(e)))?;
+        Ok(msgs.iter().map(Link::from_message).collect())
     }
 
     /// Looks a link up again after creating it; its absence means someone deleted it under us.

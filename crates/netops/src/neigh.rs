@@ -268,42 +268,6 @@ impl Netlink {
     }
 }
 
-/// The kernel's notifications of bridge FDB entries added or replaced in the current namespace
-/// (RTMGRP_NEIGH), for whoever must see an entry arrive without polling the table (a benchmark).
-pub struct FdbEvents {
-    /// Keeps the socket's connection task running.
-    _netlink: Netlink,
-    notifications: crate::link::Notifications,
-}
-
-impl FdbEvents {
-    /// Subscribes in the calling thread's network namespace.
-    pub async fn current() -> Result<FdbEvents, Error> {
-        let (netlink, notifications) = crate::link::subscribe(rtnetlink::constants::RTMGRP_NEIGH)?;
-        Ok(FdbEvents {
-            _netlink: netlink,
-            notifications,
-        })
-    }
-
-    /// The next FDB entry added: (device index, MAC); None once the socket is closed.
-    pub async fn next(&mut self) -> Option<(u32, [u8; 6])> {
-        loop {
-            let (message, _) = futures::StreamExt::next(&mut self.notifications).await?;
-            if let netlink_packet_core::NetlinkPayload::InnerMessage(
-                RouteNetlinkMessage::NewNeighbour(m),
-            ) = message.payload
-            {
-                if m.header.family == AddressFamily::Bridge {
-                    if let Some(mac) = lladdr(&m) {
-                        return Some((m.header.ifindex, mac));
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// One FDB or neighbour entry added (or replaced) or deleted, as the kernel announces it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeighbourChange {
@@ -318,7 +282,8 @@ pub struct NeighbourChange {
 }
 
 /// The kernel's notifications of FDB and neighbour entries added, replaced and deleted in the
-/// current namespace (RTMGRP_NEIGH), for a benchmark that times changes without polling tables.
+/// current namespace (RTMGRP_NEIGH), for whoever must see an entry arrive or go without polling
+/// the tables (the benchmarks).
 pub struct NeighbourEvents {
     /// Keeps the socket's connection task running.
     _netlink: Netlink,

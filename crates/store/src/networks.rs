@@ -182,6 +182,13 @@ pub async fn list(store: &mut Store) -> Result<Vec<Network>, StoreError> {
     Ok(decode_all(&store.get_prefix(&prefix).await?.0))
 }
 
+/// The endpoint records of network `name`, in key order; one that does not decode is left out,
+/// with a warning.
+pub async fn endpoints(store: &mut Store, name: &str) -> Result<Vec<Endpoint>, StoreError> {
+    let prefix = store.keys().endpoints(name);
+    Ok(decode_all(&store.get_prefix(&prefix).await?.0))
+}
+
 /// One network's record and its revision; `network NAME not found` when there is none.
 pub async fn read(store: &mut Store, name: &str) -> Result<(Network, i64), StoreError> {
     check_network_name(name).map_err(invalid)?;

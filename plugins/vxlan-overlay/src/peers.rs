@@ -8,6 +8,7 @@ use model::peers::{desired, plan, Remote};
 use model::records::{self, Endpoint};
 use model::Mac;
 use netops::Netlink;
+use store::client::decode_all;
 use store::etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
 use store::Store;
 
@@ -58,18 +59,7 @@ pub async fn publish(
 
 /// Every record of the network.
 pub async fn list(store: &mut Store, cfg: &OverlayConfig) -> Result<Vec<Endpoint>, CniError> {
-    let prefix = store.keys().endpoints(&cfg.network);
-    Ok(decode_all(&store.get_prefix(&prefix).await?.0))
-}
-
-fn decode_all(kvs: &[store::etcd_client::KeyValue]) -> Vec<Endpoint> {
-    kvs.iter()
-        .filter_map(|kv| {
-            records::decode::<Endpoint>(kv.key(), kv.value())
-                .inspect_err(|e| log::warn!("skipping {e}"))
-                .ok()
-        })
-        .collect()
+    Ok(store::networks::endpoints(store, &cfg.network).await?)
 }
 
 /// Programs, on the VXLAN device, what is missing for the remote endpoints of this network, by
@@ -142,13 +132,7 @@ pub async fn remove(
 
 /// This node's records in the network.
 pub async fn of_node(store: &mut Store, cfg: &OverlayConfig) -> Result<Vec<Endpoint>, CniError> {
-    let prefix = store.keys().endpoints(&cfg.network);
-    Ok(store
-        .get_prefix(&prefix)
-        .await?
-        .0
-        .iter()
-        .filter_map(|kv| records::decode::<Endpoint>(kv.key(), kv.value()).ok())
-        .filter(|e| e.node == cfg.node)
-        .collect())
+    let mut endpoints = list(store, cfg).await?;
+    endpoints.retain(|e| e.node == cfg.node);
+    Ok(endpoints)
 }

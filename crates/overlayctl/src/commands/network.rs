@@ -3,10 +3,10 @@
 use std::net::IpAddr;
 
 use model::network::NetworkRequest;
-use model::records::{Endpoint, Network};
+use model::records::Network;
 use model::Mac;
 use serde::Serialize;
-use store::client::{decode_all, prefix_range};
+use store::client::prefix_range;
 use store::{networks, Store};
 
 use crate::cli::CreateArgs;
@@ -117,8 +117,7 @@ impl Render for Networks {
 
 pub async fn inspect(store: &mut Store, name: &str) -> Result<Inspection, Error> {
     let (network, _) = networks::read(store, name).await?;
-    let prefix = store.keys().endpoints(name);
-    let mut endpoints: Vec<Endpoint> = decode_all(&store.get_prefix(&prefix).await?.0);
+    let mut endpoints = networks::endpoints(store, name).await?;
     // Named containers first, by name; then by container id: how one looks for a container.
     endpoints.sort_by(|a, b| {
         (a.name.is_none(), &a.name, &a.container_id, &a.ifname).cmp(&(

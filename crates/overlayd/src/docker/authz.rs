@@ -176,18 +176,15 @@ impl Authz {
     /// The holders of `network`'s endpoints on other hosts, from etcd; an unreadable etcd refuses.
     async fn endpoints(&self, network: &str) -> Result<Option<String>, String> {
         let mut store = self.store.lock().await;
-        let prefix = store.keys().endpoints(network);
-        let (kvs, _) = store.get_prefix(&prefix).await.map_err(|e| {
-            format!(
-                "cannot read the endpoints of network {network} in etcd ({e}); removing it now \
-                 would not reach the other hosts and it would come back here: try again when etcd \
-                 answers"
-            )
-        })?;
-        let endpoints: Vec<Endpoint> = kvs
-            .iter()
-            .filter_map(|kv| records::decode::<Endpoint>(kv.key(), kv.value()).ok())
-            .collect();
+        let endpoints = store::networks::endpoints(&mut store, network)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read the endpoints of network {network} in etcd ({e}); removing it now \
+                     would not reach the other hosts and it would come back here: try again when \
+                     etcd answers"
+                )
+            })?;
         Ok(held_elsewhere(&endpoints, &self.node))
     }
 }

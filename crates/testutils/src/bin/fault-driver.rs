@@ -273,48 +273,50 @@ fn call(
         let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
         s
     };
-    // Without a kill to time, the answer is read here (until the plugin exits); with one, on a
-    // thread of its own, so that the kill is not held up by the read.
-    let (early, reader) = match kill_at {
-        None => (Some(read_all()), None),
-        Some(_) => (None, Some(std::thread::spawn(read_all))),
-    };
     let mut killed = false;
     let mut cpu_ms = None;
-    let status = if kill_at.is_none() {
-        // Nothing to kill: block (polling 64 calls every millisecond costs the machine a core),
-        // and keep the CPU time the call used (its own and its children's that it waited for):
-        // what it costs, apart from what the machine's load adds to its wall time.
-        let mut raw = 0;
-        // SAFETY: a zeroed rusage for wait4 to fill.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: wait4 on our own child, not waited for before (std's Child is not used for it).
-        if unsafe { libc::wait4(pid, &mut raw, 0, &mut usage) } != pid {
-            let e = std::io::Error::last_os_error();
-            return result(None, 0.0, false, &format!("wait: {e}"));
-        }
-        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        cpu_ms = Some((seconds(usage.ru_utime) + seconds(usage.ru_stime)) * 1000.0);
-        std::process::ExitStatus::from_raw(raw)
-    } else {
-        loop {
-            if let Some(status) = child.try_wait().ok().flatten() {
-                break status;
+    let elapsed_ms = || started.elapsed().as_secs_f64() * 1000.0;
+    let (status, ms, stdout) = match kill_at {
+        None => {
+            // Nothing to kill: read the answer (until the plugin exits), then block in wait4
+            // (polling 64 calls every millisecond costs the machine a core), keeping the CPU time
+            // the call used (its own and its children's that it waited for): what it costs, apart
+            // from what the machine's load adds to its wall time.
+            let stdout = read_all();
+            let mut raw = 0;
+            // SAFETY: a zeroed rusage for wait4 to fill.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: wait4 on our own child, not waited for before (std's Child is not used for it).
+            if unsafe { libc::wait4(pid, &mut raw, 0, &mut usage) } != pid {
+                let e = std::io::Error::last_os_error();
+                return result(None, 0.0, false, &format!("wait: {e}"));
             }
-            if let Some(at) = kill_at {
+            let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            cpu_ms = Some((seconds(usage.ru_utime) + seconds(usage.ru_stime)) * 1000.0);
+            (
+                std::process::ExitStatus::from_raw(raw),
+                elapsed_ms(),
+                stdout,
+            )
+        }
+        Some(at) => {
+            // The answer is read on a thread of its own, so that the read does not hold up the kill.
+            let reader = std::thread::spawn(read_all);
+            let status = loop {
+                if let Some(status) = child.try_wait().ok().flatten() {
+                    break status;
+                }
                 if !killed && started.elapsed() >= at {
                     // SAFETY: kill(2) on our own child, not yet waited for.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                     killed = true;
                 }
-            }
-            std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            // Timed before the read ends: a delegate the kill left running may hold stdout open.
+            let ms = elapsed_ms();
+            (status, ms, reader.join().unwrap_or_default())
         }
-    };
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    let stdout = match reader {
-        Some(reader) => reader.join().unwrap_or_default(),
-        None => early.unwrap_or_default(),
     };
     // What the killed call left running (a delegated plugin) finishes before the call counts as
     // over, so that the checks afterwards see its effect.

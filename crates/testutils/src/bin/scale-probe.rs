@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ipnetwork::IpNetwork;
 use model::records::{self, Endpoint};
 use model::{names, Vni};
-use netops::{FdbEvents, Netlink};
+use netops::{NeighbourEvents, Netlink};
 use store::etcd_client::{Txn, TxnOp};
 use store::Store;
 
@@ -76,7 +76,7 @@ fn main() {
             _ => fail("--wait is fdb or none"),
         };
         // Subscribed before the first put: the kernel tells of each entry as it is added.
-        let mut events = FdbEvents::current()
+        let mut events = NeighbourEvents::current()
             .await
             .unwrap_or_else(|e| fail(&e.to_string()));
         let mut latencies = Vec::new();
@@ -113,8 +113,8 @@ fn main() {
             written.push(key);
             let Some(device) = device else { continue };
             let arrived = async {
-                while let Some((index, added)) = events.next().await {
-                    if index == device && added == mac.octets() {
+                while let Some(c) = events.next().await {
+                    if c.added && c.fdb && c.index == device && c.mac == Some(mac.octets()) {
                         return true;
                     }
                 }
