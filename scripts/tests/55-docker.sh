@@ -118,6 +118,12 @@ out=$(d2 run -d --name test1 --net demo busybox sleep 3600 2>&1); st=$?
 if [ $st != 0 ] && grep -q 'endpoint with name test1 already exists in network demo' <<<"$out"; then
   ok "test1 on host 2 is refused: $(grep -o 'endpoint with name.*' <<<"$out")"
 else nok "test1 on host 2 is refused with the seed's message" "exit $st: $out"; fi
+# The join makes the devices while it asks Docker for the name: refused, it leaves none of them.
+leftover2() { in_docker_host "$H2" ip -o link show | grep -E '^[0-9]+: (ov|dk)[0-9a-z]*[:@]' || true; }
+refused_clean() {
+  [ -z "$(leftover2)" ] && [ "$(etcdget endpoints/demo/ | grep -c .)" = 1 ] && [ "$(etcdget ipam/demo/owners/ | grep -c .)" = 1 ]
+}
+check "the refused test1 leaves no device on host 2 and nothing of its own in etcd" until_true 5 refused_clean
 d2 rm -f test1 >/dev/null 2>&1
 d2 run -d --name test2 --net demo --dns 10.0.0.1 busybox sleep 3600 >/dev/null
 a2=$(ip_of "$H2" test2 2>&1)

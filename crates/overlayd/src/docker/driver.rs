@@ -36,6 +36,7 @@ use vxlan_overlay::config::{OverlayConfig, VtepChoice};
 use vxlan_overlay::network::{self, Underlay};
 
 use super::engine::Engine;
+use super::forward::Forward;
 use super::protocol::*;
 
 /// The ifname of every Docker attachment in the records: Docker names the interface itself
@@ -56,6 +57,17 @@ pub struct Settings {
     pub data_dir: PathBuf,
 }
 
+/// What `plumb` made for a join.
+struct Plumbed {
+    host: Netlink,
+    vtep: IpAddr,
+    vxlan: u32,
+    /// The network's devices were made by this join.
+    fresh: bool,
+    /// The container end, in the host's namespace until Docker moves it.
+    peer_name: String,
+}
+
 struct EndpointState {
     network: String,
     address: IpNetwork,
@@ -74,6 +86,7 @@ pub struct Driver {
     /// the runtime from the task that holds it (20 `docker rm -f` at once stalled overlayd until
     /// the lock's 60 s wait ran out). The host lock still orders us with the CNI plugins.
     devices: AsyncMutex<()>,
+    forward: Forward,
 }
 
 type Answer = Result<Value, String>;
@@ -104,6 +117,7 @@ impl Driver {
             networks: Mutex::new(HashMap::new()),
             endpoints: Mutex::new(HashMap::new()),
             devices: AsyncMutex::new(()),
+            forward: Forward::default(),
         })
     }
 
@@ -441,24 +455,24 @@ impl Driver {
             })?;
             (ep.network.clone(), ep.address, ep.mac)
         };
-        let name = self
-            .engine
-            .network(&req.network_id)
-            .await?
-            .and_then(|n| n.containers.get(&req.endpoint_id).cloned());
-        if name.is_none() {
-            log::warn!(
-                "docker: no container name found for endpoint {}",
-                req.endpoint_id
-            );
-        }
         let record = self.record(&network).await?;
-        self.claim(&record, &req.endpoint_id, address, name.as_deref())
-            .await?;
-        match self
-            .attach(&record, &req.endpoint_id, address, mac, name)
-            .await
-        {
+        // The container's name comes from the Docker API, whose network inspect takes dockerd
+        // 1 ms, or 8-10 ms with `--cluster-store` set: asked while the devices are made, which
+        // need no name; the name is claimed before the endpoint's record is published.
+        let (name, plumbed) = tokio::join!(
+            self.container_name(&req.network_id, &req.endpoint_id),
+            self.plumb(&record, &req.endpoint_id, address, mac),
+        );
+        let joined = async {
+            let plumbed = plumbed?;
+            let name = name?;
+            self.claim(&record, &req.endpoint_id, address, name.as_deref())
+                .await?;
+            self.publish(&record, &req.endpoint_id, address, mac, name, &plumbed)
+                .await?;
+            Ok::<_, String>(plumbed.peer_name)
+        };
+        match joined.await {
             Ok(peer) => json(Joined {
                 interface_name: InterfaceName {
                     src_name: peer,
@@ -472,6 +486,21 @@ impl Driver {
                 Err(e)
             }
         }
+    }
+
+    /// The name of the container an endpoint is for (Docker's endpoint name), from the Docker
+    /// API: at `Join` the endpoint is in Docker's store.
+    async fn container_name(
+        &self,
+        network: &str,
+        endpoint: &str,
+    ) -> Result<Option<String>, String> {
+        let name =
+            (self.engine.network(network).await?).and_then(|n| n.containers.get(endpoint).cloned());
+        if name.is_none() {
+            log::warn!("docker: no container name found for endpoint {endpoint}");
+        }
+        Ok(name)
     }
 
     /// Moves the address from its placeholder to the endpoint, reserving the container's name
@@ -541,17 +570,15 @@ impl Driver {
         }
     }
 
-    /// vxlan-overlay's ADD, with the container end left in the host's namespace for Docker to
-    /// move: the network's devices, the endpoint record, the veth on the bridge, the peers.
-    /// Returns the name of the container end.
-    async fn attach(
+    /// vxlan-overlay's ADD up to its record, with the container end left in the host's
+    /// namespace for Docker to move: the network's devices and the veth on the bridge.
+    async fn plumb(
         &self,
         record: &Network,
         endpoint: &str,
         address: IpNetwork,
         mac: Mac,
-        name: Option<String>,
-    ) -> Result<String, String> {
+    ) -> Result<Plumbed, String> {
         let err = |e: CniError| e.msg;
         let cfg = self.overlay_config(record);
         let host = Netlink::current().await.map_err(|e| e.to_string())?;
@@ -565,33 +592,6 @@ impl Driver {
             .ok_or("address outside the network")?;
         let gateway = IpNetwork::new(gateway_of(record, &subnet), subnet.prefix())
             .map_err(|e| e.to_string())?;
-        let made = {
-            let _devices = self.devices.lock().await;
-            let _lock = network::lock(&cfg).map_err(err)?;
-            network::ensure(&host, &cfg, &underlay, mtu, &[gateway])
-                .await
-                .map_err(err)?
-        };
-        super::forward::allow(&cfg.bridge_name()).await?;
-        let endpoint_record = Endpoint {
-            network: record.name.clone(),
-            container_id: endpoint.to_string(),
-            ifname: IFNAME.to_string(),
-            name,
-            aliases: Vec::new(),
-            ips: vec![address],
-            mac,
-            node: self.settings.node.clone(),
-            vtep: underlay.vtep,
-            vni: record.vni,
-        };
-        let listed = {
-            let mut store = self.store.lock().await;
-            vxlan_overlay::peers::publish(&mut store, &cfg, &endpoint_record, made.fresh)
-                .await
-                .map_err(err)?
-                .endpoints
-        };
         let here = Netns::current().map_err(|e| e.to_string())?;
         let peer_name = container_end(endpoint);
         let devices = {
@@ -600,7 +600,8 @@ impl Driver {
             let devices = network::ensure(&host, &cfg, &underlay, mtu, &[gateway])
                 .await
                 .map_err(err)?;
-            // Born a port of the bridge, as vxlan-overlay's (GC finds it if we stop midway).
+            // Born a port of the bridge, as vxlan-overlay's (GC finds it if we stop midway, and
+            // a detach of the network's last other endpoint no longer finds the bridge unused).
             let (host_end, _) = host
                 .create_veth_on(
                     &names::host_veth(endpoint, IFNAME),
@@ -620,25 +621,58 @@ impl Driver {
                 .map_err(|e| e.to_string())?;
             devices
         };
+        self.forward
+            .allow(&cfg.bridge_name(), devices.fresh)
+            .await?;
+        Ok(Plumbed {
+            host,
+            vtep: underlay.vtep,
+            vxlan: devices.vxlan.index,
+            fresh: devices.fresh,
+            peer_name,
+        })
+    }
+
+    /// The endpoint's record, and on devices just made the other endpoints' entries.
+    async fn publish(
+        &self,
+        record: &Network,
+        endpoint: &str,
+        address: IpNetwork,
+        mac: Mac,
+        name: Option<String>,
+        plumbed: &Plumbed,
+    ) -> Result<(), String> {
+        let err = |e: CniError| e.msg;
+        let cfg = self.overlay_config(record);
+        let endpoint_record = Endpoint {
+            network: record.name.clone(),
+            container_id: endpoint.to_string(),
+            ifname: IFNAME.to_string(),
+            name,
+            aliases: Vec::new(),
+            ips: vec![address],
+            mac,
+            node: self.settings.node.clone(),
+            vtep: plumbed.vtep,
+            vni: record.vni,
+        };
+        let mut store = self.store.lock().await;
+        let listed =
+            vxlan_overlay::peers::publish(&mut store, &cfg, &endpoint_record, plumbed.fresh)
+                .await
+                .map_err(err)?
+                .endpoints;
         // The other endpoints' entries are this overlayd's peer follower's to keep: it lists the
         // network when its bridge appears here and follows it. A join programs them only on
-        // devices it made (or that a detach remade meanwhile), ahead of that listing, as
-        // vxlan-overlay's ADD does; listing on every join made each cost as much as the network.
-        if made.fresh || devices.fresh {
-            let endpoints = match listed {
-                Some(endpoints) => endpoints,
-                None => {
-                    let mut store = self.store.lock().await;
-                    vxlan_overlay::peers::list(&mut store, &cfg)
-                        .await
-                        .map_err(err)?
-                }
-            };
-            vxlan_overlay::peers::program(&host, devices.vxlan.index, &cfg, &endpoints)
+        // devices it made, ahead of that listing, as vxlan-overlay's ADD does; listing on every
+        // join made each cost as much as the network.
+        if let Some(endpoints) = listed {
+            vxlan_overlay::peers::program(&plumbed.host, plumbed.vxlan, &cfg, &endpoints)
                 .await
                 .map_err(err)?;
         }
-        Ok(peer_name)
+        Ok(())
     }
 
     /// vxlan-overlay's DEL: the veth, the endpoint record if ours, the devices with the last one.
@@ -671,7 +705,7 @@ impl Driver {
                 .await
                 .map_err(err)?
             {
-                super::forward::revoke(&cfg.bridge_name()).await;
+                self.forward.revoke(&cfg.bridge_name()).await;
             }
         }
         let mut store = self.store.lock().await;

@@ -10,7 +10,40 @@
 //! starts a container; the commands run on tokio's blocking pool, so that the wait never holds up
 //! overlayd's one runtime thread (and with it the etcd lease's keep-alives, DNS, the peers).
 
+use std::collections::HashSet;
 use std::process::Command;
+use std::sync::Mutex;
+
+/// The bridges whose ACCEPT this overlayd has put in or found. A join checks again only on
+/// devices it made: `iptables -C` is a process and a wait for the xtables lock, which dockerd
+/// holds while it starts the very container joining (2-3 ms of every `docker run`).
+#[derive(Default)]
+pub struct Forward {
+    allowed: Mutex<HashSet<String>>,
+}
+
+impl Forward {
+    /// Ensures the ACCEPT for `bridge`; `fresh`: the bridge was just made.
+    pub async fn allow(&self, bridge: &str, fresh: bool) -> Result<(), String> {
+        let known = (self.allowed.lock()).is_ok_and(|set| set.contains(bridge));
+        if known && !fresh {
+            return Ok(());
+        }
+        allow(bridge).await?;
+        if let Ok(mut set) = self.allowed.lock() {
+            set.insert(bridge.to_string());
+        }
+        Ok(())
+    }
+
+    /// Removes it, with the bridge.
+    pub async fn revoke(&self, bridge: &str) {
+        if let Ok(mut set) = self.allowed.lock() {
+            set.remove(bridge);
+        }
+        revoke(bridge).await;
+    }
+}
 
 fn rule(bridge: &str) -> [&str; 8] {
     ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT", "-w"]
@@ -26,7 +59,7 @@ fn iptables(action: &str, bridge: &str) -> Result<bool, String> {
 }
 
 /// Ensures the ACCEPT for `bridge` is in FORWARD (inserted first, before Docker's chains).
-pub async fn allow(bridge: &str) -> Result<(), String> {
+async fn allow(bridge: &str) -> Result<(), String> {
     let bridge = bridge.to_string();
     tokio::task::spawn_blocking(move || allow_now(&bridge))
         .await
@@ -34,7 +67,7 @@ pub async fn allow(bridge: &str) -> Result<(), String> {
 }
 
 /// Removes it (all copies); nothing to remove is no error.
-pub async fn revoke(bridge: &str) {
+async fn revoke(bridge: &str) {
     let bridge = bridge.to_string();
     if let Err(e) = tokio::task::spawn_blocking(move || revoke_now(&bridge)).await {
         log::warn!("iptables -D FORWARD: {e}");
