@@ -18,7 +18,7 @@ mod netns;
 mod sysctl;
 
 pub use error::Error;
-pub use link::{Link, LinkEvents, Netlink};
+pub use link::{Link, LinkEvents, Netlink, VethPeer};
 pub use lock::HostLock;
 pub use neigh::{NeighbourChange, NeighbourEvents};
 pub use netns::{create_named_netns, delete_named_netns, named_netns_path, Netns, NETNS_RUN_DIR};

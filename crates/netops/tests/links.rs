@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use cni::codes;
 use common::{mac_text, TestNs};
-use netops::{Error, Netlink};
+use netops::{Error, Netlink, Netns, VethPeer};
 
 #[tokio::test]
 async fn ensure_bridge_is_idempotent_and_refuses_other_kinds() {
@@ -251,7 +251,12 @@ async fn ports_masters_aliases_and_isolation() {
     let br1 = nl.ensure_bridge("br1", None, None).await.unwrap();
     let empty = nl.ensure_bridge("br2", None, None).await.unwrap();
     let (other, _) = nl
-        .create_veth_on("ovport1", "eth0", &c2.ns, 1500, None, Some(br1.index))
+        .create_veth_on(
+            "ovport1",
+            &peer("eth0", &c2.ns, true),
+            1500,
+            Some(br1.index),
+        )
         .await
         .unwrap();
     let ports = nl.links_with_master(br.index).await.unwrap();
@@ -382,6 +387,15 @@ fn netlink_current_uses_the_callers_namespace_and_needs_an_io_runtime() {
 
 /// A veth born a port of a bridge (IFLA_MASTER in the creating message): no moment at which a
 /// killed plugin leaves a veth of no network behind.
+fn peer<'a>(name: &'a str, ns: &'a Netns, ipv6: bool) -> VethPeer<'a> {
+    VethPeer {
+        name,
+        ns,
+        mac: None,
+        ipv6,
+    }
+}
+
 #[tokio::test]
 async fn a_veth_can_be_born_a_port_of_a_bridge() {
     let host = TestNs::new("bp");
@@ -389,7 +403,12 @@ async fn a_veth_can_be_born_a_port_of_a_bridge() {
     let nl = Netlink::in_netns(&host.ns).await.unwrap();
     let br = nl.ensure_bridge("br0", None, None).await.unwrap();
     let (h, _) = nl
-        .create_veth_on("ovborn0", "eth0", &c1.ns, 1500, None, Some(br.index))
+        .create_veth_on(
+            "ovborn0",
+            &peer("eth0", &c1.ns, false),
+            1500,
+            Some(br.index),
+        )
         .await
         .unwrap();
     let ports = nl.links_with_master(br.index).await.unwrap();
@@ -397,4 +416,16 @@ async fn a_veth_can_be_born_a_port_of_a_bridge() {
         ports.iter().any(|p| p.index == h.index),
         "ovborn0 is not a port of br0: {ports:?}"
     );
+    // Its far end was asked without IPv6: no address of its own from before it came up.
+    assert!(c1
+        .exec(&["ip", "-d", "link", "show", "eth0"])
+        .contains("addrgenmode none"));
+    assert_eq!(
+        c1.exec(&["ip", "-6", "-o", "addr", "show", "dev", "eth0"])
+            .trim(),
+        ""
+    );
+    assert!(c1
+        .exec(&["ip", "-o", "link", "show", "eth0"])
+        .contains("UP"));
 }

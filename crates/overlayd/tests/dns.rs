@@ -552,6 +552,16 @@ fn dual_stack_answers_aaaa_and_ptr_over_both_families() {
         .status()
         .unwrap();
     assert!(ping6.success(), "ping -6 test2 failed");
+    // Where the network has IPv6 the interface keeps its link-local address (on IPv4-only
+    // networks it makes none).
+    let link_local = Command::new("ip")
+        .args([
+            "netns", "exec", &t1.ns, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope",
+            "link",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&link_local.stdout).contains("fe80::"));
 }
 
 /// The resolv.conf a runtime writes for a container on several networks: the results' `dns`

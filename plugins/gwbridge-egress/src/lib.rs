@@ -41,7 +41,7 @@ use firewall::{BridgeRules, Firewall, Mapping, Protocol};
 use ipnetwork::IpNetwork;
 use model::names::{derived_mac, host_veth_name};
 use model::Mac;
-use netops::{HostLock, Link, Netlink, Netns};
+use netops::{HostLock, Link, Netlink, Netns, VethPeer};
 
 pub use crate::config::Config;
 use crate::ipam::{Ipam, Who};
@@ -425,11 +425,18 @@ async fn attach(
     enable_forwarding(&gateways)?;
 
     let host_name = host_veth_name(VETH_PREFIX, &req.env.container_id, &cfg.ifname);
+    // Born a port of the bridge (its host end then has IPv6 off); the container end makes a
+    // link-local address only where it gets an IPv6 address, as vxlan-overlay's.
+    let far_end = VethPeer {
+        name: &cfg.ifname,
+        ns: container_ns,
+        mac: None,
+        ipv6: addresses.iter().any(IpAddr::is_ipv6),
+    };
     let (host_veth, container_veth) = host
-        .create_veth(&host_name, &cfg.ifname, container_ns, mtu, None)
+        .create_veth_on(&host_name, &far_end, mtu, Some(bridge.index))
         .await?;
     done.veth = Some(host_name.clone());
-    host.set_master(host_veth.index, bridge.index).await?;
     host.set_port_isolated(host_veth.index, isolate_ports(cfg, &gateways))
         .await?;
 

@@ -13,7 +13,7 @@ use std::future::Future;
 use cni::{codes, CniError, CniResult, Command, Interface, Plugin, Request};
 use model::records::Endpoint;
 use model::{names, Mac};
-use netops::{Netlink, Netns};
+use netops::{Netlink, Netns, VethPeer};
 use store::plugin::{etcd_status, ready_through_outage};
 use store::Store;
 
@@ -206,15 +206,16 @@ async fn attach(
         };
         // Born a port of the bridge: a veth of this network from its first moment, so that GC
         // finds it when this process is killed before the alias below (faults.sh killed).
+        let far_end = VethPeer {
+            name: &req.env.ifname,
+            ns: container,
+            mac: Some(mac.octets()),
+            // On a network without IPv6 the interface makes no link-local address: no DAD,
+            // solicitations or MLD for an interface that carries no IPv6.
+            ipv6: ipam.ips.iter().any(|ip| ip.address.is_ipv6()),
+        };
         let (host_end, peer) = host
-            .create_veth_on(
-                &host_name,
-                &req.env.ifname,
-                container,
-                mtu,
-                Some(mac.octets()),
-                Some(devices.bridge.index),
-            )
+            .create_veth_on(&host_name, &far_end, mtu, Some(devices.bridge.index))
             .await?;
         // The alias names the attachment, so that GC can tell which veth belongs to whom.
         host.set_alias(

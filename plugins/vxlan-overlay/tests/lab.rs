@@ -176,6 +176,14 @@ fn containers_on_two_hosts_ping_each_other_right_after_add() {
         .starts_with("/run/netns/"));
     assert!(r1["interfaces"][1].get("sandbox").is_none());
     assert_eq!(r1["ips"][0]["interface"], 2);
+    // An IPv4-only network: the container's interface makes no IPv6 address of its own (no
+    // link-local address, DAD or MLD); its loopback keeps ::1.
+    assert!(in_ns(&c1, &["ip", "-d", "link", "show", "eth0"]).contains("addrgenmode none"));
+    assert_eq!(
+        in_ns(&c1, &["ip", "-6", "-o", "addr", "show", "dev", "eth0"]),
+        ""
+    );
+    assert!(in_ns(&c1, &["ip", "-6", "-o", "addr", "show", "dev", "lo"]).contains("::1"));
 }
 
 #[test]

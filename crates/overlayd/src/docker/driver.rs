@@ -28,7 +28,7 @@ use model::addressing::{first_host, pools, Addressing};
 use model::records::{self, Endpoint, Holder, Network};
 use model::types::DEFAULT_VXLAN_PORT;
 use model::{names, Mac};
-use netops::{Netlink, Netns};
+use netops::{Netlink, Netns, VethPeer};
 use serde_json::Value;
 use store::{EtcdConfig, Store};
 use tokio::sync::Mutex as AsyncMutex;
@@ -602,13 +602,19 @@ impl Driver {
                 .map_err(err)?;
             // Born a port of the bridge, as vxlan-overlay's (GC finds it if we stop midway, and
             // a detach of the network's last other endpoint no longer finds the bridge unused).
+            let far_end = VethPeer {
+                name: &peer_name,
+                ns: &here,
+                mac: Some(mac.octets()),
+                // No link-local address while the container end waits in the host's namespace
+                // (Docker moves it, and the move resets it to the container namespace's defaults).
+                ipv6: false,
+            };
             let (host_end, _) = host
                 .create_veth_on(
                     &names::host_veth(endpoint, IFNAME),
-                    &peer_name,
-                    &here,
+                    &far_end,
                     mtu,
-                    Some(mac.octets()),
                     Some(devices.bridge.index),
                 )
                 .await
