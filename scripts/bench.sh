@@ -32,6 +32,8 @@
 # churn convergence p99 <= 100 ms.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
+# The Python snippets below take their percentiles from scripts/lib/faults.py (one rule for them all).
+export PYTHONPATH="$ROOT/scripts/lib${PYTHONPATH:+:$PYTHONPATH}"
 
 # Everything a benchmark made is removed on exit, whatever happens (RETURN traps would see the
 # function's locals gone). Each benchmark runs on a lab of its own (LAB_DIR), etcd included.
@@ -180,8 +182,9 @@ if '$per_byte' == 'true':
   done
   printf '%s\n' "${samples[@]}" | sort -n | python3 -c "
 import sys
+from faults import percentile
 v = [float(x) for x in sys.stdin]
-p = lambda q: v[min(len(v) - 1, int(round(q * len(v) + 0.5)) - 1)]
+p = lambda q: percentile(v, q)
 print(f'overlay    convergence p50 {p(0.5):.1f} ms  p99 {p(0.99):.1f} ms  max {v[-1]:.1f} ms over {len(v)} trials (target p99 <= 100 ms)')"
   lab down  # before the next benchmark builds its own lab
   LAB_DIR=""
@@ -236,6 +239,7 @@ bench_dns() {
         >"$tmp/dnsperf-$label-$run.out" 2>&1 || die "dnsperf failed: $(tail -5 "$tmp/dnsperf-$label-$run.out")"
       python3 - "$tmp/dnsperf-$label-$run.out" "$run" "$label" "$note" <<'PY'
 import re, sys
+from faults import percentile
 text = open(sys.argv[1]).read()
 qps = float(re.search(r'Queries per second:\s+([\d.]+)', text).group(1))
 lost = re.search(r'Queries lost:\s+(\d+)', text).group(1)
@@ -244,7 +248,7 @@ lat = sorted(float(m.group(1)) * 1000 for m in re.finditer(r'^> [A-Z]+ \S+ \S+ (
 codes = {}
 for m in re.finditer(r'^> ([A-Z]+) \S+ \S+ [\d.]+$', text, re.M):
     codes[m.group(1)] = codes.get(m.group(1), 0) + 1
-p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+p = lambda q: percentile(lat, q)
 how = '64 in flight' if sys.argv[2] == 'saturated' else 'rate-limited'
 rcodes = ' '.join(f'{k} {v}' for k, v in sorted(codes.items()))
 print(f'dns        {sys.argv[3]:<10} qps {qps:6.0f}  p99 {p(0.99):6.2f} ms  p50 {p(0.5):5.2f} ms  ({how}; {len(lat)} answers: {rcodes}; {lost} lost){sys.argv[4]}')
@@ -329,10 +333,11 @@ PY
   done
   printf '%s\n' "${samples[@]}" | python3 -c "
 import sys
+from faults import percentile
 rows = [l.split() for l in sys.stdin]
 v = sorted(float(r[0]) for r in rows)
 s = sorted(float(r[1]) for r in rows)
-p = lambda v, q: v[min(len(v) - 1, int(round(q * len(v) + 0.5)) - 1)]
+p = percentile
 print(f'dns        add-to-resolve p50 {p(v, 0.5):.1f} ms p99 {p(v, 0.99):.1f} ms over {len(v)} trials (target p99 <= 100 ms)')
 print(f'dns        ({$early} of {len(v)} answered before ADD returned; from ADD start: p50 {p(s, 0.5):.1f} ms p99 {p(s, 0.99):.1f} ms)')"
   lab down  # before the next benchmark builds its own lab
@@ -687,9 +692,9 @@ SH
   python3 - "$tmp/samples" <<'PY'
 import sys
 rows = [l.split() for l in open(sys.argv[1])]
+from faults import percentile
 def pct(v, q):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(round(q * len(v) + 0.5)) - 1)] / 1000
+    return percentile(v, q) / 1000
 stats = {}
 for label, op, *rest in rows:
     if op == 'connections':
@@ -790,9 +795,9 @@ SH
   python3 - "$tmp/samples" <<'PY'
 import sys
 rows = [l.split() for l in open(sys.argv[1])]
+from faults import percentile
 def pct(v, q):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(round(q * len(v) + 0.5)) - 1)] / 1000
+    return percentile(v, q) / 1000
 stats = {}
 for label, op, us in rows:
     stats.setdefault((label, op), []).append(int(us))

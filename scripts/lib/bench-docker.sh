@@ -243,8 +243,7 @@ for net, what, ms in rows:
         lost += 1
         continue
     data.setdefault((net, what), []).append(float(ms))
-def pct(v, p):
-    v = sorted(v); return v[min(len(v) - 1, int(round(p * (len(v) - 1))))]
+from faults import percentile as pct
 label = {'dovl': "Docker's overlay", 'ours': 'cni-overlay', 'none': '--net none'}
 for what, title in (('run', 'docker run'), ('reach', 'reachable'), ('name', 'resolvable'),
                     ('name-direct', 'resolvable at the gateway')):
