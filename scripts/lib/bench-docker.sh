@@ -183,56 +183,56 @@ PY
       [ "$net" = ours ] && echo "ours name-direct $(ms_after "$(cat "$tmp/direct.out")" "$t1")" >>"$tmp/samples"
     done
   done
+  # restart_host2 WHAT ARGS NETWORK...: host 2's containers removed (one at a time: 20 removals at
+  # once stalled overlayd for 60 s on its VNI lock, its lease expired), its dockerd restarted with
+  # ARGS, back once it knows the networks.
+  restart_host2() {
+    local what=$1 args=$2 pid i n ready
+    shift 2
+    docker_on "$d2" ps -aq | xargs -r -n 1 /usr/bin/docker -H "unix://$d2/docker.sock" rm -f >/dev/null 2>&1
+    pid=$(cat "$d2/docker.pid")
+    kill -TERM "$pid"
+    for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    DOCKER_HOST_EXTRA_ARGS="$args" docker_host_dockerd "$d2" || die "dockerd on host 2 did not restart $what"
+    for ((i = 0; i < 100; i++)); do
+      ready=true
+      for n in "$@"; do docker_on "$d2" network inspect "$n" >/dev/null 2>&1 || ready=false; done
+      $ready && break
+      sleep 0.1
+    done
+  }
+  # runs SAMPLE PREFIX OFFSET NETWORK...: TRIALS `docker run` on host 2 per network, alternating,
+  # each timed into the samples as SAMPLE (fixed addresses from .100 + OFFSET + 1).
+  runs() {
+    local sample=$1 prefix=$2 offset=$3 t net name ip t0 t1
+    shift 3
+    for t in $(seq 1 "$trials"); do
+      for net in "$@"; do
+        name="$prefix$t$net" ip=()
+        [ "$net" = dovl ] && ip=(--ip "10.50.0.$((100 + offset + t))")
+        [ "$net" = ours ] && ip=(--ip "10.60.0.$((100 + offset + t))")
+        t0=$EPOCHREALTIME
+        docker_on "$d2" run -d --name "$name" --net "$net" "${ip[@]}" $(dns_of "$net") busybox sleep 3600 >/dev/null ||
+          die "docker run on $net ($sample)"
+        t1=$EPOCHREALTIME
+        echo "$net $sample $(ms_after "$t1" "$t0")" >>"$tmp/samples"
+      done
+    done
+  }
   # docker run again with dockerd's --authorization-plugin cni-overlay, where every API request
   # first asks overlayd: host 2's dockerd restarted with the flag (overlayd serves the plugin already),
   # docker run alone on each network, alternating; Docker's overlay then pays the same per-request cost.
   say "docker: docker run with --authorization-plugin cni-overlay on host 2, $trials trials per network"
-  # One at a time: 20 removals at once stalled overlayd for 60 s on its VNI lock (lease expired).
-  docker_on "$d2" ps -aq | xargs -r -n 1 /usr/bin/docker -H "unix://$d2/docker.sock" rm -f >/dev/null 2>&1
-  local dockerd_pid
-  dockerd_pid=$(cat "$d2/docker.pid")
-  kill -TERM "$dockerd_pid"
-  for ((i = 0; i < 300; i++)); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.1; done
-  DOCKER_HOST_EXTRA_ARGS="--cluster-store=etcd://${v2#http://} --cluster-advertise=$(lab addr 2):2376 --authorization-plugin cni-overlay" \
-    docker_host_dockerd "$d2" || die "dockerd on host 2 did not restart with the authorization plugin"
-  for ((i = 0; i < 100; i++)); do
-    docker_on "$d2" network inspect dovl >/dev/null 2>&1 && docker_on "$d2" network inspect ours >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  for t in $(seq 1 "$trials"); do
-    for net in dovl ours none; do
-      name="a$t$net" ip=()
-      [ "$net" = dovl ] && ip=(--ip "10.50.0.$((100 + trials + t))")
-      [ "$net" = ours ] && ip=(--ip "10.60.0.$((100 + trials + t))")
-      t0=$EPOCHREALTIME
-      docker_on "$d2" run -d --name "$name" --net "$net" "${ip[@]}" $(dns_of "$net") busybox sleep 3600 >/dev/null ||
-        die "docker run on $net with the authorization plugin"
-      t1=$EPOCHREALTIME
-      echo "$net authz-run $(ms_after "$t1" "$t0")" >>"$tmp/samples"
-    done
-  done
+  restart_host2 "with the authorization plugin" \
+    "--cluster-store=etcd://${v2#http://} --cluster-advertise=$(lab addr 2):2376 --authorization-plugin cni-overlay" dovl ours
+  runs authz-run a "$trials" dovl ours none
   # docker run once more on host 2's dockerd restarted as our users run it: without --cluster-store
   # (Docker 23+ has none; only Docker's overlay needs it). With it, every network inspect of the
   # Docker API, which our driver makes at each join for the container's name, costs dockerd 8-10 ms
   # against 1 ms. Docker's overlay cannot run there; its figures are those of the first phase.
   say "docker: docker run on host 2's dockerd without --cluster-store, $trials trials per network"
-  docker_on "$d2" ps -aq | xargs -r -n 1 /usr/bin/docker -H "unix://$d2/docker.sock" rm -f >/dev/null 2>&1
-  dockerd_pid=$(cat "$d2/docker.pid")
-  kill -TERM "$dockerd_pid"
-  for ((i = 0; i < 300; i++)); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.1; done
-  DOCKER_HOST_EXTRA_ARGS="" docker_host_dockerd "$d2" || die "dockerd on host 2 did not restart without --cluster-store"
-  for ((i = 0; i < 100; i++)); do docker_on "$d2" network inspect ours >/dev/null 2>&1 && break; sleep 0.1; done
-  for t in $(seq 1 "$trials"); do
-    for net in ours none; do
-      name="n$t$net" ip=()
-      [ "$net" = ours ] && ip=(--ip "10.60.0.$((100 + 2 * trials + t))")
-      t0=$EPOCHREALTIME
-      docker_on "$d2" run -d --name "$name" --net "$net" "${ip[@]}" $(dns_of "$net") busybox sleep 3600 >/dev/null ||
-        die "docker run on $net without --cluster-store"
-      t1=$EPOCHREALTIME
-      echo "$net nostore-run $(ms_after "$t1" "$t0")" >>"$tmp/samples"
-    done
-  done
+  restart_host2 "without --cluster-store" "" ours
+  runs nostore-run n $((2 * trials)) ours none
   python3 - "$tmp/samples" <<'PY'
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]

@@ -385,8 +385,7 @@ fn netlink_current_uses_the_callers_namespace_and_needs_an_io_runtime() {
     assert!(no_io.block_on(Netlink::in_netns(&t.ns)).is_err());
 }
 
-/// A veth born a port of a bridge (IFLA_MASTER in the creating message): no moment at which a
-/// killed plugin leaves a veth of no network behind.
+/// The far end of a test veth: `name` in `ns`, IPv6 as asked.
 fn peer<'a>(name: &'a str, ns: &'a Netns, ipv6: bool) -> VethPeer<'a> {
     VethPeer {
         name,
@@ -396,6 +395,8 @@ fn peer<'a>(name: &'a str, ns: &'a Netns, ipv6: bool) -> VethPeer<'a> {
     }
 }
 
+/// A veth born a port of a bridge (IFLA_MASTER in the creating message): no moment at which a
+/// killed plugin leaves a veth of no network behind.
 #[tokio::test]
 async fn a_veth_can_be_born_a_port_of_a_bridge() {
     let host = TestNs::new("bp");

@@ -59,6 +59,7 @@ pub struct Settings {
 
 /// What `plumb` made for a join.
 struct Plumbed {
+    cfg: OverlayConfig,
     host: Netlink,
     vtep: IpAddr,
     vxlan: u32,
@@ -631,6 +632,7 @@ impl Driver {
             .allow(&cfg.bridge_name(), devices.fresh)
             .await?;
         Ok(Plumbed {
+            cfg,
             host,
             vtep: underlay.vtep,
             vxlan: devices.vxlan.index,
@@ -650,7 +652,7 @@ impl Driver {
         plumbed: &Plumbed,
     ) -> Result<(), String> {
         let err = |e: CniError| e.msg;
-        let cfg = self.overlay_config(record);
+        let cfg = &plumbed.cfg;
         let endpoint_record = Endpoint {
             network: record.name.clone(),
             container_id: endpoint.to_string(),
@@ -665,7 +667,7 @@ impl Driver {
         };
         let mut store = self.store.lock().await;
         let listed =
-            vxlan_overlay::peers::publish(&mut store, &cfg, &endpoint_record, plumbed.fresh)
+            vxlan_overlay::peers::publish(&mut store, cfg, &endpoint_record, plumbed.fresh)
                 .await
                 .map_err(err)?
                 .endpoints;
@@ -674,7 +676,7 @@ impl Driver {
         // devices it made, ahead of that listing, as vxlan-overlay's ADD does; listing on every
         // join made each cost as much as the network.
         if let Some(endpoints) = listed {
-            vxlan_overlay::peers::program(&plumbed.host, plumbed.vxlan, &cfg, &endpoints)
+            vxlan_overlay::peers::program(&plumbed.host, plumbed.vxlan, cfg, &endpoints)
                 .await
                 .map_err(err)?;
         }
