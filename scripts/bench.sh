@@ -129,8 +129,22 @@ bench_overlay() {
   # headers leave (1398 payload bytes per 1514-byte frame against 1448: 0.966). The lab's veths have no
   # rate, so unshaped they measure CPU per byte instead, with both hosts' kernels and both iperf3 ends on
   # the same two cores. Both are printed; the target is for the link-bound figure. Runs alternate between
-  # the two paths so that load from elsewhere falls on both.
+  # the paths so that load from elsewhere falls on all of them.
   local rate=${UNDERLAY_RATE:-10gbit} secs=${IPERF_SECONDS:-5} rounds=${IPERF_ROUNDS:-3}
+  # The floor: the kernel's VXLAN alone, a pair of devices in the two hosts' namespaces on the same
+  # underlay and UDP port, with no bridge, no veth and no container (iperf3 between their addresses).
+  # Whatever a VXLAN overlay does, it cannot cost less per byte than this; the ratio host / floor
+  # is the most any VXLAN design can reach on this machine, measured in the same rounds.
+  local h other dev
+  for h in 1 2; do
+    other=$(lab addr $((3 - h)))
+    dev=$(lab run "$h" -- ip -o -4 addr show | awk -v a="$(lab addr "$h")" '$4 ~ "^"a"/" {print $2}')
+    lab run "$h" -- ip link add bvx0 mtu 1450 type vxlan id 4001 dstport 4789 local "$(lab addr "$h")" dev "$dev" nolearning
+    lab run "$h" -- bridge fdb append 00:00:00:00:00:00 dev bvx0 dst "$other"
+    lab run "$h" -- ip addr add "10.39.0.$h/24" dev bvx0
+    lab run "$h" -- ip link set bvx0 up
+  done
+  lab run 1 -- ping -c 2 -W 2 10.39.0.2 >/dev/null || die "the bare VXLAN pair does not carry pings"
   lab bg c2 --log "$tmp/iperf-c2.log" -- iperf3 -s >/dev/null
   lab bg 2 --log "$tmp/iperf-h2.log" -- iperf3 -s >/dev/null
   sleep 0.5
@@ -141,20 +155,23 @@ bench_overlay() {
   throughput() { # LABEL NOTE
     local r rows=()
     for r in $(seq 1 "$rounds"); do
-      rows+=("$(iperf_cpu_run lab run c1 -- iperf3 -c "$a2" -t "$secs" -J) $(iperf_cpu_run lab run 1 -- iperf3 -c "$(lab addr 2)" -t "$secs" -J)")
+      rows+=("$(iperf_cpu_run lab run c1 -- iperf3 -c "$a2" -t "$secs" -J) $(iperf_cpu_run lab run 1 -- iperf3 -c "$(lab addr 2)" -t "$secs" -J) $(iperf_cpu_run lab run 1 -- iperf3 -c 10.39.0.2 -t "$secs" -J)")
     done
     printf '%s\n' "${rows[@]}" | python3 -c "
 import sys
 rows = [[float(x) for x in l.split()] for l in sys.stdin]
-o, h = sum(r[0] for r in rows), sum(r[3] for r in rows)
+o, h, f = (sum(r[i] for r in rows) for i in (0, 3, 6))
 print(f'overlay    throughput  {\"$1\":<30} overlay {o/len(rows)/1e9:6.2f} Gbit/s  host {h/len(rows)/1e9:6.2f} Gbit/s  ratio {o/h:.2f}$2')
+print(f'overlay    throughput  {\"$1\":<30} floor   {f/len(rows)/1e9:6.2f} Gbit/s (bare VXLAN pair)  ratio floor / host {f/h:.2f}')
 if '$per_byte' == 'true':
-    ocpb = sum(r[1] for r in rows) / sum(r[2] for r in rows) * 1e9
-    hcpb = sum(r[4] for r in rows) / sum(r[5] for r in rows) * 1e9
+    cpb = [sum(r[i + 1] for r in rows) / sum(r[i + 2] for r in rows) * 1e9 for i in (0, 3, 6)]
+    ocpb, hcpb, fcpb = cpb
     per_round = ' '.join(f'{(r[4] / r[5]) / (r[1] / r[2]):.2f}' for r in rows)
-    print(f'overlay    cpu per byte {\"$1\":<29} overlay {ocpb:6.3f} s/GB    host {hcpb:6.3f} s/GB    ratio {hcpb/ocpb:.2f} (host / overlay; rounds {per_round})')"
+    floor_round = ' '.join(f'{(r[4] / r[5]) / (r[7] / r[8]):.2f}' for r in rows)
+    print(f'overlay    cpu per byte {\"$1\":<29} overlay {ocpb:6.3f} s/GB    host {hcpb:6.3f} s/GB    ratio {hcpb/ocpb:.2f} (host / overlay; rounds {per_round})')
+    print(f'overlay    cpu per byte {\"$1\":<29} floor   {fcpb:6.3f} s/GB (bare VXLAN pair)  ratio {hcpb/fcpb:.2f} (host / floor; rounds {floor_round}); overlay / floor {fcpb/ocpb:.2f}')"
   }
-  say "overlay: iperf3 TCP container to container (node1 -> node2) against host to host, $rounds x $secs s each"
+  say "overlay: iperf3 TCP container to container (node1 -> node2) against host to host and a bare VXLAN pair, $rounds x $secs s each"
   local port
   for port in p1 p2; do # the switch's ports toward the hosts: each host's link, both directions
     lab run switch -- tc qdisc replace dev "$port" root tbf rate "$rate" burst 1mb latency 2ms
