@@ -26,7 +26,7 @@
 #                              the last 100 against the first 100, every host's entries against the records entry
 #                              by entry, 100 sampled pairs pinged, then churn (50 ADDs + 50 DELs a second for 60 s)
 #                              with each change's convergence on every other host, then everything deleted: leaks.
-# OVERLAYD_BIN: the overlayd the dns and scale benchmarks run (default: this build's), to compare two builds.
+# OVERLAYD_BIN: the overlayd the dns, scale and docker benchmarks run (default: this build's), to compare two builds.
 # Targets: ipam ratio etcd-ipam / host-local <= 1.0 in both modes; overlay throughput ratio >= 0.90 on the
 # shaped underlay, convergence p99 <= 100 ms; dns add-to-resolve p99 <= 100 ms; fleet last/first 100 ADDs <= 1.2,
 # churn convergence p99 <= 100 ms.

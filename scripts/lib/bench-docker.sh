@@ -40,7 +40,7 @@ bench_docker() {
     DOCKER_HOST_EXTRA_ARGS="--cluster-store=etcd://${v2#http://} --cluster-advertise=$(lab addr $h):2376" \
       docker_host_start "$(lab ns $h)" "$tmp/h$h" "${prefix}n$h" || die "dockerd on host $h did not start"
     docker_host_import "$tmp/h$h" || die "no busybox image"
-    docker_host_overlayd "$tmp/h$h" "$tmp/overlayd$h.log" "$RELEASE/overlayd" --etcd "$etcd" \
+    docker_host_overlayd "$tmp/h$h" "$tmp/overlayd$h.log" "${OVERLAYD_BIN:-$RELEASE/overlayd}" --etcd "$etcd" \
       --node "${prefix}n$h" --metrics-addr off >/dev/null
   done
   app_rootfs_tar "$tmp/iperf3.tar" iperf3 || die "no iperf3 image"

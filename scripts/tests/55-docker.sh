@@ -134,6 +134,14 @@ check "test1 pings test2 by address" d1 exec test1 ping -c1 -W5 10.0.0.3
 check "test1 pings test2 by name" d1 exec test1 ping -c1 -W5 test2
 check "test2 pings test1 by name" d2 exec test2 ping -c1 -W5 test1
 check "test2 resolves test1.demo.overlay" d2 exec test2 nslookup test1.demo.overlay
+# The containers' interfaces are macvlan children of the network's bridge (no veth), each with its
+# MAC made local to the bridge while it is attached.
+mac_of() { docker_on "$1" inspect "$2" --format '{{(index .NetworkSettings.Networks "demo").MacAddress}}'; }
+kind_in() { local pid; pid=$(docker_on "$1" inspect "$2" --format '{{.State.Pid}}') && in_docker_host "$1" nsenter -t "$pid" -n ip -d link show eth0; }
+local_on() { has "^$2 dev ovbr[0-9]+ master ovbr[0-9]+ permanent" in_docker_host "$1" bridge fdb show; }
+mac2=$(mac_of "$H2" test2)
+check "test2's interface is a macvlan child of the bridge on host 2, its MAC ($mac2) local to the bridge" \
+  eval 'has "macvlan mode bridge" kind_in "$H2" test2 && local_on "$H2" "$mac2"'
 
 # 4. Egress and published ports, through docker_gwbridge.
 internet=$(lab addr internet)
@@ -152,8 +160,11 @@ check "docker network inspect demo on host 2 shows test2 and web" eval 'has "tes
 check "overlayctl network inspect demo shows test1 and test2 with their hosts" eval 'has "test1.*$node1" ctl network inspect demo && has "test2.*$node2" ctl network inspect demo' 
 
 # 6. Released on rm -f and on disconnect.
-d2 rm -f web >/dev/null
 d2 rm -f test2 >/dev/null
+# web keeps the network's devices on host 2: test2's entry went with test2, not with the bridge.
+check "rm -f test2 takes its MAC's local entry off the bridge on host 2 (web still attached)" \
+  eval '[ -n "$(in_docker_host "$H2" ip -o link show type bridge)" ] && ! local_on "$H2" "$mac2" && local_on "$H2" "$(mac_of "$H2" web)"'
+d2 rm -f web >/dev/null
 released2() { absent ipam/demo/names/test2 && absent ipam/demo/ips/4/0a000003 && [ "$(etcdget endpoints/demo/ | grep -c .)" = 1 ]; }
 check "rm -f test2 releases its name, address and endpoint record" released2
 check "test2's name can be taken on host 1 now" eval 'd1 run -d --name test2 --net demo busybox sleep 3600 >/dev/null && d1 rm -f test2 >/dev/null' 

@@ -8,12 +8,12 @@ use futures::TryStreamExt;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoPortData, InfoVeth,
-    InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::libc;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, TokioSocket};
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMacVlan, LinkUnspec, LinkVeth, LinkVxlan};
 
 use crate::error::{nl_errno, nl_io, Error};
 use crate::mac::valid_ifname;
@@ -575,6 +575,54 @@ impl Netlink {
         if result.is_err() {
             // Do not leave a half-configured pair behind; deleting one end removes both.
             let _ = self.delete_link(host_name).await;
+        }
+        result
+    }
+
+    /// Creates a macvlan child of `lower` (bridge mode) named `name` in this namespace, with
+    /// `mac` and `mtu`, up. For a container interface that another party (Docker) moves into the
+    /// container: a frame to or from it crosses no veth and no bridge port (see
+    /// [`Netlink::bridge_local_add`] for the way in from the lower bridge's other ports). Up
+    /// here, so that the lower device lists its MAC from the start. Without `ipv6`, it makes no
+    /// link-local address (as [`VethPeer::ipv6`]).
+    pub async fn create_macvlan(
+        &self,
+        name: &str,
+        lower: u32,
+        mac: [u8; 6],
+        mtu: u32,
+        ipv6: bool,
+    ) -> Result<Link, Error> {
+        if !valid_ifname(name) {
+            return Err(Error::invalid(
+                "create macvlan",
+                name,
+                "not a valid interface name",
+            ));
+        }
+        let msg = LinkMacVlan::new(name, lower, MacVlanMode::Bridge)
+            .address(mac.to_vec())
+            .mtu(mtu)
+            .build();
+        if let Err(e) = self.handle.link().add(msg).execute().await {
+            if nl_errno(&e) == Some(libc::EEXIST) {
+                return Err(Error::Exists {
+                    name: name.to_string(),
+                });
+            }
+            return Err(Error::kernel("create macvlan", name, nl_io(e)));
+        }
+        let result = async {
+            let link = self.must_exist("create macvlan", name).await?;
+            if !ipv6 {
+                self.no_ipv6_link_local(link.index).await?;
+            }
+            self.set_up(link.index).await?;
+            self.must_exist("create macvlan", name).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.delete_link(name).await;
         }
         result
     }

@@ -12,7 +12,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::libc;
 
 use crate::error::{nl_errno, nl_io, Error};
-use crate::link::Netlink;
+use crate::link::{Link, Netlink};
 use crate::mac::format_mac;
 
 fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
@@ -68,6 +68,20 @@ fn fdb_message(vxlan: u32, mac: [u8; 6], dst: IpAddr) -> NeighbourMessage {
         .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
     msg.attributes
         .push(NeighbourAttribute::Destination(neighbour_address(dst)));
+    msg
+}
+
+/// A bridge-family message for `mac` as the bridge's own (`self local`: NTF_SELF on the bridge
+/// device, permanent).
+fn local_message(bridge: u32, mac: [u8; 6]) -> NeighbourMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Bridge;
+    msg.header.ifindex = bridge;
+    msg.header.state = NeighbourState::Permanent;
+    msg.header.flags = NeighbourFlags::Own;
+    msg.header.kind = RouteType::Unspec;
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
     msg
 }
 
@@ -188,6 +202,60 @@ impl Netlink {
                 source: nl_io(e),
             }),
         }
+    }
+
+    /// Makes `mac` local to `bridge` (`bridge fdb add MAC dev BRIDGE self local`): frames for it
+    /// that arrive on a port are passed up to the bridge device, where a macvlan child of the
+    /// bridge with that MAC takes them ([`Netlink::create_macvlan`]). Without the entry they
+    /// would be flooded to every port. Idempotent.
+    pub async fn bridge_local_add(&self, bridge: u32, mac: [u8; 6]) -> Result<(), Error> {
+        let msg = RouteNetlinkMessage::NewNeighbour(local_message(bridge, mac));
+        self.request_ack(msg, NLM_F_CREATE | NLM_F_REPLACE)
+            .await
+            .map_err(|e| Error::Kernel {
+                op: "add local fdb entry",
+                target: format!("{} on bridge {bridge}", format_mac(&mac)),
+                source: nl_io(e),
+            })
+    }
+
+    /// Removes what [`Netlink::bridge_local_add`] made; Ok(false) when there was no such entry.
+    pub async fn bridge_local_del(&self, bridge: u32, mac: [u8; 6]) -> Result<bool, Error> {
+        match self
+            .handle
+            .neighbours()
+            .del(local_message(bridge, mac))
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(nl_errno(&e), Some(libc::ENOENT | libc::ENODEV)) => Ok(false),
+            Err(e) => Err(Error::Kernel {
+                op: "delete local fdb entry",
+                target: format!("{} on bridge {bridge}", format_mac(&mac)),
+                source: nl_io(e),
+            }),
+        }
+    }
+
+    /// The MACs made local to `bridge` by [`Netlink::bridge_local_add`]: the bridge's table
+    /// entries on the bridge device itself other than its own address. (The kernel's list of
+    /// the bridge's macvlan children, the NTF_SELF entries of the same dump, is not used: a
+    /// child leaves it whenever it is down, as while Docker moves it.)
+    pub async fn bridge_local_macs(&self, bridge: &Link) -> Result<Vec<[u8; 6]>, Error> {
+        let msgs = self
+            .neighbour_dump(AddressFamily::Bridge, "list local fdb entries")
+            .await?;
+        Ok(msgs
+            .iter()
+            .filter(|m| {
+                m.header.ifindex == bridge.index
+                    && !m.header.flags.contains(NeighbourFlags::Own)
+                    && m.header.state == NeighbourState::Permanent
+            })
+            .filter_map(lladdr)
+            .filter(|mac| Some(*mac) != bridge.mac && mac[0] & 1 == 0)
+            .collect())
     }
 
     /// The FDB entries of a VXLAN device that have a remote destination: (MAC, VTEP).

@@ -137,3 +137,64 @@ async fn neighbour_entries_round_trip() {
         .exec(&["ip", "neigh", "show", "dev", "vx100"])
         .contains("10.5.0.7"));
 }
+
+/// A macvlan child of a bridge, with its MAC made local to the bridge: listed as the bridge's
+/// local entry (not the bridge's own address, not the kernel's list of children), reached from
+/// a port of the bridge in another namespace, and gone from the list once removed.
+#[tokio::test]
+async fn macvlan_child_of_a_bridge_with_its_local_entry() {
+    let t = TestNs::new("mvbr");
+    let nl = Netlink::in_netns(&t.ns).await.unwrap();
+    let bridge = nl.ensure_bridge("br0", Some(1500), None).await.unwrap();
+    let mac = [0x02, 0x42, 0x0a, 0x00, 0x00, 0x07];
+
+    let child = nl
+        .create_macvlan("mv0", bridge.index, mac, 1400, false)
+        .await
+        .unwrap();
+    assert!(
+        child.up && child.mac == Some(mac) && child.mtu == 1400,
+        "{child:?}"
+    );
+    let details = t.exec(&["ip", "-d", "link", "show", "mv0"]);
+    assert!(details.contains("macvlan mode bridge"), "{details}");
+    assert!(details.contains("addrgenmode none"), "{details}");
+    // The name is taken: an error naming it, and the first one untouched.
+    let err = nl
+        .create_macvlan("mv0", bridge.index, mac, 1400, false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("mv0"), "{err}");
+
+    assert!(nl.bridge_local_macs(&bridge).await.unwrap().is_empty());
+    nl.bridge_local_add(bridge.index, mac).await.unwrap();
+    nl.bridge_local_add(bridge.index, mac).await.unwrap();
+    assert_eq!(nl.bridge_local_macs(&bridge).await.unwrap(), vec![mac]);
+
+    // A peer on a port of the bridge, in a namespace of its own, reaches the child.
+    t.exec(&["ip", "addr", "add", "10.9.0.1/24", "dev", "mv0"]);
+    let peer = TestNs::new("mvpeer");
+    let (port, _) = nl
+        .create_veth_on(
+            "port0",
+            &netops::VethPeer {
+                name: "eth0",
+                ns: &peer.ns,
+                mac: None,
+                ipv6: false,
+            },
+            1400,
+            Some(bridge.index),
+        )
+        .await
+        .unwrap();
+    nl.set_up(port.index).await.unwrap();
+    peer.exec(&["ip", "addr", "add", "10.9.0.2/24", "dev", "eth0"]);
+    let (ok, out) = peer.exec_status(&["ping", "-c", "1", "-W", "2", "10.9.0.1"]);
+    assert!(ok, "{out}");
+
+    assert!(nl.bridge_local_del(bridge.index, mac).await.unwrap());
+    assert!(!nl.bridge_local_del(bridge.index, mac).await.unwrap());
+    assert!(nl.bridge_local_macs(&bridge).await.unwrap().is_empty());
+    assert!(nl.delete_link("mv0").await.unwrap());
+}

@@ -1,7 +1,8 @@
 //! A network's devices on one host, kept apart from the host's own addresses and from other networks.
 //!
 //! In the host namespace: a bridge `ovbr<vni>` and a VXLAN device `ovx<vni>` on it (learning off,
-//! ARP/ND answered from the static neighbour table), and the host ends of the containers' veths.
+//! ARP/ND answered from the static neighbour table), and the host ends of the containers' veths
+//! (Docker's containers, through overlayd's driver, are macvlan children of the bridge instead).
 //! The bridge carries no address unless `hostAccess` is true, so the host has no route into the
 //! overlay and two networks may use one subnet. The gateway address (where the network's DNS will
 //! answer) lives in a small sandbox namespace `ovl-<vni>-<node>` joined to the bridge by a veth.
@@ -277,7 +278,8 @@ async fn ensure_sandbox(
     Ok(())
 }
 
-/// Removes the network's devices and sandbox when no container is attached any more, and then
+/// Removes the network's devices and sandbox when no container is attached any more (no veth on
+/// the bridge other than the network's own, no macvlan child's MAC local to it), and then
 /// the lock's file. Call with the network's lock, `lock`, held. Returns whether they were removed.
 pub async fn remove_if_unused(
     nl: &Netlink,
@@ -292,7 +294,10 @@ pub async fn remove_if_unused(
             .into_iter()
             .filter(|name| !infrastructure.contains(name))
             .count();
-        if attached > 0 {
+        // Docker's containers are macvlan children of the bridge, not ports: each has its MAC
+        // made local to the bridge for as long as it is attached (overlayd's Docker driver).
+        let children = nl.bridge_local_macs(&bridge).await?.len();
+        if attached + children > 0 {
             return Ok(false);
         }
         // Refuse to delete a bridge of that name that is not ours.

@@ -479,6 +479,48 @@ fn del_leaves_no_link_entry_namespace_or_record() {
     }
 }
 
+/// A Docker container on the same network and host (overlayd's driver: a macvlan child of the
+/// bridge, its MAC local to the bridge) keeps the devices past the last CNI container's DEL; once
+/// its entry is gone, a DEL removes them.
+#[test]
+fn a_local_entry_of_a_macvlan_child_keeps_the_devices_past_the_last_del() {
+    let mut lab = Lab::new(1);
+    let host = lab.host(0).ns.clone();
+    let before = links(&host);
+    let net = OverlayNet::new("mixed", 557, "10.57.0.0/24");
+    let (_, a1, _) = add(&mut lab, 0, &net, "m1");
+    assert!(!a1.is_empty(), "ADD failed");
+    let mac = "02:42:0a:39:00:63";
+    in_ns(
+        &host,
+        &[
+            "bridge",
+            "fdb",
+            "add",
+            mac,
+            "dev",
+            &br(557),
+            "self",
+            "local",
+        ],
+    );
+    del(&lab, 0, &net, "m1");
+    assert!(
+        links(&host).contains(&br(557)),
+        "the last CNI DEL removed the bridge under a macvlan child"
+    );
+    in_ns(
+        &host,
+        &["bridge", "fdb", "del", mac, "dev", &br(557), "self"],
+    );
+    del(&lab, 0, &net, "m1");
+    assert_eq!(
+        links(&host),
+        before,
+        "the devices stayed once nothing was attached"
+    );
+}
+
 /// vxlan-overlay's lock file of a network (`vni<N>`) or of the isolation table on a lab host.
 fn lock_file(lab: &Lab, host: usize, what: &str) -> std::path::PathBuf {
     use std::os::unix::fs::MetadataExt;

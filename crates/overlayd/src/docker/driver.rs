@@ -28,7 +28,7 @@ use model::addressing::{first_host, pools, Addressing};
 use model::records::{self, Endpoint, Holder, Network};
 use model::types::DEFAULT_VXLAN_PORT;
 use model::{names, Mac};
-use netops::{Netlink, Netns, VethPeer};
+use netops::Netlink;
 use serde_json::Value;
 use store::{EtcdConfig, Store};
 use tokio::sync::Mutex as AsyncMutex;
@@ -481,7 +481,7 @@ impl Driver {
                 },
             }),
             Err(e) => {
-                if let Err(undo) = self.detach(&network, &req.endpoint_id).await {
+                if let Err(undo) = self.detach(&network, &req.endpoint_id, Some(mac)).await {
                     log::warn!("docker: undoing a failed join: {undo}");
                 }
                 Err(e)
@@ -572,7 +572,7 @@ impl Driver {
     }
 
     /// vxlan-overlay's ADD up to its record, with the container end left in the host's
-    /// namespace for Docker to move: the network's devices and the veth on the bridge.
+    /// namespace for Docker to move: the network's devices and the macvlan child of its bridge.
     async fn plumb(
         &self,
         record: &Network,
@@ -593,7 +593,6 @@ impl Driver {
             .ok_or("address outside the network")?;
         let gateway = IpNetwork::new(gateway_of(record, &subnet), subnet.prefix())
             .map_err(|e| e.to_string())?;
-        let here = Netns::current().map_err(|e| e.to_string())?;
         let peer_name = container_end(endpoint);
         let devices = {
             let _devices = self.devices.lock().await;
@@ -601,29 +600,19 @@ impl Driver {
             let devices = network::ensure(&host, &cfg, &underlay, mtu, &[gateway])
                 .await
                 .map_err(err)?;
-            // Born a port of the bridge, as vxlan-overlay's (GC finds it if we stop midway, and
-            // a detach of the network's last other endpoint no longer finds the bridge unused).
-            let far_end = VethPeer {
-                name: &peer_name,
-                ns: &here,
-                mac: Some(mac.octets()),
-                // No link-local address while the container end waits in the host's namespace
-                // (Docker moves it, and the move resets it to the container namespace's defaults).
-                ipv6: false,
-            };
-            let (host_end, _) = host
-                .create_veth_on(
-                    &names::host_veth(endpoint, IFNAME),
-                    &far_end,
-                    mtu,
-                    Some(devices.bridge.index),
-                )
+            // The container's interface is a macvlan child of the bridge, not a veth: a frame
+            // to or from the container crosses no veth and no bridge port (the veth's queue and
+            // receive pass are most of what the overlay costs beyond the kernel's VXLAN, see the
+            // README). Its MAC is made local to the bridge, so that frames for it from the
+            // VXLAN device and the gateway sandbox go up to it instead of being flooded; that
+            // entry is also what keeps the network's devices while the container is attached.
+            // Docker's containers need no host end: no `hostAccess`, no `bandwidth` plugin.
+            // No link-local address while it waits in the host's namespace (Docker moves it,
+            // and the move resets it to the container namespace's defaults).
+            host.create_macvlan(&peer_name, devices.bridge.index, mac.octets(), mtu, false)
                 .await
                 .map_err(|e| e.to_string())?;
-            host.set_alias(host_end.index, &names::attachment_alias(endpoint, IFNAME))
-                .await
-                .map_err(|e| e.to_string())?;
-            host.set_up(host_end.index)
+            host.bridge_local_add(devices.bridge.index, mac.octets())
                 .await
                 .map_err(|e| e.to_string())?;
             devices
@@ -683,8 +672,15 @@ impl Driver {
         Ok(())
     }
 
-    /// vxlan-overlay's DEL: the veth, the endpoint record if ours, the devices with the last one.
-    async fn detach(&self, network_name: &str, endpoint: &str) -> Result<(), String> {
+    /// vxlan-overlay's DEL: the container's interface and its local entry, the endpoint record
+    /// if ours, the devices with the last one. `mac`: the endpoint's, when this overlayd knows it
+    /// (else its record says).
+    async fn detach(
+        &self,
+        network_name: &str,
+        endpoint: &str,
+        mac: Option<Mac>,
+    ) -> Result<(), String> {
         let err = |e: CniError| e.msg;
         let record = match self.record(network_name).await {
             Ok(r) => r,
@@ -698,17 +694,39 @@ impl Driver {
             }
         };
         let cfg = self.overlay_config(&record);
+        let mac = match mac {
+            Some(mac) => Some(mac),
+            None => {
+                let mut store = self.store.lock().await;
+                vxlan_overlay::peers::get(&mut store, &cfg, endpoint, IFNAME)
+                    .await
+                    .map_err(err)?
+                    .map(|e| e.mac)
+            }
+        };
         let host = Netlink::current().await.map_err(|e| e.to_string())?;
         {
             let _devices = self.devices.lock().await;
             let lock = network::lock(&cfg).map_err(err)?;
+            // The veth of an endpoint joined by an overlayd before macvlan children.
             host.delete_link(&names::host_veth(endpoint, IFNAME))
                 .await
                 .map_err(|e| e.to_string())?;
-            // The container end, if Docker never moved it (a join that failed before).
+            // The container's interface, when Docker has moved it back (Leave) or never moved
+            // it (a join that failed); in a namespace that is gone, it went with it.
             host.delete_link(&container_end(endpoint))
                 .await
                 .map_err(|e| e.to_string())?;
+            if let (Some(mac), Some(bridge)) = (
+                mac,
+                host.link(&cfg.bridge_name())
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ) {
+                host.bridge_local_del(bridge.index, mac.octets())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             if network::remove_if_unused(&host, &cfg, &lock)
                 .await
                 .map_err(err)?
@@ -728,13 +746,12 @@ impl Driver {
             .endpoints
             .lock()
             .ok()
-            .and_then(|mut m| m.remove(&req.endpoint_id))
-            .map(|e| e.network);
-        let network = match known {
-            Some(n) => n,
-            None => self.network_name(&req.network_id).await?,
+            .and_then(|mut m| m.remove(&req.endpoint_id));
+        let (network, mac) = match known {
+            Some(e) => (e.network, Some(e.mac)),
+            None => (self.network_name(&req.network_id).await?, None),
         };
-        self.detach(&network, &req.endpoint_id).await?;
+        self.detach(&network, &req.endpoint_id, mac).await?;
         ok()
     }
 }
