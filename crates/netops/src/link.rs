@@ -580,11 +580,11 @@ impl Netlink {
     }
 
     /// Creates a macvlan child of `lower` (bridge mode) named `name` in this namespace, with
-    /// `mac` and `mtu`, up. For a container interface that another party (Docker) moves into the
+    /// `mac` and `mtu`. For a container interface that another party (Docker) moves into the
     /// container: a frame to or from it crosses no veth and no bridge port (see
-    /// [`Netlink::bridge_local_add`] for the way in from the lower bridge's other ports). Up
-    /// here, so that the lower device lists its MAC from the start. Without `ipv6`, it makes no
-    /// link-local address (as [`VethPeer::ipv6`]).
+    /// [`Netlink::bridge_local_add`] for the way in from the lower bridge's other ports). Left
+    /// down: a move takes a device down anyway, and whoever moves it brings it up where it
+    /// lands. Without `ipv6`, it makes no link-local address (as [`VethPeer::ipv6`]).
     pub async fn create_macvlan(
         &self,
         name: &str,
@@ -617,8 +617,7 @@ impl Netlink {
             if !ipv6 {
                 self.no_ipv6_link_local(link.index).await?;
             }
-            self.set_up(link.index).await?;
-            self.must_exist("create macvlan", name).await
+            Ok(link)
         }
         .await;
         if result.is_err() {

@@ -153,9 +153,10 @@ async fn macvlan_child_of_a_bridge_with_its_local_entry() {
         .await
         .unwrap();
     assert!(
-        child.up && child.mac == Some(mac) && child.mtu == 1400,
+        !child.up && child.mac == Some(mac) && child.mtu == 1400,
         "{child:?}"
     );
+    nl.set_up(child.index).await.unwrap();
     let details = t.exec(&["ip", "-d", "link", "show", "mv0"]);
     assert!(details.contains("macvlan mode bridge"), "{details}");
     assert!(details.contains("addrgenmode none"), "{details}");
