@@ -284,3 +284,9 @@ else nok "overlayd down on host 1: docker ps is refused" "exit $st: $out"; fi
 docker_host_overlayd "$H1" "$WORK/overlayd1-again.log" "$BIN/overlayd" --etcd "$ETCD" \
   --node "$node1" --metrics-addr off --lease-ttl 2 --reclaim-after 2s >/dev/null
 check "overlayd back on host 1: docker ps answers again" until_true 30 d1 ps
+# The restarted overlayd knows no endpoint of before: DeleteEndpoint takes the MAC from the endpoint's
+# record, and with test4's entry off the bridge, network late's devices go from host 1.
+leftover1() { in_docker_host "$H1" ip -o link show | grep -E '^[0-9]+: (ov|dk)[0-9a-z]*[:@]' || true; }
+host1_clean() { [ -z "$(leftover1)" ]; }
+check "after the restart, rm -f test4 on host 1 takes its local entry and network late's devices" \
+  eval 'has ": ovbr" leftover1 && d1 rm -f test4 >/dev/null && until_true 5 host1_clean'

@@ -694,17 +694,28 @@ impl Driver {
             }
         };
         let cfg = self.overlay_config(&record);
+        let host = Netlink::current().await.map_err(|e| e.to_string())?;
+        // Unknown to this overlayd (it restarted since the join): a join that completed published
+        // the endpoint's record, which has it; one cut short left the child in the host's
+        // namespace, which has it.
         let mac = match mac {
             Some(mac) => Some(mac),
             None => {
                 let mut store = self.store.lock().await;
-                vxlan_overlay::peers::get(&mut store, &cfg, endpoint, IFNAME)
+                match vxlan_overlay::peers::get(&mut store, &cfg, endpoint, IFNAME)
                     .await
                     .map_err(err)?
-                    .map(|e| e.mac)
+                {
+                    Some(record) => Some(record.mac),
+                    None => host
+                        .link(&container_end(endpoint))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .and_then(|l| l.mac)
+                        .map(Mac::from),
+                }
             }
         };
-        let host = Netlink::current().await.map_err(|e| e.to_string())?;
         {
             let _devices = self.devices.lock().await;
             let lock = network::lock(&cfg).map_err(err)?;
