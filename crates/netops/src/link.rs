@@ -19,6 +19,15 @@ use crate::error::{nl_errno, nl_io, Error};
 use crate::mac::valid_ifname;
 use crate::netns::Netns;
 
+/// Refuses, before asking the kernel, a name no device can have.
+fn interface_name(op: &'static str, name: &str) -> Result<(), Error> {
+    if valid_ifname(name) {
+        Ok(())
+    } else {
+        Err(Error::invalid(op, name, "not a valid interface name"))
+    }
+}
+
 /// A network device as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -369,13 +378,7 @@ impl Netlink {
         mtu: Option<u32>,
         mac: Option<[u8; 6]>,
     ) -> Result<Link, Error> {
-        if !valid_ifname(name) {
-            return Err(Error::invalid(
-                "create bridge",
-                name,
-                "not a valid interface name",
-            ));
-        }
+        interface_name("create bridge", name)?;
         let mut builder = LinkBridge::new(name).up();
         if let Some(mtu) = mtu {
             builder = builder.mtu(mtu);
@@ -415,13 +418,7 @@ impl Netlink {
         underlay: u32,
         mtu: u32,
     ) -> Result<Link, Error> {
-        if !valid_ifname(name) {
-            return Err(Error::invalid(
-                "create vxlan",
-                name,
-                "not a valid interface name",
-            ));
-        }
+        interface_name("create vxlan", name)?;
         if vni == 0 || vni >= 1 << 24 {
             return Err(Error::invalid(
                 "create vxlan",
@@ -500,13 +497,7 @@ impl Netlink {
     ) -> Result<(Link, Link), Error> {
         let (peer_name, peer_ns, peer_mac, peer_ipv6) = (peer.name, peer.ns, peer.mac, peer.ipv6);
         for name in [host_name, peer_name] {
-            if !valid_ifname(name) {
-                return Err(Error::invalid(
-                    "create veth",
-                    name,
-                    "not a valid interface name",
-                ));
-            }
+            interface_name("create veth", name)?;
         }
         let peer_nl = Netlink::in_netns(peer_ns).await?;
         // The CNI spec wants an error when the container interface exists; check it first so
@@ -593,13 +584,7 @@ impl Netlink {
         mtu: u32,
         ipv6: bool,
     ) -> Result<Link, Error> {
-        if !valid_ifname(name) {
-            return Err(Error::invalid(
-                "create macvlan",
-                name,
-                "not a valid interface name",
-            ));
-        }
+        interface_name("create macvlan", name)?;
         let msg = LinkMacVlan::new(name, lower, MacVlanMode::Bridge)
             .address(mac.to_vec())
             .mtu(mtu)

@@ -55,33 +55,26 @@ fn lladdr(msg: &NeighbourMessage) -> Option<[u8; 6]> {
     })
 }
 
-/// A bridge-family (FDB) message for `mac` on `vxlan` toward `dst`, flagged NTF_SELF: the
-/// entry belongs to the VXLAN device's own table (without it the kernel answers EOPNOTSUPP).
-fn fdb_message(vxlan: u32, mac: [u8; 6], dst: IpAddr) -> NeighbourMessage {
+/// A bridge-family (FDB) message for a permanent entry `mac` in the device `index`'s own table
+/// (NTF_SELF). On a bridge it is the bridge's own (`bridge fdb add MAC dev BRIDGE self local`).
+fn own_fdb_message(index: u32, mac: [u8; 6]) -> NeighbourMessage {
     let mut msg = NeighbourMessage::default();
     msg.header.family = AddressFamily::Bridge;
-    msg.header.ifindex = vxlan;
+    msg.header.ifindex = index;
     msg.header.state = NeighbourState::Permanent;
     msg.header.flags = NeighbourFlags::Own;
     msg.header.kind = RouteType::Unspec;
     msg.attributes
         .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-    msg.attributes
-        .push(NeighbourAttribute::Destination(neighbour_address(dst)));
     msg
 }
 
-/// A bridge-family message for `mac` as the bridge's own (`self local`: NTF_SELF on the bridge
-/// device, permanent).
-fn local_message(bridge: u32, mac: [u8; 6]) -> NeighbourMessage {
-    let mut msg = NeighbourMessage::default();
-    msg.header.family = AddressFamily::Bridge;
-    msg.header.ifindex = bridge;
-    msg.header.state = NeighbourState::Permanent;
-    msg.header.flags = NeighbourFlags::Own;
-    msg.header.kind = RouteType::Unspec;
+/// An FDB message for `mac` on `vxlan` toward `dst`, in the VXLAN device's own table (without
+/// NTF_SELF the kernel answers EOPNOTSUPP).
+fn fdb_message(vxlan: u32, mac: [u8; 6], dst: IpAddr) -> NeighbourMessage {
+    let mut msg = own_fdb_message(vxlan, mac);
     msg.attributes
-        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        .push(NeighbourAttribute::Destination(neighbour_address(dst)));
     msg
 }
 
@@ -209,7 +202,7 @@ impl Netlink {
     /// bridge with that MAC takes them ([`Netlink::create_macvlan`]). Without the entry they
     /// would be flooded to every port. Idempotent.
     pub async fn bridge_local_add(&self, bridge: u32, mac: [u8; 6]) -> Result<(), Error> {
-        let msg = RouteNetlinkMessage::NewNeighbour(local_message(bridge, mac));
+        let msg = RouteNetlinkMessage::NewNeighbour(own_fdb_message(bridge, mac));
         self.request_ack(msg, NLM_F_CREATE | NLM_F_REPLACE)
             .await
             .map_err(|e| Error::Kernel {
@@ -224,7 +217,7 @@ impl Netlink {
         match self
             .handle
             .neighbours()
-            .del(local_message(bridge, mac))
+            .del(own_fdb_message(bridge, mac))
             .execute()
             .await
         {

@@ -288,16 +288,21 @@ pub async fn remove_if_unused(
 ) -> Result<bool, CniError> {
     if let Some(bridge) = nl.link(&cfg.bridge_name()).await? {
         let infrastructure = [cfg.vxlan_name(), cfg.gateway_veth_name()];
-        let attached = nl
+        let ports = nl
             .port_names(bridge.index)
             .await?
             .into_iter()
             .filter(|name| !infrastructure.contains(name))
             .count();
+        if ports > 0 {
+            return Ok(false);
+        }
         // Docker's containers are macvlan children of the bridge, not ports: each has its MAC
         // made local to the bridge for as long as it is attached (overlayd's Docker driver).
-        let children = nl.bridge_local_macs(&bridge).await?.len();
-        if attached + children > 0 {
+        // Looked for only once no port is left: the bridge-family dump it takes holds every FDB
+        // entry of the host, the VXLAN devices' included (the kernel filters that dump by device
+        // only for sockets with strict checking).
+        if !nl.bridge_local_macs(&bridge).await?.is_empty() {
             return Ok(false);
         }
         // Refuse to delete a bridge of that name that is not ours.
