@@ -732,7 +732,7 @@ PY
 
 # scripts/bench.sh chain, second part: the whole chain as a runtime runs it, through the cnitool the
 # conformance suite builds (Debian's libcni), against Debian's reference chain in the same run:
-#   ours: vxlan-overlay + etcd-ipam, gwbridge-egress (its default host-local), Debian's portmap, the
+#   ours: vxlan-overlay + etcd-ipam, gwbridge-egress (its own allocation), Debian's portmap, the
 #         conflist overlayd writes (VNI and ranges in it) with portmap appended to it;
 #   ref:  bridge (isGateway, ipMasq, hairpinMode) + host-local, portmap: podman's and the CNI docs'
 #         usual chain.
@@ -849,8 +849,8 @@ PY
       python3 "$ROOT/scripts/lib/chain-trace.py" "$label" "${verb^^}" "$port" "$tmp/$label-$verb"-[0-9]*.strace -- "$tmp/$label-$verb-net.strace"
     done
   done
-  # The anchors are released like any container: gwbridge-egress's host-local keeps its leases in
-  # the machine's /var/lib/cni, which outlives the lab.
+  # The anchors are released like any container, so that each chain's DEL path runs to its end (the
+  # bridges and tables go with their last container).
   anchor=19990
   for c in "${chains[@]}"; do
     label=${c%%=*} bin=${c#*=} anchor=$((anchor + 1))

@@ -305,6 +305,12 @@ impl Firewall {
         Ok(published_in(&self.snapshot()?))
     }
 
+    /// Every address an attachment record holds on this host, whichever container and network:
+    /// the addresses gwbridge-egress's own allocation must not hand out.
+    pub fn attached_addresses(&self) -> Result<BTreeSet<IpAddr>> {
+        Ok(attached_in(&self.snapshot()?))
+    }
+
     /// The tags of every container that has rules here.
     pub fn tags(&self) -> Result<BTreeSet<String>> {
         Ok(tags_in(&self.snapshot()?))
@@ -678,6 +684,15 @@ fn container_in(snap: &Snapshot, tag: &str) -> Option<ContainerRules> {
         }
     }
     found.then_some(rules)
+}
+
+/// What [`Firewall::attached_addresses`] reports for `snap`.
+fn attached_in(snap: &Snapshot) -> BTreeSet<IpAddr> {
+    snap.rules
+        .iter()
+        .filter(|r| r.chain == ATTACHMENTS && r.comment.as_deref().is_some_and(is_tag))
+        .filter_map(|r| parse_attachment(&r.expr))
+        .collect()
 }
 
 /// What [`Firewall::tags`] reports for `snap`.
@@ -1241,6 +1256,16 @@ mod tests {
         assert_eq!(rules.mappings[0], mapping(None, 8080, "172.18.0.2", 80));
         assert_eq!(container_in(&listed(), "demo:other/eth1"), None);
         assert_eq!(container_in(&listed(), "demo:abc123/eth2"), None);
+    }
+
+    #[test]
+    fn attached_addresses_are_those_of_the_attachment_records_only() {
+        // The DNAT rules name 172.18.0.2 too; only the records count, and an empty table has none.
+        assert_eq!(
+            attached_in(&listed()),
+            BTreeSet::from([ip("172.18.0.2"), ip("fd00::2")])
+        );
+        assert!(attached_in(&absent()).is_empty());
     }
 
     #[test]

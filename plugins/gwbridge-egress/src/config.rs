@@ -1,6 +1,8 @@
 //! gwbridge-egress's own configuration fields, and the configuration handed to the IPAM delegate.
 
 use cni::{CniError, Request};
+use ipnetwork::IpNetwork;
+use model::addressing::{pools, Pool, RangeSpec};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -8,9 +10,35 @@ pub const DEFAULT_BRIDGE: &str = "cni_gwbridge";
 /// `gwb0`: no runtime hands it out as CNI_IFNAME (`eth1` would be podman's, nerdctl's and Docker's
 /// name for a container's second network).
 pub const DEFAULT_IFNAME: &str = model::names::GWBRIDGE_IFNAME;
-/// The IPAM used when the configuration has no `ipam` section: host-local, the same private range
-/// on every host (the bridge is local, its addresses never leave the host unmasqueraded).
+/// The subnet handed out when the configuration has neither `ipam` nor `subnet`: the same
+/// private range on every host (the bridge is local, its addresses never leave the host
+/// unmasqueraded), Docker's docker_gwbridge's.
 pub const DEFAULT_SUBNET: &str = "172.18.0.0/16";
+
+/// Who hands out the addresses of our interface.
+#[derive(Debug, Clone)]
+pub enum Allocator {
+    /// No `ipam` section: gwbridge-egress itself, the lowest free address of `pool` (after its
+    /// gateway, the subnet's first address). The addresses in use are those of the attachment
+    /// records in its nftables table, read under the per-host lock anyway; there is no other
+    /// state. As Docker's built-in IPAM serves docker_gwbridge; delegating to host-local cost a
+    /// process per ADD.
+    Builtin {
+        pool: Pool,
+        /// The gateway with the subnet's prefix length: the bridge's address.
+        gateway: IpNetwork,
+        /// What host-local reads to release a lease that it handed out for the default
+        /// configuration before gwbridge-egress had its own allocation (see
+        /// `Ipam::del`).
+        legacy_stdin: Vec<u8>,
+    },
+    /// The `ipam` section's plugin, run as the spec describes.
+    Delegate {
+        plugin_type: String,
+        /// What the delegate reads on stdin.
+        stdin: Vec<u8>,
+    },
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -24,9 +52,7 @@ pub struct Config {
     pub icc: bool,
     /// None: the MTU of the host's default-route interface.
     pub mtu: Option<u32>,
-    pub ipam_type: String,
-    /// What the IPAM delegate reads on stdin.
-    pub ipam_stdin: Vec<u8>,
+    pub allocator: Allocator,
 }
 
 #[derive(Deserialize)]
@@ -42,6 +68,9 @@ struct Fields {
     icc: Option<bool>,
     #[serde(default)]
     mtu: Option<u32>,
+    /// The subnet of gwbridge-egress's own allocation (no `ipam` section).
+    #[serde(default)]
+    subnet: Option<String>,
 }
 
 impl Config {
@@ -82,12 +111,22 @@ impl Config {
                 )));
             }
         }
+        let builtin =
+            match (&req.conf.ipam, &fields.subnet) {
+                (Some(_), Some(_)) => return Err(CniError::invalid_config(
+                    "subnet is for gwbridge-egress's own allocation: give it in the ipam section \
+                     instead, or leave the ipam section out",
+                )),
+                (Some(_), None) => None,
+                (None, subnet) => Some(builtin_pool(subnet.as_deref().unwrap_or(DEFAULT_SUBNET))?),
+            };
         let mut delegate = req.conf.raw.clone();
         let obj = delegate
             .as_object_mut()
             .ok_or_else(|| CniError::decode("network configuration is not a JSON object"))?;
         if req.conf.ipam.is_none() {
             obj.insert("ipam".into(), default_ipam());
+            obj.remove("subnet");
         }
         // The IPAM sees the bridge as its network: every network chaining gwbridge-egress onto the
         // same bridge then draws from one pool (as Docker's networks share docker_gwbridge), and
@@ -97,6 +136,22 @@ impl Config {
         obj.remove("args");
         if let Some(Value::Object(rc)) = obj.get_mut("runtimeConfig") {
             rc.remove("ips");
+        }
+        let ipam_stdin = serde_json::to_vec(&delegate)
+            .map_err(|e| CniError::decode(format!("encoding the IPAM configuration: {e}")))?;
+        if let Some((pool, gateway)) = builtin {
+            return Ok(Config {
+                bridge,
+                ifname,
+                ip_masq: fields.ip_masq.unwrap_or(true),
+                icc: fields.icc.unwrap_or(false),
+                mtu: fields.mtu,
+                allocator: Allocator::Builtin {
+                    pool,
+                    gateway,
+                    legacy_stdin: ipam_stdin,
+                },
+            });
         }
         let ipam_type = match delegate.get("ipam").and_then(|i| i.get("type")) {
             Some(Value::String(t)) if !t.is_empty() => t.clone(),
@@ -109,20 +164,35 @@ impl Config {
                 )))
             }
         };
-        let ipam_stdin = serde_json::to_vec(&delegate)
-            .map_err(|e| CniError::decode(format!("encoding the IPAM configuration: {e}")))?;
         Ok(Config {
             bridge,
             ifname,
             ip_masq: fields.ip_masq.unwrap_or(true),
             icc: fields.icc.unwrap_or(false),
             mtu: fields.mtu,
-            ipam_type,
-            ipam_stdin,
+            allocator: Allocator::Delegate {
+                plugin_type: ipam_type,
+                stdin: ipam_stdin,
+            },
         })
     }
 }
 
+/// The pool and gateway of our own allocation: the subnet's host addresses, its first one the
+/// gateway (host-local's defaults: [`model::addressing`]).
+fn builtin_pool(subnet: &str) -> Result<(Pool, IpNetwork), CniError> {
+    let invalid = |e: model::Error| CniError::invalid_config(format!("subnet: {e}"));
+    let spec = RangeSpec::parse(subnet, None, None, None).map_err(invalid)?;
+    let pool = pools(&[vec![spec]], &[]).map_err(invalid)?.remove(0);
+    let range = &pool.ranges[0];
+    let gateway = range.gateway.unwrap_or(range.start);
+    let gateway = IpNetwork::new(gateway, range.subnet.prefix())
+        .map_err(|e| CniError::invalid_config(format!("subnet {subnet}: {e}")))?;
+    Ok((pool, gateway))
+}
+
+/// host-local's configuration for the default subnet, as gwbridge-egress delegated to it before
+/// it had its own allocation.
 fn default_ipam() -> Value {
     json!({"type": "host-local", "ranges": [[{"subnet": DEFAULT_SUBNET}]]})
 }
@@ -173,11 +243,22 @@ mod tests {
             ),
             ("cni_gwbridge", "gwb0", true, false, None)
         );
-        assert_eq!(c.ipam_type, "host-local");
-        let delegate: Value = serde_json::from_slice(&c.ipam_stdin).unwrap();
-        assert_eq!(delegate["name"], "cni_gwbridge");
-        assert_eq!(delegate["ipam"]["ranges"][0][0]["subnet"], DEFAULT_SUBNET);
-        assert_eq!(delegate["cniVersion"], "1.0.0");
+        let Allocator::Builtin {
+            pool,
+            gateway,
+            legacy_stdin,
+        } = &c.allocator
+        else {
+            panic!("not our own allocation: {:?}", c.allocator);
+        };
+        assert_eq!(pool.ranges[0].subnet.to_string(), DEFAULT_SUBNET);
+        assert_eq!(gateway.to_string(), "172.18.0.1/16");
+        // What host-local was given for the default before: its leases are released from it.
+        let legacy: Value = serde_json::from_slice(legacy_stdin).unwrap();
+        assert_eq!(legacy["name"], "cni_gwbridge");
+        assert_eq!(legacy["ipam"]["type"], "host-local");
+        assert_eq!(legacy["ipam"]["ranges"][0][0]["subnet"], DEFAULT_SUBNET);
+        assert_eq!(legacy["cniVersion"], "1.0.0");
     }
 
     #[test]
@@ -201,10 +282,13 @@ mod tests {
             ),
             ("gwb0", "egress0", false, true, Some(1400))
         );
-        let delegate: Value = serde_json::from_slice(&c.ipam_stdin).unwrap();
+        let Allocator::Delegate { plugin_type, stdin } = &c.allocator else {
+            panic!("not a delegate: {:?}", c.allocator);
+        };
+        let delegate: Value = serde_json::from_slice(stdin).unwrap();
         assert_eq!(delegate["ipam"]["subnet"], "172.30.0.0/16");
         assert_eq!(delegate["name"], "gwb0");
-        assert_eq!(c.ipam_type, "etcd-ipam");
+        assert_eq!(plugin_type, "etcd-ipam");
         assert!(delegate.get("args").is_none());
         assert!(delegate["runtimeConfig"].get("ips").is_none());
         assert!(delegate["runtimeConfig"].get("portMappings").is_some());
@@ -226,10 +310,29 @@ mod tests {
             (with("mtu", json!(20)), 7),
             (with("icc", json!("yes")), 6),
             (with("ipam", json!({"type": ""})), 7),
+            (with("subnet", json!("172.18.0.0/33")), 7),
+            (with("subnet", json!("172.18.0.1/16")), 7),
+            (with("subnet", json!("172.18.0.0/31")), 7),
+            (with("subnet", json!(18)), 6),
         ] {
             let e = Config::from_request(&request(conf.clone(), "eth0")).unwrap_err();
             assert_eq!(e.code, code, "{conf}: {}", e.msg);
         }
+        // A subnet of our own, and not beside an ipam section.
+        let c =
+            Config::from_request(&request(with("subnet", json!("10.99.0.0/24")), "eth0")).unwrap();
+        match c.allocator {
+            Allocator::Builtin { gateway, .. } => assert_eq!(gateway.to_string(), "10.99.0.1/24"),
+            other => panic!("{other:?}"),
+        }
+        let mut both = with("subnet", json!("10.99.0.0/24"));
+        both["ipam"] = json!({"type": "host-local"});
+        assert_eq!(
+            Config::from_request(&request(both, "eth0"))
+                .unwrap_err()
+                .code,
+            7
+        );
         // The default is refused only where a runtime would hand it out, which none does.
         assert_eq!(
             Config::from_request(&request(base.clone(), "gwb0"))

@@ -12,21 +12,23 @@
 //! record. All of it under the per-host lock, so two networks' ADDs for one container make one
 //! interface.
 //!
-//! - ADD (prevResult required): IPAM ADD; the bridge on first use, with the gateway addresses of
-//!   the IPAM result, and forwarding on; a veth `gw<hash>` on the bridge and `ifname` in the
-//!   container with its addresses, the on-link subnet, and a default route via the gateway unless
+//! - ADD (prevResult required): an address (see below); the bridge on first use, with the
+//!   gateway address of the allocation, and forwarding on; a veth `gw<hash>` on the bridge and
+//!   `ifname` in the container with its addresses, the on-link subnet, and a default route via the gateway unless
 //!   the chain already has one for that family; in nftables, masquerade for the subnet, icc=false
 //!   filtering, and the container's published ports. Everything done is undone when a step fails.
 //! - DEL: rules of the attachment; veth and allocation when no other network of the container
 //!   uses them; the bridge and its rules when it has no port left. Idempotent, needs neither
 //!   prevResult nor CNI_NETNS.
 //! - CHECK: interface, addresses, routes, bridge port, masquerade and published ports as ADD left
-//!   them; IPAM CHECK.
+//!   them; the IPAM's CHECK when there is an `ipam` section.
 //! - GC: attachments of this network that are not valid lose their rules, and veth and
 //!   allocation when no other network of that container still uses them.
-//! - STATUS: the IPAM's.
+//! - STATUS: the IPAM's, when there is an `ipam` section.
 //!
-//! The IPAM sees the bridge's name as network name and `ifname` as CNI_IFNAME: one pool per bridge,
+//! Addresses: without an `ipam` section gwbridge-egress hands out `subnet` (default
+//! 172.18.0.0/16) itself, from the attachment records; with one, its plugin does, seeing the
+//! bridge's name as network name and `ifname` as CNI_IFNAME. Either way one pool per bridge,
 //! shared by every network that chains onto that bridge, never mixed with the main plugin's.
 
 pub mod config;
@@ -83,8 +85,8 @@ impl Plugin for GwbridgeEgress {
 
 fn ipam<'a>(req: &'a Request, cfg: &'a Config) -> Ipam<'a> {
     Ipam {
-        plugin_type: &cfg.ipam_type,
-        stdin: &cfg.ipam_stdin,
+        allocator: &cfg.allocator,
+        bridge: &cfg.bridge,
         path: &req.env.path,
     }
 }
@@ -339,7 +341,7 @@ async fn add(req: &Request, cfg: &Config) -> Result<CniResult, CniError> {
         return join(req, cfg, prev, &shared, &tag, &fw, &inside, &requested).await;
     }
     let ipam = ipam(req, cfg);
-    let allocation = ipam.add(who(req, cfg))?;
+    let allocation = ipam.add(who(req, cfg), &fw)?;
     let mut done = Done::default();
     let outcome = attach(
         req,

@@ -360,6 +360,141 @@ fn scenario_cleanup(main: &MainPlugin) {
     );
 }
 
+/// ADD of a new container `name` through `chain`: its attachment, result, and address on gwb0.
+fn own_add(lab: &mut Lab, chain: &Chain, name: &str) -> (Attachment, Value, String) {
+    let att = Attachment::new(name, lab.container(name));
+    let r = chain
+        .add(lab, 0, &att)
+        .unwrap_or_else(|(i, out)| panic!("{name}: {i}: {out:?}"));
+    let addr = address_on(&r, "gwb0", &att.netns_path);
+    (att, r, addr)
+}
+
+/// Without an `ipam` section gwbridge-egress hands out the subnet itself: the lowest free
+/// address after the gateway, a released one again first; a full subnet is code 101 with the
+/// host left exactly as it was; the last DEL leaves the host as before, and no host-local
+/// directory is made.
+fn scenario_own_allocation(main: &MainPlugin) {
+    let mut lab = Lab::new(2);
+    let _locks = LockFiles::of(&lab);
+    let main_conf = (main.config)(&lab, 0, 0);
+    // Our own /29: .1 the gateway, .2-.6 handed out, on a bridge of the test's own.
+    let ours = json!({"type": "gwbridge-egress", "bridge": "gwown", "subnet": "172.20.9.0/29",
+                      "capabilities": {"portMappings": true}});
+    let chain = Chain::new(NET, vec![main_conf.clone(), ours]);
+    let main_only = Chain::new(NET, vec![main_conf]);
+    let warm = Attachment::new("own-warm", lab.container("warm"));
+    let rw = main_only
+        .add(&lab, 0, &warm)
+        .unwrap_or_else(|(i, out)| panic!("{i}: {out:?}"));
+    assert_all_ok(&main_only.del(&lab, 0, &warm, Some(&rw)));
+    let before = host_state(&lab, 0);
+
+    let (c1, r1, a1) = own_add(&mut lab, &chain, "own-c1");
+    let (c2, r2, a2) = own_add(&mut lab, &chain, "own-c2");
+    assert_eq!((a1.as_str(), a2.as_str()), ("172.20.9.2", "172.20.9.3"));
+    let gw = r1["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|ip| ip["address"] == "172.20.9.2/29")
+        .unwrap_or_else(|| panic!("no 172.20.9.2/29 in {r1}"));
+    assert_eq!(gw["gateway"], "172.20.9.1", "{r1}");
+    assert!(
+        in_ns(&lab.host(0).ns, &["ip", "-o", "addr", "show", "gwown"]).contains("172.20.9.1/29")
+    );
+
+    assert_all_ok(&chain.del(&lab, 0, &c1, Some(&r1)));
+    let (c3, r3, a3) = own_add(&mut lab, &chain, "own-c3");
+    assert_eq!(a3, "172.20.9.2", "the released address is handed out first");
+    let mut rest = Vec::new();
+    for (name, want) in [
+        ("own-c4", "172.20.9.4"),
+        ("own-c5", "172.20.9.5"),
+        ("own-c6", "172.20.9.6"),
+    ] {
+        let (att, r, addr) = own_add(&mut lab, &chain, name);
+        assert_eq!(addr, want);
+        rest.push((att, r));
+    }
+
+    // Full: 101, and nothing of the refused ADD stays.
+    let c7 = Attachment::new("own-c7", lab.container("c7"));
+    let r7 = lab.run_on(0, &chain.invocation("ADD", 0, &c7, None)).ok();
+    let full = host_state(&lab, 0);
+    let err = lab
+        .run_on(0, &chain.invocation("ADD", 1, &c7, Some(&r7)))
+        .err(101);
+    assert!(
+        err["msg"].as_str().unwrap().contains("172.20.9.0/29"),
+        "{err}"
+    );
+    assert_eq!(host_state(&lab, 0), full, "a refused ADD changed the host");
+    assert!(!try_in_ns(&c7.ns, &["ip", "link", "show", "gwb0"]));
+    assert_all_ok(&main_only.del(&lab, 0, &c7, Some(&r7)));
+
+    for (att, r) in [(c2, r2), (c3, r3)].into_iter().chain(rest) {
+        assert_all_ok(&chain.del(&lab, 0, &att, Some(&r)));
+    }
+    assert_eq!(host_state(&lab, 0), before, "DEL left something behind");
+    assert!(
+        !std::path::Path::new("/var/lib/cni/networks/gwown").exists(),
+        "our own allocation made a host-local directory"
+    );
+}
+
+/// An upgraded host: a container that got its gateway address from host-local, the default before
+/// gwbridge-egress allocated itself, has its lease released by DEL, and host-local's directory goes
+/// with the last lease. (The directory is host-local's default, `/var/lib/cni/networks/<bridge>`,
+/// on a bridge name of this test's own.)
+fn scenario_legacy_lease_released() {
+    let mut lab = Lab::new(1);
+    let _locks = LockFiles::of(&lab);
+    let bridge = "gwlegacy";
+    let dir = std::path::Path::new("/var/lib/cni/networks").join(bridge);
+    let _ = std::fs::remove_dir_all(&dir);
+    let att = Attachment::new("legacy-c1", lab.container("c1"));
+    // host-local as gwbridge-egress ran it: the bridge as network name, our ifname.
+    let legacy = json!({"cniVersion": VERSION, "name": bridge, "type": "gwbridge-egress",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "172.18.0.0/16"}]]}});
+    let host_local = |command: &str| {
+        Invocation::new(find_plugin("host-local"), command)
+            .attachment(&att.container_id, &att.netns_path, "gwb0")
+            .env("CNI_PATH", &cni_path())
+            .stdin(&legacy)
+    };
+    lab.run_on(0, &host_local("ADD")).ok();
+    let leases = || -> Vec<String> {
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("172.18."))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        leases().len(),
+        1,
+        "host-local made no lease in {}",
+        dir.display()
+    );
+
+    let ours = Chain::new(
+        NET,
+        vec![json!({"type": "gwbridge-egress", "bridge": bridge})],
+    );
+    let out = lab.run_on(0, &ours.invocation("DEL", 0, &att, None));
+    let cleanup = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        cleanup.is_err(),
+        "DEL left host-local's directory: {:?}",
+        leases()
+    );
+}
+
 /// No prevResult on ADD: code 7, nothing done.
 fn scenario_no_prev_result(main: &MainPlugin) {
     let mut lab = Lab::new(2);
@@ -670,6 +805,16 @@ fn containers_are_isolated_unless_icc_without_br_netfilter() {
 #[test]
 fn a_taken_host_port_is_refused_and_nothing_changes() {
     scenario_port_in_use(&reference_bridge());
+}
+
+#[test]
+fn without_an_ipam_section_the_lowest_free_address_is_handed_out() {
+    scenario_own_allocation(&reference_bridge());
+}
+
+#[test]
+fn del_releases_a_lease_host_local_kept_before_the_upgrade() {
+    scenario_legacy_lease_released();
 }
 
 #[test]
