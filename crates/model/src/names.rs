@@ -35,6 +35,18 @@ pub const ISOLATION_LOCK: &str = "isolation";
 /// `net1`, ...), so a container's second network never collides with it; one per container,
 /// shared by all its networks that chain gwbridge-egress.
 pub const GWBRIDGE_IFNAME: &str = "gwb0";
+/// The ifname of every attachment overlayd's Docker driver records (endpoint and allocation).
+/// Docker names the interface in the container itself, and one container has one endpoint per
+/// network, so the endpoint id alone tells its attachments apart. The `:` makes it a name no CNI
+/// runtime can pass as CNI_IFNAME: a CNI GC, whose valid attachments can never name a Docker
+/// endpoint, leaves these to the driver ([`is_docker_attachment`]).
+pub const DOCKER_IFNAME: &str = "docker:eth";
+
+/// Whether an attachment recorded with `ifname` is one of overlayd's Docker driver.
+pub fn is_docker_attachment(ifname: &str) -> bool {
+    ifname == DOCKER_IFNAME
+}
+
 /// The prefixes runtimes number their CNI_IFNAMEs from (`eth0`, `net1`, ...).
 const RUNTIME_IFNAME_PREFIXES: [&str; 2] = ["eth", "net"];
 /// The marker field of the conflists overlayd writes (runtimes ignore unknown top-level fields).
@@ -318,6 +330,13 @@ mod tests {
         ] {
             assert_eq!(vni_of_vxlan(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn the_docker_ifname_is_one_no_cni_runtime_can_pass() {
+        assert!(cni::env::validate_ifname(DOCKER_IFNAME).is_err());
+        assert!(is_docker_attachment(DOCKER_IFNAME));
+        assert!(!is_docker_attachment("eth0"));
     }
 
     #[test]

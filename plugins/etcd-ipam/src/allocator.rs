@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use cni::{codes, CniError, CniResult, IpConfig};
 use ipnetwork::IpNetwork;
 use model::addressing::{address, number, Pick, Pool};
+use model::names;
 use model::records::{self, AllocatedIp, Allocation, Holder};
 use store::etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 use store::{Keys, Store};
@@ -351,8 +352,11 @@ pub async fn gc(
                 continue;
             }
         };
+        // Another node's, a valid one, or one of overlayd's Docker driver (no CNI runtime's list
+        // names those: the driver releases them).
         if allocation.node != cfg.node
             || valid.contains(&(allocation.container_id.clone(), allocation.ifname.clone()))
+            || names::is_docker_attachment(&allocation.ifname)
         {
             continue;
         }

@@ -428,6 +428,10 @@ async fn gc(
     }
     drop(lock);
     for record in peers::of_node(store, cfg).await? {
+        // overlayd's Docker driver keeps its own endpoints: no CNI runtime's list names them.
+        if names::is_docker_attachment(&record.ifname) {
+            continue;
+        }
         if !valid.contains(&(record.container_id.clone(), record.ifname.clone())) {
             if let Err(e) = peers::remove(store, cfg, &record.container_id, &record.ifname).await {
                 first_error.get_or_insert(e);

@@ -796,13 +796,41 @@ fn gc_removes_what_is_not_valid_and_keeps_what_is() {
     let net = OverlayNet::new("gcn", 4000, "10.40.0.0/24");
     add(&mut lab, 0, &net, "keep");
     add(&mut lab, 0, &net, "stale");
+    // An endpoint of overlayd's Docker driver on the same host and network, with its allocation:
+    // no CNI runtime's valid attachments can name it, so GC leaves it to the driver.
+    let node = lab.host(0).name.clone();
+    let docker = format!("dockerendpoint/{}", names::DOCKER_IFNAME);
+    lab.etcdctl(&[
+        "put",
+        &format!("/cni-overlay/endpoints/gcn/{docker}"),
+        &json!({"network": "gcn", "containerId": "dockerendpoint", "ifname": names::DOCKER_IFNAME,
+                "ips": ["10.40.0.200/24"], "mac": "02:00:0a:28:00:c8", "node": node,
+                "vtep": lab.host(0).addr, "vni": 4000})
+        .to_string(),
+    ]);
+    lab.etcdctl(&[
+        "put",
+        &format!("/cni-overlay/ipam/gcn/owners/{docker}"),
+        &json!({"containerId": "dockerendpoint", "ifname": names::DOCKER_IFNAME, "node": node,
+                "ips": [{"address": "10.40.0.200/24"}]})
+        .to_string(),
+    ]);
     gc_keeping(&lab, &net, "keep");
     let records = lab.etcd_keys("/cni-overlay/endpoints/gcn/");
     assert_eq!(
         records,
-        vec!["/cni-overlay/endpoints/gcn/keep/eth0".to_string()]
+        vec![
+            format!("/cni-overlay/endpoints/gcn/{docker}"),
+            "/cni-overlay/endpoints/gcn/keep/eth0".to_string()
+        ]
     );
-    assert_eq!(lab.etcd_keys("/cni-overlay/ipam/gcn/owners/").len(), 1);
+    assert_eq!(
+        lab.etcd_keys("/cni-overlay/ipam/gcn/owners/"),
+        vec![
+            format!("/cni-overlay/ipam/gcn/owners/{docker}"),
+            "/cni-overlay/ipam/gcn/owners/keep/eth0".to_string()
+        ]
+    );
     let host_links = links(&lab.host(0).ns);
     assert!(
         host_links.contains(&names::host_veth("keep", "eth0"))

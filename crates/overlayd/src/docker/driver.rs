@@ -39,10 +39,8 @@ use super::engine::Engine;
 use super::forward::Forward;
 use super::protocol::*;
 
-/// The ifname of every Docker attachment in the records: Docker names the interface itself
-/// (eth0, eth1... in the order of the container's networks), and one container has one endpoint
-/// per network, so the endpoint id alone tells attachments apart.
-pub const IFNAME: &str = "eth0";
+/// The ifname of every Docker attachment in the records ([`names::DOCKER_IFNAME`]).
+pub const IFNAME: &str = names::DOCKER_IFNAME;
 /// Where the driver caches etcd-ipam's allocation cursor (only a hint: losing it costs a round trip).
 pub const DATA_DIR: &str = "/run/cni-overlay/docker-ipam";
 /// Prefix of the placeholder attachment an address is held under between `RequestAddress` and
