@@ -70,7 +70,34 @@ impl Ipam<'_> {
             }
             Allocator::Delegate { plugin_type, stdin } => {
                 let path = self.cni_path();
-                cni::invoke::add_with(plugin_type, self.path, stdin, &overrides(&path, Some(who)))
+                let result = cni::invoke::add_with(
+                    plugin_type,
+                    self.path,
+                    stdin,
+                    &overrides(&path, Some(who)),
+                )?;
+                // The delegate knows only its own pool: a configuration with an `ipam` section
+                // beside one without on the same subnet, or two overlapping pools, would give one
+                // address twice on this host.
+                let attached = fw.attached_addresses()?;
+                let Some(taken) = result
+                    .ips
+                    .iter()
+                    .map(|ip| ip.address.ip())
+                    .find(|a| attached.contains(a))
+                else {
+                    return Ok(result);
+                };
+                if let Err(e) = self.exec(plugin_type, stdin, Command::Del, Some(who)) {
+                    log::warn!("releasing {taken} from {plugin_type}: {e}");
+                }
+                Err(CniError::new(
+                    codes::ADDRESS_UNAVAILABLE,
+                    format!(
+                        "IPAM plugin {plugin_type} handed out {taken}, which another container \
+                         already has on this host's gateway bridges (two pools share addresses)"
+                    ),
+                ))
             }
         }
     }

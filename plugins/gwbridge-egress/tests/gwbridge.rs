@@ -443,6 +443,41 @@ fn scenario_own_allocation(main: &MainPlugin) {
     );
 }
 
+/// A configuration with an `ipam` section beside one without, on one bridge and subnet: the
+/// delegate's address that our own allocation already handed out is refused with 102, its lease
+/// released, and the host left as it was.
+fn scenario_pools_sharing_addresses(main: &MainPlugin) {
+    let mut lab = Lab::new(1);
+    let _locks = LockFiles::of(&lab);
+    let main_conf = (main.config)(&lab, 0, 0);
+    let ours = json!({"type": "gwbridge-egress", "bridge": "gwmix", "subnet": "172.20.8.0/29"});
+    let theirs = gwbridge(
+        &lab,
+        0,
+        json!({"bridge": "gwmix", "ipam": {"type": "host-local",
+            "ranges": [[{"subnet": "172.20.8.0/29"}]], "dataDir": ipam_dir(&lab, 0)}}),
+    );
+    let own = Chain::new(NET, vec![main_conf.clone(), ours]);
+    let delegated = Chain::new(NET, vec![main_conf, theirs]);
+    let (a, ra, addr) = own_add(&mut lab, &own, "mix-a");
+    assert_eq!(addr, "172.20.8.2");
+    let b = Attachment::new("mix-b", lab.container("b"));
+    let rb = lab
+        .run_on(0, &delegated.invocation("ADD", 0, &b, None))
+        .ok();
+    let before = host_state(&lab, 0);
+    let err = lab
+        .run_on(0, &delegated.invocation("ADD", 1, &b, Some(&rb)))
+        .err(102);
+    assert!(err["msg"].as_str().unwrap().contains("172.20.8.2"), "{err}");
+    assert_eq!(
+        host_state(&lab, 0),
+        before,
+        "a refused ADD changed the host"
+    );
+    assert_all_ok(&own.del(&lab, 0, &a, Some(&ra)));
+}
+
 /// An upgraded host: a container that got its gateway address from host-local, the default before
 /// gwbridge-egress allocated itself, has its lease released by DEL, and host-local's directory goes
 /// with the last lease. (The directory is host-local's default, `/var/lib/cni/networks/<bridge>`,
@@ -810,6 +845,11 @@ fn a_taken_host_port_is_refused_and_nothing_changes() {
 #[test]
 fn without_an_ipam_section_the_lowest_free_address_is_handed_out() {
     scenario_own_allocation(&reference_bridge());
+}
+
+#[test]
+fn an_address_our_own_allocation_handed_out_is_refused_from_a_delegate() {
+    scenario_pools_sharing_addresses(&reference_bridge());
 }
 
 #[test]
