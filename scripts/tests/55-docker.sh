@@ -276,6 +276,14 @@ check "etcd back: network rm lone succeeds, and its record goes" \
 pid1=$(head -n 1 "$H1/overlayd.pids")
 kill -TERM "$pid1"
 until_true 10 eval "! kill -0 $pid1"
+# test4's record as an overlayd before docker:eth wrote it, under the ifname eth0: the restarted
+# overlayd must still find and remove it.
+key4=$(etcdget endpoints/late/ | grep '/docker:eth$' || true)
+if [ -n "$key4" ]; then
+  val4=$(lab run 1 -- etcdctl --endpoints "$ETCD" get --print-value-only "$key4")
+  lab run 1 -- etcdctl --endpoints "$ETCD" put "${key4%/docker:eth}/eth0" "${val4/\"docker:eth\"/\"eth0\"}" >/dev/null
+  lab run 1 -- etcdctl --endpoints "$ETCD" del "$key4" >/dev/null
+fi
 t0=$SECONDS
 out=$(d1 ps 2>&1); st=$?
 if [ $st != 0 ] && grep -q "plugin cni-overlay failed" <<<"$out"; then
@@ -288,5 +296,5 @@ check "overlayd back on host 1: docker ps answers again" until_true 30 d1 ps
 # record, and with test4's entry off the bridge, network late's devices go from host 1.
 leftover1() { in_docker_host "$H1" ip -o link show | grep -E '^[0-9]+: (ov|dk)[0-9a-z]*[:@]' || true; }
 host1_clean() { [ -z "$(leftover1)" ]; }
-check "after the restart, rm -f test4 on host 1 takes its local entry and network late's devices" \
-  eval 'has ": ovbr" leftover1 && d1 rm -f test4 >/dev/null && until_true 5 host1_clean'
+check "after the restart, rm -f test4 (recorded as an earlier overlayd did) on host 1 takes its record, local entry and network late's devices" \
+  eval '[ -n "$key4" ] && present "endpoints/late/$(basename "$(dirname "$key4")")/eth0" && has ": ovbr" leftover1 && d1 rm -f test4 >/dev/null && until_true 5 host1_clean && until_true 5 absent endpoints/late/'

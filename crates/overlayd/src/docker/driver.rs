@@ -41,6 +41,9 @@ use super::protocol::*;
 
 /// The ifname of every Docker attachment in the records ([`names::DOCKER_IFNAME`]).
 pub const IFNAME: &str = names::DOCKER_IFNAME;
+/// The ifname an earlier overlayd recorded Docker's attachments with, and derived their host
+/// veth's name from: an endpoint it joined is found and removed under it.
+const OLD_IFNAME: &str = "eth0";
 /// Where the driver caches etcd-ipam's allocation cursor (only a hint: losing it costs a round trip).
 pub const DATA_DIR: &str = "/run/cni-overlay/docker-ipam";
 /// Prefix of the placeholder attachment an address is held under between `RequestAddress` and
@@ -685,7 +688,7 @@ impl Driver {
             Err(e) => {
                 log::warn!("docker: {e}; removing the endpoint's veth only");
                 let host = Netlink::current().await.map_err(|e| e.to_string())?;
-                host.delete_link(&names::host_veth(endpoint, IFNAME))
+                host.delete_link(&names::host_veth(endpoint, OLD_IFNAME))
                     .await
                     .map_err(|e| e.to_string())?;
                 return Ok(());
@@ -696,14 +699,23 @@ impl Driver {
         // Unknown to this overlayd (it restarted since the join): a join that completed published
         // the endpoint's record, which has it; one cut short left the child in the host's
         // namespace, which has it.
+        // An endpoint this overlayd did not join may also be an earlier overlayd's, recorded
+        // under the old ifname.
+        let unknown = mac.is_none();
         let mac = match mac {
             Some(mac) => Some(mac),
             None => {
                 let mut store = self.store.lock().await;
-                match vxlan_overlay::peers::get(&mut store, &cfg, endpoint, IFNAME)
-                    .await
-                    .map_err(err)?
-                {
+                let mut found = None;
+                for ifname in [IFNAME, OLD_IFNAME] {
+                    found = vxlan_overlay::peers::get(&mut store, &cfg, endpoint, ifname)
+                        .await
+                        .map_err(err)?;
+                    if found.is_some() {
+                        break;
+                    }
+                }
+                match found {
                     Some(record) => Some(record.mac),
                     None => host
                         .link(&container_end(endpoint))
@@ -718,7 +730,7 @@ impl Driver {
             let _devices = self.devices.lock().await;
             let lock = network::lock(&cfg).map_err(err)?;
             // The veth of an endpoint joined by an overlayd before macvlan children.
-            host.delete_link(&names::host_veth(endpoint, IFNAME))
+            host.delete_link(&names::host_veth(endpoint, OLD_IFNAME))
                 .await
                 .map_err(|e| e.to_string())?;
             // The container's interface, when Docker has moved it back (Leave) or never moved
@@ -744,6 +756,11 @@ impl Driver {
             }
         }
         let mut store = self.store.lock().await;
+        if unknown {
+            vxlan_overlay::peers::remove(&mut store, &cfg, endpoint, OLD_IFNAME)
+                .await
+                .map_err(err)?;
+        }
         vxlan_overlay::peers::remove(&mut store, &cfg, endpoint, IFNAME)
             .await
             .map_err(err)
