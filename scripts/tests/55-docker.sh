@@ -292,9 +292,26 @@ else nok "overlayd down on host 1: docker ps is refused" "exit $st: $out"; fi
 docker_host_overlayd "$H1" "$WORK/overlayd1-again.log" "$BIN/overlayd" --etcd "$ETCD" \
   --node "$node1" --metrics-addr off --lease-ttl 2 --reclaim-after 2s >/dev/null
 check "overlayd back on host 1: docker ps answers again" until_true 30 d1 ps
-# The restarted overlayd knows no endpoint of before: DeleteEndpoint takes the MAC from the endpoint's
-# record, and with test4's entry off the bridge, network late's devices go from host 1.
 leftover1() { in_docker_host "$H1" ip -o link show | grep -E '^[0-9]+: (ov|dk)[0-9a-z]*[:@]' || true; }
 host1_clean() { [ -z "$(leftover1)" ]; }
+# A join cut short (overlayd killed between creating the container's interface and publishing its
+# record) leaves the macvlan child in the host's namespace with its MAC local to the bridge. Docker then
+# sends DeleteEndpoint, which finds the MAC on the child (there is no record), and removes both.
+vni_late=$(lab run 1 -- etcdctl --endpoints "$ETCD" get --print-value-only /cni-overlay/networks/late | jq -r .vni)
+cut_ep=c0ffee$(printf '%058d' 1) cut_mac=02:cc:00:00:00:01
+cut_child=dk${cut_ep:0:12}
+in_docker_host "$H1" ip link add "$cut_child" link "ovbr$vni_late" address "$cut_mac" type macvlan mode bridge &&
+  in_docker_host "$H1" bridge fdb add "$cut_mac" dev "ovbr$vni_late" self local
+cut_short_gone() {
+  local out
+  out=$(in_docker_host "$H1" curl -sS --unix-socket /run/docker/plugins/cni-overlay.sock \
+    -d "{\"NetworkID\":\"$(d1 network inspect late --format '{{.Id}}')\",\"EndpointID\":\"$cut_ep\"}" \
+    http://plugin/NetworkDriver.DeleteEndpoint) && [ "$out" = "{}" ] || { echo "# DeleteEndpoint: $out"; return 1; }
+  ! in_docker_host "$H1" ip link show "$cut_child" >/dev/null 2>&1 && ! local_on "$H1" "$cut_mac" && has ": ovbr$vni_late[:@]" leftover1
+}
+check "a join cut short: DeleteEndpoint after the restart takes the MAC from the child left in the host's namespace, removes it and its local entry (test4 keeps the bridge)" \
+  eval 'local_on "$H1" "$cut_mac" && cut_short_gone'
+# The restarted overlayd knows no endpoint of before: DeleteEndpoint takes the MAC from the endpoint's
+# record, and with test4's entry off the bridge, network late's devices go from host 1.
 check "after the restart, rm -f test4 (recorded as an earlier overlayd did) on host 1 takes its record, local entry and network late's devices" \
   eval '[ -n "$key4" ] && present "endpoints/late/$(basename "$(dirname "$key4")")/eth0" && has ": ovbr" leftover1 && d1 rm -f test4 >/dev/null && until_true 5 host1_clean && until_true 5 absent endpoints/late/'
