@@ -109,6 +109,20 @@ impl Netlink {
             .map_err(|e| Error::kernel(what, "in namespace", nl_io(e)))
     }
 
+    /// Deletes the neighbour or FDB entry `msg`: Ok(true) when it went, Ok(false) when the
+    /// kernel answers with one of the errnos in `absent` (nothing to delete), else its error.
+    async fn delete_entry(
+        &self,
+        msg: NeighbourMessage,
+        absent: &[i32],
+    ) -> Result<bool, rtnetlink::Error> {
+        match self.handle.neighbours().del(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if nl_errno(&e).is_some_and(|n| absent.contains(&n)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Static FDB entry on a VXLAN device: `mac` is reached through remote VTEP `dst`
     /// (NTF_SELF, permanent). An existing entry for `mac` is repointed to `dst`.
     /// The all-zero and multicast MACs (flood entries) are the exception: the kernel keeps a
@@ -142,14 +156,10 @@ impl Netlink {
     /// Removes the FDB entry `mac` -> `dst`; Ok(false) when there is no such entry.
     pub async fn fdb_del(&self, vxlan: u32, mac: [u8; 6], dst: IpAddr) -> Result<bool, Error> {
         match self
-            .handle
-            .neighbours()
-            .del(fdb_message(vxlan, mac, dst))
-            .execute()
+            .delete_entry(fdb_message(vxlan, mac, dst), &[libc::ENOENT])
             .await
         {
-            Ok(()) => Ok(true),
-            Err(e) if nl_errno(&e) == Some(libc::ENOENT) => Ok(false),
+            Ok(gone) => Ok(gone),
             Err(e) => {
                 let target = format!(
                     "{} dst {dst} on {}",
@@ -178,17 +188,10 @@ impl Netlink {
         msg.header.kind = RouteType::Unspec;
         msg.attributes
             .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-        match self.handle.neighbours().del(msg).execute().await {
-            Ok(()) => Ok(true),
-            // ENOENT: nothing learnt; EINVAL/EOPNOTSUPP: the port is on no bridge.
-            Err(e)
-                if matches!(
-                    nl_errno(&e),
-                    Some(libc::ENOENT | libc::EINVAL | libc::EOPNOTSUPP)
-                ) =>
-            {
-                Ok(false)
-            }
+        // ENOENT: nothing learnt; EINVAL/EOPNOTSUPP: the port is on no bridge.
+        let absent = [libc::ENOENT, libc::EINVAL, libc::EOPNOTSUPP];
+        match self.delete_entry(msg, &absent).await {
+            Ok(gone) => Ok(gone),
             Err(e) => Err(Error::Kernel {
                 op: "delete bridge fdb entry",
                 target: format!("{} on {}", format_mac(&mac), self.describe(port).await),
@@ -214,21 +217,13 @@ impl Netlink {
 
     /// Removes what [`Netlink::bridge_local_add`] made; Ok(false) when there was no such entry.
     pub async fn bridge_local_del(&self, bridge: u32, mac: [u8; 6]) -> Result<bool, Error> {
-        match self
-            .handle
-            .neighbours()
-            .del(own_fdb_message(bridge, mac))
-            .execute()
+        self.delete_entry(own_fdb_message(bridge, mac), &[libc::ENOENT, libc::ENODEV])
             .await
-        {
-            Ok(()) => Ok(true),
-            Err(e) if matches!(nl_errno(&e), Some(libc::ENOENT | libc::ENODEV)) => Ok(false),
-            Err(e) => Err(Error::Kernel {
+            .map_err(|e| Error::Kernel {
                 op: "delete local fdb entry",
                 target: format!("{} on bridge {bridge}", format_mac(&mac)),
                 source: nl_io(e),
-            }),
-        }
+            })
     }
 
     /// The MACs made local to `bridge` by [`Netlink::bridge_local_add`]: the bridge's table
@@ -292,14 +287,10 @@ impl Netlink {
     /// Removes the neighbour entry for `ip`; Ok(false) when there is none.
     pub async fn neigh_del(&self, index: u32, ip: IpAddr) -> Result<bool, Error> {
         match self
-            .handle
-            .neighbours()
-            .del(neigh_message(index, ip))
-            .execute()
+            .delete_entry(neigh_message(index, ip), &[libc::ENOENT])
             .await
         {
-            Ok(()) => Ok(true),
-            Err(e) if nl_errno(&e) == Some(libc::ENOENT) => Ok(false),
+            Ok(gone) => Ok(gone),
             Err(e) => {
                 let target = format!("{ip} on {}", self.describe(index).await);
                 Err(Error::Kernel {

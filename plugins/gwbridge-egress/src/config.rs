@@ -118,7 +118,10 @@ impl Config {
                      instead, or leave the ipam section out",
                 )),
                 (Some(_), None) => None,
-                (None, subnet) => Some(builtin_pool(subnet.as_deref().unwrap_or(DEFAULT_SUBNET))?),
+                (None, subnet) => {
+                    let subnet = subnet.as_deref().unwrap_or(DEFAULT_SUBNET);
+                    Some(builtin_pool(subnet)?)
+                }
             };
         let mut delegate = req.conf.raw.clone();
         let obj = delegate
@@ -139,30 +142,16 @@ impl Config {
         }
         let ipam_stdin = serde_json::to_vec(&delegate)
             .map_err(|e| CniError::decode(format!("encoding the IPAM configuration: {e}")))?;
-        if let Some((pool, gateway)) = builtin {
-            return Ok(Config {
-                bridge,
-                ifname,
-                ip_masq: fields.ip_masq.unwrap_or(true),
-                icc: fields.icc.unwrap_or(false),
-                mtu: fields.mtu,
-                allocator: Allocator::Builtin {
-                    pool,
-                    gateway,
-                    legacy_stdin: ipam_stdin,
-                },
-            });
-        }
-        let ipam_type = match delegate.get("ipam").and_then(|i| i.get("type")) {
-            Some(Value::String(t)) if !t.is_empty() => t.clone(),
-            Some(Value::String(_)) | None => {
-                return Err(CniError::invalid_config("ipam.type is missing"))
-            }
-            Some(other) => {
-                return Err(CniError::decode(format!(
-                    "ipam.type must be a string, not {other}"
-                )))
-            }
+        let allocator = match builtin {
+            Some((pool, gateway)) => Allocator::Builtin {
+                pool,
+                gateway,
+                legacy_stdin: ipam_stdin,
+            },
+            None => Allocator::Delegate {
+                plugin_type: delegate_type(&delegate)?,
+                stdin: ipam_stdin,
+            },
         };
         Ok(Config {
             bridge,
@@ -170,11 +159,19 @@ impl Config {
             ip_masq: fields.ip_masq.unwrap_or(true),
             icc: fields.icc.unwrap_or(false),
             mtu: fields.mtu,
-            allocator: Allocator::Delegate {
-                plugin_type: ipam_type,
-                stdin: ipam_stdin,
-            },
+            allocator,
         })
+    }
+}
+
+/// The `ipam` section's plugin type.
+fn delegate_type(delegate: &Value) -> Result<String, CniError> {
+    match delegate.get("ipam").and_then(|i| i.get("type")) {
+        Some(Value::String(t)) if !t.is_empty() => Ok(t.clone()),
+        Some(Value::String(_)) | None => Err(CniError::invalid_config("ipam.type is missing")),
+        Some(other) => Err(CniError::decode(format!(
+            "ipam.type must be a string, not {other}"
+        ))),
     }
 }
 

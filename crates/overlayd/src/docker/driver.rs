@@ -697,32 +697,34 @@ impl Driver {
         let cfg = self.overlay_config(&record);
         let host = Netlink::current().await.map_err(|e| e.to_string())?;
         // Unknown to this overlayd (it restarted since the join): a join that completed published
-        // the endpoint's record, which has it; one cut short left the child in the host's
-        // namespace, which has it.
-        // An endpoint this overlayd did not join may also be an earlier overlayd's, recorded
-        // under the old ifname.
-        let unknown = mac.is_none();
-        let mac = match mac {
-            Some(mac) => Some(mac),
+        // the endpoint's record (under IFNAME, or OLD_IFNAME by an earlier overlayd), which has
+        // the MAC; one cut short left the child in the host's namespace, which has it, and no
+        // record. `recorded_as`: the ifname of the record to remove.
+        let (mac, recorded_as) = match mac {
+            Some(mac) => (Some(mac), Some(IFNAME)),
             None => {
-                let mut store = self.store.lock().await;
                 let mut found = None;
+                let mut store = self.store.lock().await;
                 for ifname in [IFNAME, OLD_IFNAME] {
-                    found = vxlan_overlay::peers::get(&mut store, &cfg, endpoint, ifname)
-                        .await
-                        .map_err(err)?;
-                    if found.is_some() {
+                    if let Some(record) =
+                        vxlan_overlay::peers::get(&mut store, &cfg, endpoint, ifname)
+                            .await
+                            .map_err(err)?
+                    {
+                        found = Some((record.mac, ifname));
                         break;
                     }
                 }
+                drop(store);
                 match found {
-                    Some(record) => Some(record.mac),
-                    None => host
-                        .link(&container_end(endpoint))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .and_then(|l| l.mac)
-                        .map(Mac::from),
+                    Some((mac, ifname)) => (Some(mac), Some(ifname)),
+                    None => {
+                        let child = host
+                            .link(&container_end(endpoint))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        (child.and_then(|l| l.mac).map(Mac::from), None)
+                    }
                 }
             }
         };
@@ -755,13 +757,11 @@ impl Driver {
                 self.forward.revoke(&cfg.bridge_name()).await;
             }
         }
+        let Some(ifname) = recorded_as else {
+            return Ok(());
+        };
         let mut store = self.store.lock().await;
-        if unknown {
-            vxlan_overlay::peers::remove(&mut store, &cfg, endpoint, OLD_IFNAME)
-                .await
-                .map_err(err)?;
-        }
-        vxlan_overlay::peers::remove(&mut store, &cfg, endpoint, IFNAME)
+        vxlan_overlay::peers::remove(&mut store, &cfg, endpoint, ifname)
             .await
             .map_err(err)
     }
