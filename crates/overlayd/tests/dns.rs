@@ -772,7 +772,9 @@ fn other_names_are_forwarded_to_the_upstream_resolver() {
     // The network's server binds once overlayd has seen the record, milliseconds after ADD: a
     // question sent before that is refused at once, which is not what this test is about.
     assert!(
-        until(&t1, &["test2"], SOON, |s, a| s == "NOERROR" && !a.is_empty()).is_some(),
+        until(&t1, &["test2"], SOON, |s, a| s == "NOERROR"
+            && !a.is_empty())
+        .is_some(),
         "{}",
         w.log(0)
     );
