@@ -117,6 +117,11 @@ fn a_wrong_password_or_certificate_is_one_clear_line_and_writes_nothing() {
         line.contains("refused user cni-overlay: etcdserver: authentication failed"),
         "{line}"
     );
+    // In the words of the command line, not of a plugin's configuration.
+    assert!(
+        line.ends_with("(check --etcd-user and --etcd-password)"),
+        "{line}"
+    );
 
     // The CA only: etcd wants a client certificate.
     let no_cert = flags(&etcd, &auth, &auth.password, false);
@@ -130,11 +135,18 @@ fn a_wrong_password_or_certificate_is_one_clear_line_and_writes_nothing() {
         line.contains("etcd requires a client certificate"),
         "{line}"
     );
+    assert!(
+        line.contains("set --etcd-cert and --etcd-key to one"),
+        "{line}"
+    );
     assert!(run.elapsed < Duration::from_millis(BUDGET_MS + 1000));
 
     let run = run_at(&etcd.endpoint(), &["--timeout-ms", "500", "network", "ls"]);
     let line = run.fails();
-    assert!(line.contains("does etcd expect TLS?"), "{line}");
+    assert!(
+        line.contains("does etcd expect TLS? then https:// and --etcd-ca"),
+        "{line}"
+    );
 
     assert_eq!(etcd.snapshot("/"), before, "a refused command wrote");
 }

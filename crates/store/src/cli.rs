@@ -5,7 +5,7 @@
 
 use clap::{Args, Command, CommandFactory, FromArgMatches};
 
-use crate::config::{EtcdConfig, TlsFiles, DEFAULT_PREFIX, DEFAULT_TIMEOUT_MS};
+use crate::config::{EtcdConfig, SettingNames, TlsFiles, DEFAULT_PREFIX, DEFAULT_TIMEOUT_MS};
 
 /// Where etcd is and how to log in.
 #[derive(Debug, Clone, Args)]
@@ -42,6 +42,20 @@ pub struct EtcdArgs {
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS)]
     pub timeout_ms: u64,
 }
+
+/// The flags above as messages name them (the unit test holds them to the command's flags).
+pub const FLAG_NAMES: SettingNames = SettingNames {
+    endpoints: "--etcd",
+    prefix: "--etcd-prefix",
+    timeout_ms: "--timeout-ms",
+    username: "--etcd-user",
+    password: "--etcd-password",
+    // Valid TLS flags always hold --etcd-ca (validation asks for it first).
+    tls: "--etcd-ca",
+    tls_ca: "--etcd-ca",
+    tls_cert: "--etcd-cert",
+    tls_key: "--etcd-key",
+};
 
 /// How one tool takes the etcd flags.
 #[derive(Debug, Clone)]
@@ -113,6 +127,7 @@ impl EtcdArgs {
             username: self.etcd_user.clone(),
             password: self.etcd_password.clone(),
             timeout_ms: self.timeout_ms,
+            names: FLAG_NAMES,
         }
     }
 }
@@ -120,7 +135,7 @@ impl EtcdArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{Parser, Subcommand};
+    use clap::{CommandFactory, Parser, Subcommand};
 
     #[derive(Debug, Parser)]
     struct Tool {
@@ -199,6 +214,50 @@ mod tests {
             (c.username.as_deref(), c.password.as_deref()),
             (Some("u"), Some("p"))
         );
+    }
+
+    #[test]
+    fn messages_name_the_flags() {
+        let command = EtcdArgs::tune(Tool::command(), &CLI);
+        let longs: Vec<String> = command
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .map(|l| format!("--{l}"))
+            .collect();
+        let n = FLAG_NAMES;
+        for name in [
+            n.endpoints,
+            n.prefix,
+            n.timeout_ms,
+            n.username,
+            n.password,
+            n.tls,
+            n.tls_ca,
+            n.tls_cert,
+            n.tls_key,
+        ] {
+            assert!(
+                longs.iter().any(|l| l == name),
+                "{name} is no flag: {longs:?}"
+            );
+        }
+
+        let config = |args: &[&str]| parse(&CLI, args).unwrap().etcd.config();
+        let error = |c: EtcdConfig| c.validate().unwrap_err().to_string();
+        let msg = error(config(&["--etcd", "https://a:1"]));
+        assert!(msg.contains("--etcd-ca must name the CA"), "{msg}");
+        let msg = error(config(&["--etcd-cert", "/c", "--etcd-key", "/k"]));
+        assert!(msg.contains("--etcd-ca is required with TLS"), "{msg}");
+        let msg = error(config(&["--etcd-ca", "/ca", "--etcd", "http://a:1"]));
+        assert!(msg.contains("TLS is configured (--etcd-ca)"), "{msg}");
+        let msg = error(config(&["--etcd-prefix", "x/"]));
+        assert!(
+            msg.contains(": --etcd-prefix \"x/\" must start with /"),
+            "{msg}"
+        );
+        // A plugin's configuration keeps its own names.
+        let msg = error(EtcdConfig::new(vec![]));
+        assert!(msg.contains("etcd.endpoints is empty"), "{msg}");
     }
 
     #[test]

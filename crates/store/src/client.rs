@@ -18,7 +18,7 @@ use etcd_client::{
 };
 use tokio::time::{timeout, Instant};
 
-use crate::config::EtcdConfig;
+use crate::config::{EtcdConfig, SettingNames, TlsFiles};
 use crate::error::StoreError;
 use crate::keys::Keys;
 
@@ -41,7 +41,7 @@ impl Store {
         config.validate()?;
         if let Some(files) = &config.tls {
             // Unreadable or wrong files are the configuration's fault: say so before connecting.
-            tls_options(files)?;
+            tls_options(files, &config.names)?;
         }
         let urls = config.urls();
         let keys = Keys::new(&config.prefix);
@@ -80,7 +80,8 @@ impl Store {
                     .with_auto_token_refresh(true);
             }
             if let Some(files) = &self.config.tls {
-                options = options.with_tls(tls_options(files).map_err(Failure::Final)?);
+                let tls = tls_options(files, &self.config.names).map_err(Failure::Final)?;
+                options = options.with_tls(tls);
             }
             Ok(options)
         };
@@ -104,14 +105,17 @@ impl Store {
     fn unusable_tls_files(&self) -> StoreError {
         let files = self.config.tls.as_ref();
         let name = |f: Option<&String>| f.map_or("-", |s| s.as_str()).to_string();
+        let names = &self.config.names;
         StoreError::Config(match files.and_then(|f| f.cert.as_ref()) {
             Some(cert) => format!(
-                "etcd.tls: the TLS library refused certificate {cert} with key {} (is the key \
-                 the certificate's, and the certificate an X.509 one?)",
+                "{}: the TLS library refused certificate {cert} with key {} (is the key the \
+                 certificate's, and the certificate an X.509 one?)",
+                names.tls_cert,
                 name(files.and_then(|f| f.key.as_ref()))
             ),
             None => format!(
-                "etcd.tls: the TLS library refused CA {}",
+                "{}: the TLS library refused CA {}",
+                names.tls_ca,
                 name(files.and_then(|f| f.ca.as_ref()))
             ),
         })
@@ -127,7 +131,7 @@ impl Store {
             return Failure::Final(StoreError::Refused(e.to_string()));
         }
         let has_cert = self.config.tls.as_ref().is_some_and(|t| t.cert.is_some());
-        let (reason, tls) = describe(url, e, has_cert);
+        let (reason, tls) = describe(url, e, has_cert, &self.config.names);
         Failure::Endpoint { reason, tls }
     }
 
@@ -383,8 +387,8 @@ enum Failure {
 /// The TLS options, from PEM files read now (so that certificates renewed on disk are used by
 /// the next connection). Files that hold no PEM block of the right kind are refused here, with
 /// their name: the TLS library would only say "transport error" later.
-fn tls_options(files: &crate::config::TlsFiles) -> Result<TlsOptions, StoreError> {
-    let read = |what: &str, path: &String, kinds: &[&str]| {
+fn tls_options(files: &TlsFiles, names: &SettingNames) -> Result<TlsOptions, StoreError> {
+    let read = |setting: &str, path: &String, kinds: &[&str]| {
         let pem = std::fs::read(path).map_err(|source| StoreError::Tls {
             path: path.clone(),
             source,
@@ -395,7 +399,7 @@ fn tls_options(files: &crate::config::TlsFiles) -> Result<TlsOptions, StoreError
             .any(|kind| text.contains(&format!("-----BEGIN {kind}-----")))
         {
             return Err(StoreError::Config(format!(
-                "etcd.tls.{what} {path} holds no PEM {}",
+                "{setting} {path} holds no PEM {}",
                 kinds.join(" or ")
             )));
         }
@@ -405,12 +409,12 @@ fn tls_options(files: &crate::config::TlsFiles) -> Result<TlsOptions, StoreError
     const KEY: &[&str] = &["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"];
     let mut tls = TlsOptions::new();
     if let Some(ca) = &files.ca {
-        tls = tls.ca_certificate(Certificate::from_pem(read("ca", ca, CERT)?));
+        tls = tls.ca_certificate(Certificate::from_pem(read(names.tls_ca, ca, CERT)?));
     }
     if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
         tls = tls.identity(Identity::from_pem(
-            read("cert", cert, CERT)?,
-            read("key", key, KEY)?,
+            read(names.tls_cert, cert, CERT)?,
+            read(names.tls_key, key, KEY)?,
         ));
     }
     Ok(tls)
@@ -429,18 +433,19 @@ fn auth_problem(url: &str, e: &etcd_client::Error, config: &EtcdConfig) -> Optio
         return None;
     };
     let message = status.message();
+    let (user, password) = (config.names.username, config.names.password);
     let who = match &config.username {
         Some(user) => format!("user {user}"),
         None => "the user of the client certificate (its CN)".into(),
     };
     if message.contains("authentication failed") {
         Some(format!(
-            "etcd at {url} refused {who}: {message} (check etcd.username and etcd.password)"
+            "etcd at {url} refused {who}: {message} (check {user} and {password})"
         ))
     } else if message.contains("user name is empty") || message.contains("user name not found") {
         Some(format!(
-            "etcd at {url} requires authentication: {message} (set etcd.username and \
-             etcd.password, or use a client certificate whose CN is an etcd user)"
+            "etcd at {url} requires authentication: {message} (set {user} and {password}, or \
+             use a client certificate whose CN is an etcd user)"
         ))
     } else if status.code() == tonic_code::PermissionDenied {
         Some(format!(
@@ -458,7 +463,12 @@ fn auth_problem(url: &str, e: &etcd_client::Error, config: &EtcdConfig) -> Optio
 
 /// One line on a transport failure, naming its root cause (tonic's own message is often just
 /// "transport error"), with a hint for certificate trouble; and whether it is that.
-fn describe(url: &str, e: &etcd_client::Error, has_cert: bool) -> (String, bool) {
+fn describe(
+    url: &str,
+    e: &etcd_client::Error,
+    has_cert: bool,
+    names: &SettingNames,
+) -> (String, bool) {
     let mut parts: Vec<String> = Vec::new();
     let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
         etcd_client::Error::GRpcStatus(status) => {
@@ -489,11 +499,14 @@ fn describe(url: &str, e: &etcd_client::Error, has_cert: bool) -> (String, bool)
     }
     if reason.contains("invalid peer certificate") {
         let hint = if reason.contains("not valid for name") {
-            "the subjectAltName of etcd's certificate must hold the host of the endpoint URL"
+            "the subjectAltName of etcd's certificate must hold the host of the endpoint URL".into()
         } else if reason.contains("UnknownIssuer") || reason.contains("BadSignature") {
-            "etcd.tls.ca must be the CA that signed etcd's certificate"
+            format!(
+                "{} must be the CA that signed etcd's certificate",
+                names.tls_ca
+            )
         } else {
-            "etcd's certificate is not acceptable"
+            "etcd's certificate is not acceptable".into()
         };
         return (
             format!("etcd's certificate refused: {reason} ({hint})"),
@@ -506,19 +519,24 @@ fn describe(url: &str, e: &etcd_client::Error, has_cert: bool) -> (String, bool)
             alert.contains("Certificate") || alert == "UnknownCA" || alert == "AccessDenied";
         let line = match (about_certificate, has_cert) {
             (true, true) => format!(
-                "etcd refused our client certificate (alert {alert}): etcd.tls.cert must be \
-                 signed by etcd's --trusted-ca-file"
+                "etcd refused our client certificate (alert {alert}): {} must be signed by \
+                 etcd's --trusted-ca-file",
+                names.tls_cert
             ),
             (true, false) => format!(
-                "etcd requires a client certificate (alert {alert}): set etcd.tls.cert and \
-                 etcd.tls.key to one signed by etcd's --trusted-ca-file"
+                "etcd requires a client certificate (alert {alert}): set {} and {} to one \
+                 signed by etcd's --trusted-ca-file",
+                names.tls_cert, names.tls_key
             ),
             (false, _) => format!("etcd refused the TLS handshake (alert {alert})"),
         };
         return (line, true);
     }
     if url.starts_with("http://") && (reason.contains("broken pipe") || reason.contains("reset")) {
-        reason.push_str(" (does etcd expect TLS? then https:// and etcd.tls)");
+        reason.push_str(&format!(
+            " (does etcd expect TLS? then https:// and {})",
+            names.tls
+        ));
     }
     (reason, false)
 }

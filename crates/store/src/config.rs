@@ -28,6 +28,47 @@ pub struct EtcdConfig {
     /// The time budget of one plugin operation against etcd, retries on other endpoints included.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// What these settings are called where they were given, for the messages.
+    #[serde(skip)]
+    pub names: SettingNames,
+}
+
+/// What the etcd settings are called where an operator gave them, so that a message names the one
+/// to change as it was written: the `etcd` object of a plugin's configuration
+/// ([`SettingNames::CONF`], the default), or overlayd's and overlayctl's flags (`cli::FLAG_NAMES`,
+/// beside the flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingNames {
+    pub endpoints: &'static str,
+    pub prefix: &'static str,
+    pub timeout_ms: &'static str,
+    pub username: &'static str,
+    pub password: &'static str,
+    /// What turns TLS on.
+    pub tls: &'static str,
+    pub tls_ca: &'static str,
+    pub tls_cert: &'static str,
+    pub tls_key: &'static str,
+}
+
+impl SettingNames {
+    pub const CONF: SettingNames = SettingNames {
+        endpoints: "etcd.endpoints",
+        prefix: "etcd.prefix",
+        timeout_ms: "etcd.timeoutMs",
+        username: "etcd.username",
+        password: "etcd.password",
+        tls: "etcd.tls",
+        tls_ca: "etcd.tls.ca",
+        tls_cert: "etcd.tls.cert",
+        tls_key: "etcd.tls.key",
+    };
+}
+
+impl Default for SettingNames {
+    fn default() -> Self {
+        SettingNames::CONF
+    }
 }
 
 /// PEM files: the CA that signed the etcd servers' certificates, and our client certificate and key.
@@ -56,6 +97,7 @@ impl EtcdConfig {
             username: None,
             password: None,
             timeout_ms: default_timeout(),
+            names: SettingNames::CONF,
         }
     }
 
@@ -65,8 +107,9 @@ impl EtcdConfig {
 
     /// Checks what can be checked without connecting.
     pub fn validate(&self) -> Result<(), StoreError> {
+        let names = &self.names;
         if self.endpoints.is_empty() {
-            return Err(StoreError::Config("etcd.endpoints is empty".into()));
+            return Err(StoreError::Config(format!("{} is empty", names.endpoints)));
         }
         for ep in &self.endpoints {
             let rest = ep
@@ -85,46 +128,49 @@ impl EtcdConfig {
         if !self.prefix.starts_with('/') || self.prefix.ends_with('/') || self.prefix.contains("//")
         {
             return Err(StoreError::Config(format!(
-                "etcd.prefix {:?} must start with / and not end with /",
-                self.prefix
+                "{} {:?} must start with / and not end with /",
+                names.prefix, self.prefix
             )));
         }
         if self.timeout_ms == 0 || self.timeout_ms > 600_000 {
             return Err(StoreError::Config(format!(
-                "etcd.timeoutMs {} must be between 1 and 600000",
-                self.timeout_ms
+                "{} {} must be between 1 and 600000",
+                names.timeout_ms, self.timeout_ms
             )));
         }
         if self.username.is_some() != self.password.is_some() {
-            return Err(StoreError::Config(
-                "etcd.username and etcd.password go together".into(),
-            ));
+            return Err(StoreError::Config(format!(
+                "{} and {} go together",
+                names.username, names.password
+            )));
         }
         if let Some(tls) = &self.tls {
             if tls.cert.is_some() != tls.key.is_some() {
-                return Err(StoreError::Config(
-                    "etcd.tls.cert and etcd.tls.key go together".into(),
-                ));
+                return Err(StoreError::Config(format!(
+                    "{} and {} go together",
+                    names.tls_cert, names.tls_key
+                )));
             }
             // No system roots are built in: without the CA no server certificate can be trusted.
             if tls.ca.is_none() {
-                return Err(StoreError::Config(
-                    "etcd.tls.ca is required with TLS: the CA that signed the etcd servers' \
-                     certificates"
-                        .into(),
-                ));
+                return Err(StoreError::Config(format!(
+                    "{} is required with TLS: the CA that signed the etcd servers' certificates",
+                    names.tls_ca
+                )));
             }
         }
         for ep in &self.endpoints {
             if self.tls.is_some() && ep.starts_with("http://") {
                 return Err(StoreError::Config(format!(
-                    "etcd endpoint {ep:?} is http:// but etcd.tls is set: use https://"
+                    "etcd endpoint {ep:?} is http:// but TLS is configured ({}): use https://",
+                    names.tls
                 )));
             }
             if self.tls.is_none() && ep.starts_with("https://") {
                 return Err(StoreError::Config(format!(
-                    "etcd endpoint {ep:?} is https:// but etcd.tls is not set: etcd.tls.ca \
-                     must name the CA that signed the etcd servers' certificates"
+                    "etcd endpoint {ep:?} is https:// but TLS is not configured: {} must \
+                     name the CA that signed the etcd servers' certificates",
+                    names.tls_ca
                 )));
             }
         }

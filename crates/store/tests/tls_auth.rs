@@ -233,7 +233,7 @@ fn unusable_tls_files_are_a_configuration_error_before_any_connection() {
                 endpoints: vec![etcd.url()],
                 ..good.clone()
             },
-            "etcd.tls is not set",
+            "is https:// but TLS is not configured: etcd.tls.ca must name the CA",
         ),
         (
             "TLS without a CA",
