@@ -68,8 +68,17 @@ impl Underlay {
                     .iter()
                     .map(|a| a.ip())
                     .find(|ip| ip.is_ipv4())
-                    .or_else(|| addrs.iter().map(|a| a.ip()).find(|ip| matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) != 0xfe80)))
-                    .ok_or_else(|| CniError::invalid_config(format!("vtep interface {name} has no usable address")))?;
+                    .or_else(|| {
+                        addrs
+                            .iter()
+                            .map(|a| a.ip())
+                            .find(|ip| matches!(ip, IpAddr::V6(v6) if !v6.is_unicast_link_local()))
+                    })
+                    .ok_or_else(|| {
+                        CniError::invalid_config(format!(
+                            "vtep interface {name} has no usable address"
+                        ))
+                    })?;
                 Ok(Underlay { device, vtep })
             }
             VtepChoice::DefaultRoute => {
@@ -286,6 +295,9 @@ pub async fn remove_if_unused(
     cfg: &OverlayConfig,
     lock: &HostLock,
 ) -> Result<bool, CniError> {
+    // The isolation rules go with a bridge that was routed (it holds the gateway addresses) even
+    // when this DEL's configuration says hostAccess false: changed since the ADD, they would leak.
+    let mut routed = cfg.host_access;
     if let Some(bridge) = nl.link(&cfg.bridge_name()).await? {
         let infrastructure = [cfg.vxlan_name(), cfg.gateway_veth_name()];
         let ports = nl
@@ -309,6 +321,11 @@ pub async fn remove_if_unused(
         if let Owner::Other(_) = owner(&bridge, cfg) {
             return Ok(false);
         }
+        let addresses = nl.addresses(bridge.index).await?;
+        routed = routed
+            || addresses
+                .iter()
+                .any(|a| !matches!(a.ip(), IpAddr::V6(v6) if v6.is_unicast_link_local()));
         nl.delete_link(&cfg.vxlan_name()).await?;
         nl.delete_link(&cfg.gateway_veth_name()).await?;
         nl.delete_link(&cfg.bridge_name()).await?;
@@ -317,7 +334,7 @@ pub async fn remove_if_unused(
     // After the bridge (its address and route went with it), also when the bridge was already
     // gone: a DEL retried after a failure here, or GC, still finds the rules to remove. Networks
     // without hostAccess never touch nftables (nor need `nft` on the host).
-    if cfg.host_access {
+    if routed {
         unisolate(&cfg.bridge_name())?;
     }
     lock.remove_file();

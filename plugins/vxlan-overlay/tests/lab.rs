@@ -366,6 +366,26 @@ fn host_access_networks_are_not_reachable_through_the_host_from_each_other() {
 }
 
 #[test]
+fn host_access_turned_off_before_the_last_del_still_takes_the_isolation_away() {
+    let mut lab = Lab::new(1);
+    let host = lab.host(0).ns.clone();
+    let before = links(&host);
+    let mut net = OverlayNet::new("isoc", 440, "10.44.0.0/24");
+    net.extra = json!({"hostAccess": true});
+    add(&mut lab, 0, &net, "h1");
+    assert!(nft_tables(&host).contains("cni_overlay"));
+    // The operator edited the conflist in between: the DEL says hostAccess false.
+    net.extra = json!({"hostAccess": false});
+    del(&lab, 0, &net, "h1");
+    assert_eq!(links(&host), before);
+    assert!(
+        in_ns(&host, &["nft", "list", "ruleset"]).trim().is_empty(),
+        "the isolation rules outlived their bridge:\n{}",
+        in_ns(&host, &["nft", "list", "ruleset"])
+    );
+}
+
+#[test]
 fn host_access_add_is_undone_when_the_isolation_cannot_be_added() {
     let mut lab = Lab::new(1);
     let host = lab.host(0).ns.clone();

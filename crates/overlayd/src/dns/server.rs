@@ -125,7 +125,7 @@ fn usable(addrs: Vec<IpNetwork>) -> Vec<IpNetwork> {
     let mut addrs: Vec<IpNetwork> = addrs
         .into_iter()
         .filter(|a| match a.ip() {
-            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+            IpAddr::V6(v6) => !v6.is_unicast_link_local(),
             IpAddr::V4(_) => true,
         })
         .collect();
