@@ -448,6 +448,70 @@ fn del_releases_only_its_own_nodes_allocation_and_record() {
     });
 }
 
+/// The store's current revision.
+async fn revision(s: &mut Store) -> i64 {
+    let (_, revision) = s.get_prefix(PREFIX).await.unwrap();
+    revision
+}
+
+#[test]
+fn an_attachment_is_released_whole_in_one_revision_and_only_its_nodes() {
+    let etcd = Etcd::start();
+    let mut s = store(&etcd);
+    run(async {
+        populate(&mut s).await;
+        let before = dump(&mut s).await;
+        let released = release::release_attachment(&mut s, "a", "a", "c1", "eth0", "n1")
+            .await
+            .unwrap();
+        assert_eq!(released, release::Released::default(), "c1 is n2's");
+        assert_eq!(dump(&mut s).await, before);
+
+        let r0 = revision(&mut s).await;
+        let released = release::release_attachment(&mut s, "a", "a", "c1", "eth0", "n2")
+            .await
+            .unwrap();
+        assert!(released.endpoint);
+        let allocation = released.allocation.expect("the allocation");
+        assert_eq!(allocation.name.as_deref(), Some("web-0.prod"));
+        assert_eq!(revision(&mut s).await, r0 + 1, "one write for both");
+        let after = dump(&mut s).await;
+        let gone: Vec<&String> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+        assert_eq!(
+            gone.len(),
+            5,
+            "the record, the owner, 2 addresses and the name: {gone:?}"
+        );
+        assert!(after.iter().all(|(k, v)| before.get(k) == Some(v)));
+
+        // Again: nothing held, nothing written.
+        let released = release::release_attachment(&mut s, "a", "a", "c1", "eth0", "n2")
+            .await
+            .unwrap();
+        assert_eq!(released, release::Released::default());
+        assert_eq!(revision(&mut s).await, r0 + 1);
+
+        // An allocation without a record (a DEL cut short before), and a record without one
+        // (another IPAM): each goes alone.
+        let released = release::release_attachment(&mut s, "a", "a", "c2", "eth0", "n2")
+            .await
+            .unwrap();
+        assert!(!released.endpoint && released.allocation.is_some());
+        let released = release::release_attachment(&mut s, "hl", "hl", "c6", "eth0", "n2")
+            .await
+            .unwrap();
+        assert!(released.endpoint && released.allocation.is_none());
+        // An unreadable record is nobody's: removed by this node's DEL.
+        let key = s.keys().endpoint("a", "c9", "eth0");
+        put(&mut s, key.clone(), b"not json".to_vec()).await;
+        let released = release::release_attachment(&mut s, "a", "a", "c9", "eth0", "n2")
+            .await
+            .unwrap();
+        assert!(released.endpoint);
+        assert!(!dump(&mut s).await.contains_key(&key));
+    });
+}
+
 #[test]
 fn marks_are_written_once_never_for_a_live_node_and_removed_by_revision() {
     let etcd = Etcd::start();

@@ -147,6 +147,13 @@ pub async fn add_on(req: &Request, store: &mut Store) -> Result<CniResult, CniEr
     add(req, &cfg, store).await
 }
 
+/// The network whose allocation a DEL of `req` releases, by this plugin's configuration rule
+/// (parsing only): for vxlan-overlay, which releases the allocation in the same etcd write as its
+/// endpoint record (store::release::release_attachment).
+pub fn del_network(req: &Request) -> Result<String, CniError> {
+    Ok(Conf::parse(&req.conf)?.network)
+}
+
 /// DEL as the binary makes it, on a store its caller holds (see [`add_on`]).
 pub async fn del_on(req: &Request, store: &mut Store) -> Result<(), CniError> {
     let cfg = store::plugin::complete(Conf::parse(&req.conf)?, store).await?;

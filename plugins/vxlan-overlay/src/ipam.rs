@@ -1,14 +1,17 @@
-//! The IPAM delegate of ADD and DEL. etcd-ipam, this project's IPAM, runs in this process on this
-//! call's etcd connection (its library, the same code as its binary, given the same configuration
-//! and environment): no second process and no second connection for every container, which was
-//! the largest part of vxlan-overlay's own cost in `scripts/bench.sh chain`. Any other IPAM
-//! plugin is run from CNI_PATH as the spec describes. (CHECK, GC and STATUS, which no container
-//! waits for, always run the delegate's binary.)
+//! The IPAM delegate of ADD and DEL (DEL releases the endpoint record with the addresses).
+//! etcd-ipam, this project's IPAM, runs in this process on this call's etcd connection (its
+//! library, the same code as its binary, given the same configuration and environment): no second
+//! process and no second connection for every container, which was the largest part of
+//! vxlan-overlay's own cost in `scripts/bench.sh chain`. Any other IPAM plugin is run from
+//! CNI_PATH as the spec describes. (CHECK, GC and STATUS, which no container waits for, always run
+//! the delegate's binary.)
 
 use cni::{CniError, CniResult, Command, Request};
+use store::release::release_attachment;
 use store::Store;
 
 use crate::config::OverlayConfig;
+use crate::peers;
 
 /// The IPAM type that runs in this process.
 pub const IN_PROCESS: &str = "etcd-ipam";
@@ -42,9 +45,21 @@ pub async fn add(
     }
 }
 
-pub async fn del(cfg: &OverlayConfig, req: &Request, store: &mut Store) -> Result<(), CniError> {
+/// DEL's etcd part: the endpoint record, then the addresses. With etcd-ipam in this process both
+/// go in one etcd write (one revision: store::release::release_attachment, each by its own rule);
+/// another IPAM plugin's binary is run after the record is gone.
+pub async fn release(
+    cfg: &OverlayConfig,
+    req: &Request,
+    store: &mut Store,
+) -> Result<(), CniError> {
+    let (container_id, ifname) = (&req.env.container_id, &req.env.ifname);
     if cfg.ipam_type != IN_PROCESS {
+        peers::remove(store, cfg, container_id, ifname).await?;
         return cni::invoke::run(&cfg.ipam_type, Command::Del, &req.env.path, &req.conf.bytes);
     }
-    etcd_ipam::del_on(req, store).await
+    let ipam_network = etcd_ipam::del_network(req)?;
+    let (network, node) = (&cfg.network, &cfg.node);
+    release_attachment(store, network, &ipam_network, container_id, ifname, node).await?;
+    Ok(())
 }

@@ -43,8 +43,8 @@ impl Plugin for VxlanOverlay {
     /// go with the last local endpoint. Works without the namespace and when already done.
     fn del(&self, req: &Request) -> Result<(), CniError> {
         run(req, |cfg, mut store| async move {
-            del(&cfg, req, &mut store).await?;
-            ipam::del(&cfg, req, &mut store).await
+            detach(&cfg, req).await?;
+            ipam::release(&cfg, req, &mut store).await
         })
     }
 
@@ -133,11 +133,11 @@ async fn add(
         Ok(result) => Ok(result),
         Err(e) => {
             // Undo everything done so far, the allocation included; the original error is reported.
-            if let Err(undo) = del(cfg, req, store).await {
+            if let Err(undo) = detach(cfg, req).await {
                 log::warn!("undoing a failed ADD: {undo}");
             }
-            if let Err(undo) = ipam::del(cfg, req, store).await {
-                log::warn!("releasing the allocation of a failed ADD: {undo}");
+            if let Err(undo) = ipam::release(cfg, req, store).await {
+                log::warn!("releasing the record and allocation of a failed ADD: {undo}");
             }
             Err(e)
         }
@@ -318,16 +318,17 @@ fn dns(cfg: &OverlayConfig, ipam: &CniResult) -> cni::Dns {
 
 /// Local clean-up and the endpoint record; IPAM is released by the caller. With etcd unreachable
 /// this fails (code 11) so that the runtime retries; the local part is idempotent.
-async fn del(cfg: &OverlayConfig, req: &Request, store: &mut Store) -> Result<(), CniError> {
+/// The host's part of DEL: the veth, and the network's devices with the last local endpoint. The
+/// record and the allocation go after ([`ipam::release`]): a veth with an attachment alias and no
+/// record is what overlayd takes for a stale attachment, never the other way round.
+async fn detach(cfg: &OverlayConfig, req: &Request) -> Result<(), CniError> {
     let host = Netlink::current().await?;
-    {
-        let lock = network::lock(cfg)?;
-        // Deleting the host end removes the container end with it, namespace or not.
-        host.delete_link(&names::host_veth(&req.env.container_id, &req.env.ifname))
-            .await?;
-        network::remove_if_unused(&host, cfg, &lock).await?;
-    }
-    peers::remove(store, cfg, &req.env.container_id, &req.env.ifname).await
+    let lock = network::lock(cfg)?;
+    // Deleting the host end removes the container end with it, namespace or not.
+    host.delete_link(&names::host_veth(&req.env.container_id, &req.env.ifname))
+        .await?;
+    network::remove_if_unused(&host, cfg, &lock).await?;
+    Ok(())
 }
 
 async fn check(
