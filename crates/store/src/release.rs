@@ -41,6 +41,20 @@ impl HeldAllocation {
         })
     }
 
+    /// Whether it is `node`'s; another node's (the same container id on another host) is left
+    /// alone, and said so.
+    pub fn is_of(&self, node: &str) -> bool {
+        let mine = self.allocation.node == node;
+        if !mine {
+            log::warn!(
+                "{} is node {}'s, not {node}'s: left alone",
+                self.key,
+                self.allocation.node
+            );
+        }
+        mine
+    }
+
     /// The address and name keys the owner record names.
     pub fn held_keys(&self, keys: &Keys) -> Vec<String> {
         let mut held: Vec<String> = (self.allocation.ips.iter())
@@ -130,11 +144,7 @@ pub async fn release_allocation(
             return Ok(None);
         };
         let held = HeldAllocation::read(network, kv)?;
-        if let Some(node) = node.filter(|n| *n != held.allocation.node) {
-            log::warn!(
-                "{owner_key} is node {}'s, not {node}'s: left alone",
-                held.allocation.node
-            );
+        if !node.is_none_or(|node| held.is_of(node)) {
             return Ok(None);
         }
         if store.txn(held.release(&keys)).await?.succeeded() {
@@ -244,14 +254,9 @@ pub async fn release_attachment(
         }
         if let Some(kv) = owner_kv {
             let held = HeldAllocation::read(ipam_network, &kv)?;
-            if held.allocation.node == node {
+            if held.is_of(node) {
                 let release = held.release(&keys);
                 parts.push((Some(held.allocation), release));
-            } else {
-                log::warn!(
-                    "{owner_key} is node {}'s, not {node}'s: left alone",
-                    held.allocation.node
-                );
             }
         }
         if parts.is_empty() {

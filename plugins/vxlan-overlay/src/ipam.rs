@@ -47,7 +47,8 @@ pub async fn add(
 
 /// DEL's etcd part: the endpoint record, then the addresses. With etcd-ipam in this process both
 /// go in one etcd write (one revision: store::release::release_attachment, each by its own rule);
-/// another IPAM plugin's binary is run after the record is gone.
+/// another IPAM plugin's binary is run after the record is gone. With etcd unreachable this
+/// fails (code 11), so that the runtime retries.
 pub async fn release(
     cfg: &OverlayConfig,
     req: &Request,

@@ -316,8 +316,6 @@ fn dns(cfg: &OverlayConfig, ipam: &CniResult) -> cni::Dns {
     dns
 }
 
-/// Local clean-up and the endpoint record; IPAM is released by the caller. With etcd unreachable
-/// this fails (code 11) so that the runtime retries; the local part is idempotent.
 /// The host's part of DEL: the veth, and the network's devices with the last local endpoint. The
 /// record and the allocation go after ([`ipam::release`]): a veth with an attachment alias and no
 /// record is what overlayd takes for a stale attachment, never the other way round.

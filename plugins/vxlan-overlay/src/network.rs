@@ -321,11 +321,12 @@ pub async fn remove_if_unused(
         if let Owner::Other(_) = owner(&bridge, cfg) {
             return Ok(false);
         }
-        let addresses = nl.addresses(bridge.index).await?;
-        routed = routed
-            || addresses
+        if !routed {
+            let addresses = nl.addresses(bridge.index).await?;
+            routed = addresses
                 .iter()
                 .any(|a| !matches!(a.ip(), IpAddr::V6(v6) if v6.is_unicast_link_local()));
+        }
         nl.delete_link(&cfg.vxlan_name()).await?;
         nl.delete_link(&cfg.gateway_veth_name()).await?;
         nl.delete_link(&cfg.bridge_name()).await?;
